@@ -1,0 +1,38 @@
+"""Small building blocks shared by every part of the detector: activations, MLP, inverse sigmoid."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, None: nn.Identity}
+
+
+def activation(name: str | None) -> nn.Module:
+    """An activation module by its config name (`relu`, `silu`, `gelu`, or None for identity)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(k for k in ACTIVATIONS if k)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """A stack of `num_layers` linear layers with ReLU between them.
+
+    Shapes: (..., in_dim) -> (..., out_dim).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """logit(x) with x clamped to [eps, 1 - eps], so boxes on the border stay finite."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))

@@ -1,0 +1,92 @@
+"""Multi-scale deformable attention (Zhu et al., Deformable DETR), in plain PyTorch with `grid_sample`.
+
+Each query looks at `num_points` sampled locations per head and per feature level, placed around its
+reference box, and mixes them with softmax weights predicted from the query itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def deformable_sample(
+    value: torch.Tensor,
+    shapes: list[tuple[int, int]],
+    locations: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Bilinearly sample `value` at `locations` and take the weighted sum over levels and points.
+
+    Args:
+        value: (B, S, heads, head_dim), the flattened levels of `shapes` one after another (S = sum h*w).
+        shapes: [(h, w)] per level.
+        locations: (B, Q, heads, levels * points, 2), x/y in 0..1 of each level's map.
+        weights: (B, Q, heads, levels * points), summing to 1 over the last axis.
+
+    Returns:
+        (B, Q, heads * head_dim).
+    """
+    batch, _, heads, head_dim = value.shape
+    queries = locations.shape[1]
+    points = locations.shape[3] // len(shapes)
+    # (B * heads, head_dim, S) split per level; grids to grid_sample's -1..1, (B * heads, Q, levels * points, 2)
+    levels = value.permute(0, 2, 3, 1).flatten(0, 1).split([h * w for h, w in shapes], dim=-1)
+    grids = (2 * locations - 1).transpose(1, 2).flatten(0, 1).split(points, dim=2)
+    sampled = [
+        F.grid_sample(level.unflatten(-1, (h, w)), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        for level, grid, (h, w) in zip(levels, grids, shapes)
+    ]  # each (B * heads, head_dim, Q, points)
+    weights = weights.transpose(1, 2).reshape(batch * heads, 1, queries, -1)
+    out = (torch.cat(sampled, dim=-1) * weights).sum(-1)  # (B * heads, head_dim, Q)
+    return out.view(batch, heads * head_dim, queries).transpose(1, 2)
+
+
+class MSDeformableAttention(nn.Module):
+    """Shapes: query (B, Q, D), reference boxes (B, Q, 4) cxcywh in 0..1, value (B, S, D) -> (B, Q, D)."""
+
+    def __init__(self, dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):
+        super().__init__()
+        self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
+        self.sampling_offsets = nn.Linear(dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(dim, dim)
+        self.output_proj = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Deformable DETR's init: offsets start on rays around the reference, one direction per head."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True).values).view(self.num_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.num_levels, self.num_points, 1)
+        grid *= torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_boxes: torch.Tensor,
+        value: torch.Tensor,
+        shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
+        batch, queries, _ = query.shape
+        value = self.value_proj(value).unflatten(-1, (self.num_heads, -1))
+        total_points = self.num_levels * self.num_points
+        offsets = self.sampling_offsets(query).view(batch, queries, self.num_heads, total_points, 2)
+        weights = self.attention_weights(query).view(batch, queries, self.num_heads, total_points).softmax(-1)
+        # Offsets are in units of the reference box's half size, scaled down by the number of points.
+        boxes = reference_boxes[:, :, None, None, :]
+        locations = boxes[..., :2] + offsets / self.num_points * boxes[..., 2:] * 0.5
+        return self.output_proj(deformable_sample(value, shapes, locations, weights))

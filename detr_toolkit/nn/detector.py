@@ -1,0 +1,77 @@
+"""The detector: backbone -> encoder -> decoder, built from a model config (the YAML under `configs/`).
+
+A config is plain data:
+    nc: 80                  # number of classes
+    names: {0: person, ...} # optional class names
+    imgsz: 640              # default inference size
+    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class
+    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class
+    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class
+Channel counts flow from one part to the next; nothing else is implied.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .backbones import BACKBONES
+from .decoder import RTDETRDecoder
+from .encoder import HybridEncoder
+
+ENCODERS = {"hybrid": HybridEncoder}
+DECODERS = {"rtdetr": RTDETRDecoder}
+MODEL_KEYS = {"nc", "names", "imgsz", "backbone", "encoder", "decoder"}
+# Arguments a part receives from the parts before it, never from its config section.
+DERIVED = {"in_channels", "num_classes"}
+
+
+class Detector(nn.Module):
+    """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}."""
+
+    def __init__(self, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decoder(self.encoder(self.backbone(images)))
+
+
+def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where: str, **derived: Any) -> nn.Module:
+    """Instantiate `registry[section['type']]` with the section's keys, refusing keys it does not take."""
+    if not isinstance(section, dict) or "type" not in section:
+        raise ConfigError(f"{where}: needs a mapping with a 'type' (one of {sorted(registry)})")
+    kwargs = dict(section)
+    kind = kwargs.pop("type")
+    if kind not in registry:
+        raise ConfigError(f"{where}: unknown type {kind!r} (known: {sorted(registry)})")
+    cls = registry[kind]
+    accepted = set(inspect.signature(cls).parameters) - DERIVED
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {kind} (known: {sorted(accepted)})")
+    try:
+        return cls(**kwargs, **derived)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def build_model(config: dict[str, Any]) -> Detector:
+    """Build a randomly initialised detector from a model config (see the module docstring)."""
+    unknown = sorted(set(config) - MODEL_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown model config key(s) {unknown} (known: {sorted(MODEL_KEYS)})")
+    if not isinstance(config.get("nc"), int) or config["nc"] < 1:
+        raise ConfigError(f"model config needs nc (number of classes) >= 1, got {config.get('nc')!r}")
+    backbone = _build_part(BACKBONES, config.get("backbone"), "backbone")
+    encoder = _build_part(ENCODERS, config.get("encoder"), "encoder", in_channels=backbone.out_channels)
+    decoder = _build_part(
+        DECODERS, config.get("decoder"), "decoder", in_channels=encoder.out_channels, num_classes=config["nc"]
+    )
+    return Detector(backbone, encoder, decoder)

@@ -1,0 +1,144 @@
+"""RT-DETR's hybrid encoder: attention within the top level (AIFI), then CNN fusion across levels (CCFM).
+
+    backbone maps --input_proj--> hidden_dim maps
+    top level --AIFI (self-attention over all its pixels)-->
+    top-down path: lateral conv, upsample, concat with the next finer level, RepC3   (FPN)
+    bottom-up path: stride-2 conv, concat with the next coarser level, RepC3          (PAN)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .common import activation
+from .conv import ConvNormAct, RepConv
+
+
+def sincos_position_embedding(height: int, width: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """2-D sine-cosine position embedding of a (height, width) grid flattened row-major.
+
+    Returns (1, height * width, dim): [sin(y), cos(y), sin(x), cos(x)] blocks of dim / 4 frequencies each.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos position embedding needs a dim divisible by 4, got {dim}")
+    grid_y, grid_x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    y = grid_y.flatten()[:, None] @ omega[None]
+    x = grid_x.flatten()[:, None] @ omega[None]
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1)[None]
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Post-norm transformer layer; positions are added to queries and keys only.
+
+    Shapes: (B, L, D) with pos (1, L, D) -> (B, L, D).
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, act: str = "gelu", dropout: float = 0.0):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.act = activation(act)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        q = k = x + pos
+        x = self.norm1(x + self.dropout(self.self_attn(q, k, x)))
+        return self.norm2(x + self.dropout(self.linear2(self.dropout(self.act(self.linear1(x))))))
+
+
+class AIFI(TransformerEncoderLayer):
+    """Attention-based intra-scale feature interaction: one encoder layer over a feature map's pixels.
+
+    Shapes: (B, D, H, W) -> (B, D, H, W).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        _, dim, height, width = x.shape
+        pos = sincos_position_embedding(height, width, dim).to(x.device, x.dtype)
+        tokens = super().forward(x.flatten(2).transpose(1, 2), pos)
+        return tokens.transpose(1, 2).reshape(-1, dim, height, width)
+
+
+class RepC3(nn.Module):
+    """CSP block of RepConvs: cv3(RepConvs(cv1(x)) + cv2(x)). Shapes: (B, C_in, H, W) -> (B, C_out, H, W)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, blocks: int, expansion: float, act: str, norm_eps: float
+    ):
+        super().__init__()
+        hidden = int(out_channels * expansion)
+        self.cv1 = ConvNormAct(in_channels, hidden, 1, act=act, norm_eps=norm_eps)
+        self.cv2 = ConvNormAct(in_channels, hidden, 1, act=act, norm_eps=norm_eps)
+        self.blocks = nn.Sequential(*(RepConv(hidden, act, norm_eps) for _ in range(blocks)))
+        self.cv3 = (
+            ConvNormAct(hidden, out_channels, 1, act=act, norm_eps=norm_eps) if hidden != out_channels else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv3(self.blocks(self.cv1(x)) + self.cv2(x))
+
+
+class HybridEncoder(nn.Module):
+    """AIFI on the coarsest level + FPN/PAN fusion with RepC3 blocks.
+
+    Shapes: [(B, in_channels[i], H_i, W_i)] fine to coarse -> [(B, hidden_dim, H_i, W_i)] fine to coarse.
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        hidden_dim: int = 256,
+        ffn_dim: int = 1024,
+        num_heads: int = 8,
+        attn_act: str = "gelu",
+        csp_blocks: int = 3,
+        expansion: float = 1.0,
+        act: str = "silu",
+        dropout: float = 0.0,
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        levels = len(in_channels)
+        conv = dict(act=act, norm_eps=norm_eps)
+        self.input_proj = nn.ModuleList(
+            ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels
+        )
+        self.aifi = AIFI(hidden_dim, ffn_dim, num_heads, attn_act, dropout)
+        # Index 0 of the top-down modules works on the coarsest level.
+        self.lateral_convs = nn.ModuleList(ConvNormAct(hidden_dim, hidden_dim, 1, **conv) for _ in range(levels - 1))
+        self.fpn_blocks = nn.ModuleList(
+            RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv) for _ in range(levels - 1)
+        )
+        self.downsample_convs = nn.ModuleList(
+            ConvNormAct(hidden_dim, hidden_dim, 3, 2, **conv) for _ in range(levels - 1)
+        )
+        self.pan_blocks = nn.ModuleList(
+            RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv) for _ in range(levels - 1)
+        )
+        self.out_channels = [hidden_dim] * levels
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        projected = [proj(f) for proj, f in zip(self.input_proj, features)]
+        # Top-down: `laterals` collects each coarse level after its lateral conv, coarsest first.
+        top = self.aifi(projected[-1])
+        laterals = []
+        for i, finer in enumerate(reversed(projected[:-1])):
+            top = self.lateral_convs[i](top)
+            laterals.append(top)
+            upsampled = F.interpolate(top, scale_factor=2.0, mode="nearest")
+            top = self.fpn_blocks[i](torch.cat([upsampled, finer], dim=1))
+        # Bottom-up: start from the finest fused map, walk back to the coarsest lateral.
+        outputs = [top]
+        for i, coarser in enumerate(reversed(laterals)):
+            downsampled = self.downsample_convs[i](outputs[-1])
+            outputs.append(self.pan_blocks[i](torch.cat([downsampled, coarser], dim=1)))
+        return outputs
