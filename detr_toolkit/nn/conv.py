@@ -72,10 +72,11 @@ class RepConv(nn.Module):
         self.conv3x3.fuse()
         self.conv1x1.fuse()
         conv3, conv1 = self.conv3x3.conv, self.conv1x1.conv
-        fused = nn.Conv2d(conv3.in_channels, conv3.out_channels, 3, padding=1, bias=True)
-        fused.weight.copy_(conv3.weight + nn.functional.pad(conv1.weight, [1, 1, 1, 1]))
+        weight = conv3.weight
+        fused = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1, device=weight.device, dtype=weight.dtype)
+        fused.weight.copy_(weight + nn.functional.pad(conv1.weight, [1, 1, 1, 1]))
         fused.bias.copy_(conv3.bias + conv1.bias)
-        self.fused = fused.to(conv3.weight.device, conv3.weight.dtype)
+        self.fused = fused
         del self.conv3x3, self.conv1x1
 
 

@@ -9,6 +9,8 @@ that refine the boxes layer by layer; class and box heads after each layer.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -100,9 +102,13 @@ class RTDETRDecoder(nn.Module):
         label_noise_ratio: float = 0.5,
         box_noise_scale: float = 1.0,
         anchor_size: float = 0.05,
+        feat_strides: tuple[int, ...] = (8, 16, 32),
+        eval_size: int | None = 640,
         norm_eps: float = 1e-5,
     ):
         super().__init__()
+        if len(feat_strides) != len(in_channels):
+            raise ValueError(f"feat_strides {list(feat_strides)} must give one stride per level ({len(in_channels)})")
         self.num_queries = num_queries
         self.num_classes = num_classes
         self.eval_idx = eval_idx % num_layers
@@ -124,12 +130,18 @@ class RTDETRDecoder(nn.Module):
         self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
         self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
         self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, num_layers=3) for _ in range(num_layers))
+        # Anchors for `eval_size` inputs are precomputed state, as in upstream RT-DETR (eval_spatial_size);
+        # imported checkpoints may carry their own (ultralytics stores them rounded to fp16).
+        self.eval_shapes = [(-(-eval_size // s), -(-eval_size // s)) for s in feat_strides] if eval_size else []
+        anchors, valid = generate_anchors(self.eval_shapes, anchor_size) if eval_size else (None, None)
+        self.register_buffer("anchors", anchors)
+        self.register_buffer("valid_mask", valid)
         self._anchor_cache: tuple[list, torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """RT-DETR's init: class biases at prior 0.01, box deltas at zero, xavier for projections."""
-        prior_bias = -torch.log(torch.tensor((1 - 0.01) / 0.01)).item()
+        prior_bias = -math.log((1 - 0.01) / 0.01)
         for head in [self.enc_score_head, *self.dec_score_head]:
             nn.init.constant_(head.bias, prior_bias)
         for head in [self.enc_bbox_head, *self.dec_bbox_head]:
@@ -142,7 +154,9 @@ class RTDETRDecoder(nn.Module):
             nn.init.xavier_uniform_(proj.conv.weight)
 
     def _anchors(self, shapes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchors for these level shapes, cached between calls with the same shapes."""
+        """Anchors for these level shapes: the stored ones at eval size, else computed and cached."""
+        if shapes == self.eval_shapes:
+            return self.anchors, self.valid_mask
         cache = self._anchor_cache
         if cache is None or cache[0] != shapes or cache[1].device != device:
             anchors, valid = generate_anchors(shapes, self.anchor_size, device=device)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..nn.decoder import generate_anchors
 from .safe_pickle import ForeignObject, module_tree_state
 
 # The head of every ultralytics RT-DETR yaml (3 feature levels): AIFI, top-down FPN, bottom-up PAN, decoder.
@@ -41,8 +42,8 @@ def is_ultralytics_checkpoint(checkpoint: Any) -> bool:
     return isinstance(model, ForeignObject) and model.foreign_name.startswith("ultralytics.")
 
 
-def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[int, str]]:
-    """ultralytics checkpoint -> (our model config, our state dict in float32, class names)."""
+def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """ultralytics checkpoint -> (our model config with class names, our state dict in float32)."""
     model = checkpoint.get("ema") or checkpoint["model"]
     if not model.foreign_name.endswith("RTDETRDetectionModel"):
         kind = model.foreign_name.rsplit(".", 1)[-1]
@@ -57,7 +58,25 @@ def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.T
     if not names:
         names = {i: str(i) for i in range(config["nc"])}
     config["names"] = names
-    return config, _rename_state(state, layers, norm_eps), names
+    state = _rename_state(state, layers, norm_eps)
+    decoder_node = model._modules["model"]._modules[str(len(spec["backbone"]) + len(HEAD_LAYOUT) - 1)]
+    state.update(_eval_anchors(decoder_node, config))
+    return config, state
+
+
+def _eval_anchors(decoder: Any, config: dict) -> dict[str, torch.Tensor]:
+    """The decoder's anchors at eval size: those ultralytics cached in the checkpoint (its inference
+    reuses them, rounded to fp16 by `save()`), else computed; sets `eval_size` to match."""
+    strides = config["decoder"]["feat_strides"]
+    shapes = [tuple(s) for s in getattr(decoder, "shapes", [])]
+    anchors = getattr(decoder, "anchors", None)
+    size = shapes[-1][0] * strides[-1] if shapes else 0
+    if size and shapes == [(size // s, size // s) for s in strides] and isinstance(anchors, torch.Tensor):
+        config["decoder"]["eval_size"] = size
+        return {"decoder.anchors": anchors.float(), "decoder.valid_mask": decoder.valid_mask}
+    config["decoder"]["eval_size"] = 640
+    anchors, valid = generate_anchors([(640 // s, 640 // s) for s in strides], config["decoder"]["anchor_size"])
+    return {"decoder.anchors": anchors, "decoder.valid_mask": valid}
 
 
 def _batch_norm_eps(node: Any) -> float:
@@ -129,7 +148,7 @@ def _translate_layers(spec: dict, norm_eps: float, path: str | Path) -> tuple[di
 
     decoder = {"type": "rtdetr", **DECODER_ARGS, **dict(zip(DECODER_ARGS, head_layers[18][3]))}
     decoder.pop("nc")
-    decoder.update(act="relu", eval_idx=-1, norm_eps=norm_eps)
+    decoder.update(act="relu", eval_idx=-1, anchor_size=0.05, feat_strides=[8, 16, 32], norm_eps=norm_eps)
     config = {
         "nc": nc,
         "imgsz": 640,

@@ -1,0 +1,120 @@
+"""The `detect` command.
+
+    detect predict bus.jpg --model rtdetr-l.pt --conf 0.4 --save
+    detect predict source=bus.jpg model=rtdetr-l.pt conf=0.4 save=True     # ultralytics-style, same thing
+
+Errors in the user's input print one line (`error: ...`) and exit with status 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from .errors import DetrToolkitError
+
+EXIT_USAGE = 2
+KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect",
+        description="Real-time detection transformers (RT-DETR): predict with ultralytics or our own checkpoints.",
+        epilog="Options may also be given ultralytics-style as key=value (e.g. conf=0.4 save=True).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    predict = commands.add_parser(
+        "predict",
+        help="detect objects in images, videos, directories or globs",
+        description="Detect objects and print one line per image; --save writes plotted images to runs/predict*.",
+        epilog="Also accepts key=value arguments, e.g. `detect predict source=bus.jpg conf=0.4 save=True`.",
+    )
+    predict.add_argument("source", nargs="?", help="image, video, directory, glob or URL")
+    predict.add_argument("--model", default="rtdetr-l.pt", help="checkpoint (.pt, .safetensors) or config (.yaml); default rtdetr-l.pt")
+    predict.add_argument("--conf", type=float, default=0.25, help="confidence threshold, 0..1 (default 0.25)")
+    predict.add_argument("--imgsz", type=int, default=None, help="model input size, a multiple of 32 (default: the model's, 640)")
+    predict.add_argument("--max-det", type=int, default=300, help="maximum detections per image (default 300)")
+    predict.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
+    predict.add_argument("--device", default=None, help="cpu, cuda, cuda:N, N or mps (default: CUDA if available)")
+    predict.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
+    predict.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    predict.add_argument("--save", action="store_true", help="save plotted images/videos")
+    predict.add_argument("--save-txt", action="store_true", help="save YOLO-format labels (class cx cy w h)")
+    predict.add_argument("--save-conf", action="store_true", help="add confidences to --save-txt labels")
+    predict.add_argument("--project", default="runs", help="folder for saved runs (default runs)")
+    predict.add_argument("--name", default="predict", help="run name, incremented if taken (default predict)")
+    predict.add_argument("--quiet", action="store_true", help="print nothing per image")
+    predict.set_defaults(run=_predict)
+    return parser
+
+
+def _apply_key_values(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> None:
+    """Fold ultralytics-style `key=value` arguments into `args`; refuse unknown keys."""
+    for token in extras:
+        key, _, text = token.partition("=")
+        name = key.strip().replace("-", "_")
+        if name in {"command", "run", "debug"} or not hasattr(args, name):
+            known = sorted(k for k in vars(args) if k not in {"command", "run", "debug"})
+            parser.error(f"unrecognised argument {token!r} (key=value keys: {', '.join(known)})")
+        value = yaml.safe_load(text) if text else None
+        setattr(args, name, value)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .model import RTDETR
+
+    if args.source is None:
+        raise DetrToolkitError("predict needs a SOURCE (an image, video, directory, glob or URL)")
+    model = RTDETR(args.model)
+    results = model.predict(
+        args.source,
+        conf=args.conf,
+        imgsz=args.imgsz,
+        max_det=args.max_det,
+        classes=args.classes,
+        device=args.device,
+        batch=args.batch,
+        half=args.half,
+        save=args.save,
+        save_txt=args.save_txt,
+        save_conf=args.save_conf,
+        project=args.project,
+        name=args.name,
+        verbose=not args.quiet,
+        stream=True,
+    )
+    for _ in results:  # each result is printed (and saved) as it is made
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # key=value words are set aside first, so that `source=bus.jpg` is not taken for the positional SOURCE.
+    key_values = [a for a in argv if KEY_VALUE.match(a)]
+    args, extras = parser.parse_known_args([a for a in argv if not KEY_VALUE.match(a)])
+    if extras:
+        parser.error(f"unrecognised arguments: {' '.join(extras)}")
+    _apply_key_values(parser, args, key_values)
+    try:
+        return args.run(args)
+    except DetrToolkitError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Prediction: frames -> preprocess -> model -> postprocess -> Results.
+
+Preprocessing and postprocessing follow ultralytics' RT-DETR predictor exactly, so the same weights give
+the same detections: the image is stretched (not letterboxed) to imgsz x imgsz with bilinear resizing,
+scaled to 0..1 without mean/std, and the top-k (query, class) pairs by sigmoid score are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import box_convert
+
+from ..data.sources import Frame, iter_frames
+from ..errors import ConfigError
+from ..nn import Detector, fuse_model
+from ..results import Results
+
+
+@dataclass
+class PredictOptions:
+    """What to keep and how to batch: ultralytics' names and defaults."""
+
+    conf: float = 0.25  # keep detections scoring above this
+    imgsz: int = 640  # square model input size (pixels, multiple of 32)
+    max_det: int = 300  # at most this many detections per image
+    classes: Sequence[int] | None = None  # keep only these class indices
+    batch: int = 1  # frames per forward pass
+
+    def __post_init__(self):
+        if not 0.0 <= self.conf <= 1.0:
+            raise ConfigError(f"conf={self.conf}: must be within 0..1")
+        if not isinstance(self.imgsz, int) or self.imgsz < 32 or self.imgsz % 32:
+            raise ConfigError(f"imgsz={self.imgsz}: must be a positive multiple of 32")
+        if self.max_det < 1:
+            raise ConfigError(f"max_det={self.max_det}: must be at least 1")
+        if self.batch < 1:
+            raise ConfigError(f"batch={self.batch}: must be at least 1")
+        if self.classes is not None:
+            self.classes = [int(c) for c in ([self.classes] if isinstance(self.classes, int) else self.classes)]
+
+
+def preprocess(frames: Sequence[Frame], imgsz: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Frames -> (B, 3, imgsz, imgsz) RGB in 0..1; tensor frames are used as given (no resize)."""
+    if frames[0].tensor is not None:
+        return torch.stack([f.tensor for f in frames]).to(device, dtype)
+    resized = np.stack([cv2.resize(f.image, (imgsz, imgsz), interpolation=cv2.INTER_LINEAR) for f in frames])
+    batch = torch.from_numpy(resized).to(device).permute(0, 3, 1, 2).flip(1)  # BHWC BGR -> BCHW RGB
+    return batch.to(dtype).div_(255)
+
+
+def postprocess(boxes: torch.Tensor, logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Decoder outputs -> (B, K, 6): x1, y1, x2, y2 (0..1), score, class, best score first.
+
+    boxes: (B, Q, 4) cxcywh in 0..1; logits: (B, Q, C). K = min(top_k, Q * C) (query, class) pairs.
+    """
+    num_classes = logits.shape[-1]
+    scores, index = logits.sigmoid().flatten(1).topk(min(top_k, logits.shape[1] * num_classes), dim=1)
+    query = index.div(num_classes, rounding_mode="floor")
+    picked = boxes.gather(1, query[..., None].expand(-1, -1, 4))
+    classes = (index - query * num_classes).to(scores.dtype)
+    return torch.cat([box_convert(picked, "cxcywh", "xyxy"), scores[..., None], classes[..., None]], dim=-1)
+
+
+def select_detections(
+    detections: torch.Tensor, orig_shape: tuple[int, int], conf: float, classes: Sequence[int] | None, max_det: int
+) -> torch.Tensor:
+    """One image's (K, 6) -> (N, 6) with score > conf, wanted classes, at most max_det, boxes in pixels."""
+    keep = detections[:, 4] > conf
+    if classes is not None:
+        keep &= torch.isin(detections[:, 5], torch.tensor(classes, dtype=detections.dtype, device=detections.device))
+    detections = detections[keep][:max_det]
+    height, width = orig_shape
+    detections[:, [0, 2]] *= width
+    detections[:, [1, 3]] *= height
+    return detections
+
+
+class Predictor:
+    """Runs a detector on sources; holds a fused (conv + batch norm folded) copy of the model for speed."""
+
+    def __init__(self, model: Detector, names: dict[int, str], device: torch.device, half: bool = False):
+        self.names = names
+        self.device = device
+        self.dtype = torch.float16 if half and device.type == "cuda" else torch.float32
+        self.model = fuse_model(copy.deepcopy(model)).to(device, self.dtype).eval()
+        if device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def predict_batch(self, frames: Sequence[Frame], options: PredictOptions) -> list[Results]:
+        start = time.perf_counter()
+        images = preprocess(frames, options.imgsz, self.device, self.dtype)
+        if self.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        preprocessed = time.perf_counter()
+        outputs = self.model(images)
+        inferred = time.perf_counter()
+        detections = postprocess(outputs["boxes"].float(), outputs["logits"].float(), self.model.decoder.num_queries)
+        results = []
+        for frame, image_detections in zip(frames, detections):
+            kept = select_detections(
+                image_detections, frame.image.shape[:2], options.conf, options.classes, options.max_det
+            )
+            results.append(Results(frame.image, frame.path, self.names, kept.cpu()))
+        finished = time.perf_counter()
+        per_image = 1000 / len(frames)
+        speed = {
+            "preprocess": (preprocessed - start) * per_image,
+            "inference": (inferred - preprocessed) * per_image,
+            "postprocess": (finished - inferred) * per_image,
+        }
+        for result in results:
+            result.speed = speed
+        return results
+
+    def stream(self, source: Any, options: PredictOptions) -> Iterator[tuple[Frame, Results, tuple[int, int]]]:
+        """Yield (frame, its Results, model input (h, w)) for every frame of `source`, `batch` frames at a time."""
+        frames = iter_frames(source)
+        while chunk := list(islice(frames, options.batch)):
+            # Tensors and arrays cannot share a batch (one is resized, the other not).
+            for group in _split_by_kind(chunk):
+                tensor = group[0].tensor
+                input_hw = tuple(tensor.shape[1:]) if tensor is not None else (options.imgsz, options.imgsz)
+                for frame, result in zip(group, self.predict_batch(group, options)):
+                    yield frame, result, input_hw
+
+
+def _split_by_kind(frames: list[Frame]) -> list[list[Frame]]:
+    groups: list[list[Frame]] = []
+    for frame in frames:
+        if groups and (groups[-1][0].tensor is None) == (frame.tensor is None):
+            groups[-1].append(frame)
+        else:
+            groups.append([frame])
+    return groups

@@ -1,0 +1,142 @@
+"""`RTDETR`, the Python entry point, shaped like ultralytics' model class.
+
+    from detr_toolkit import RTDETR
+    model = RTDETR("rtdetr-l.pt")              # ultralytics checkpoint, our .safetensors, or a config YAML
+    results = model.predict("bus.jpg")         # list of Results
+    results[0].show()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import weights
+from .engine.device import select_device
+from .engine.predictor import PredictOptions, Predictor
+from .engine.saver import PredictionSaver, increment_dir
+from .errors import CheckpointError, ConfigError
+from .nn import Detector, build_model
+from .results import Results
+
+
+class RTDETR:
+    """A detector and its class names, with predict / info / save.
+
+    Attributes:
+        model: the `Detector` (torch module).
+        names: {class index: name}.
+        config: the model config (the YAML that rebuilds `model`), without names.
+        ckpt_path: where the model came from.
+    """
+
+    def __init__(self, model: str | Path | dict = "rtdetr-l.pt", device: str | int | torch.device | None = None):
+        config, state = weights.load(model)
+        self.names: dict[int, str] = config.pop("names", None) or {i: str(i) for i in range(config.get("nc", 0))}
+        self.config = config
+        self.model: Detector = build_model(config)
+        if state is not None:
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError as error:
+                first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+                raise CheckpointError(f"{model}: weights do not fit the model config ({first})") from None
+        self.ckpt_path = str(model) if not isinstance(model, dict) else None
+        self.model.eval().to(select_device(device))
+        self._predictor: Predictor | None = None
+
+    # --- predict -----------------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        source: Any = None,
+        *,
+        conf: float = 0.25,
+        imgsz: int | None = None,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        device: str | int | torch.device | None = None,
+        batch: int = 1,
+        half: bool = False,
+        stream: bool = False,
+        save: bool = False,
+        save_txt: bool = False,
+        save_conf: bool = False,
+        project: str | Path = "runs",
+        name: str = "predict",
+        verbose: bool = True,
+    ) -> list[Results] | Iterator[Results]:
+        """Detect objects in `source` (path, directory, glob, URL, list, PIL, numpy BGR, tensor, video).
+
+        Returns a list of Results, or a generator of them with `stream=True` (for long videos).
+        `save`/`save_txt` write plotted images / YOLO labels to `project/name` (incremented: predict2, ...).
+        """
+        options = PredictOptions(conf, imgsz or self.config.get("imgsz", 640), max_det, classes, batch)
+        if options.classes is not None and not set(options.classes) <= set(self.names):
+            raise ConfigError(f"classes={options.classes}: the model has classes 0..{len(self.names) - 1}")
+        predictor = self._get_predictor(device, half)
+        saver = PredictionSaver(increment_dir(project, name), save, save_txt, save_conf) if save or save_txt else None
+        generator = self._predict_stream(predictor, source, options, saver, verbose)
+        return generator if stream else list(generator)
+
+    __call__ = predict
+
+    def _get_predictor(self, device: Any, half: bool) -> Predictor:
+        """The cached predictor, rebuilt when the device or precision asked for changes."""
+        target = select_device(device) if device is not None else self.device
+        dtype = torch.float16 if half and target.type == "cuda" else torch.float32
+        if self._predictor is None or (self._predictor.device, self._predictor.dtype) != (target, dtype):
+            self._predictor = Predictor(self.model, self.names, target, half)
+        return self._predictor
+
+    @staticmethod
+    def _predict_stream(
+        predictor: Predictor, source: Any, options: PredictOptions, saver: PredictionSaver | None, verbose: bool
+    ) -> Iterator[Results]:
+        try:
+            for frame, result, (height, width) in predictor.stream(source, options):
+                if saver:
+                    saver.add(frame, result)
+                if verbose:
+                    where = Path(frame.path).name + ("" if frame.video_frame is None else f" frame {frame.video_frame}")
+                    print(f"{where}: {height}x{width} {result.verbose()}{result.speed['inference']:.1f}ms")
+                yield result
+        finally:
+            if saver:
+                saver.close()
+                if verbose:
+                    print(f"Results saved to {saver.save_dir}")
+
+    # --- model -------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | int | torch.device) -> RTDETR:
+        self.model.to(select_device(device))
+        self._predictor = None
+        return self
+
+    def info(self, verbose: bool = True, imgsz: int | None = None) -> tuple[int, int, float]:
+        """(parameters, trainable parameters, GFLOPs at imgsz); printed when verbose."""
+        imgsz = imgsz or self.config.get("imgsz", 640)
+        params = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        with torch.device("meta"):  # count FLOPs without computing anything
+            shadow = build_model(self.config).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            shadow(torch.zeros(1, 3, imgsz, imgsz, device="meta"))
+        gflops = counter.get_total_flops() / 1e9
+        if verbose:
+            print(f"RT-DETR summary: {params:,} parameters, {trainable:,} gradients, {gflops:.1f} GFLOPs at {imgsz}x{imgsz}")
+        return params, trainable, gflops
+
+    def save(self, filename: str | Path) -> Path:
+        """Write our safetensors weights (model config and names inside)."""
+        return weights.save_weights(self.model.state_dict(), {**self.config, "names": self.names}, filename)
+

@@ -1,0 +1,57 @@
+"""Our own weights format: one safetensors file holding the state dict and, as metadata, the model config.
+
+No pickle anywhere: the file cannot run code, and it is self-describing (the config rebuilds the model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..errors import CheckpointError
+
+FORMAT = "detr-toolkit/1"
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | Path) -> Path:
+    """Write `state_dict` + `config` to `path` atomically (a temp file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    metadata = {"format": FORMAT, "config": json.dumps(config)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a file written by `save_weights` -> (config, state dict)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: a safetensors file, but not a detr-toolkit model (no config inside)")
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
+    config = json.loads(metadata["config"])
+    config["names"] = {int(k): v for k, v in config.get("names", {}).items()}
+    return config, state
+
+
+def dump_config(config: dict) -> str:
+    """A config as YAML text (as it would stand in configs/)."""
+    return yaml.safe_dump(config, sort_keys=False)

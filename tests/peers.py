@@ -1,0 +1,72 @@
+"""Reference checkpoints written by the peers (ultralytics, transformers), built offline with random weights.
+
+A freshly initialised detector is degenerate: activations fade through the deep backbone, every query
+sees the same features, and every score sits near the 0.01 prior. So batch-norm statistics are
+calibrated on real photos and the weights are perturbed, until scores spread over 0..1 and detections
+differ in class, size and confidence, which is what a parity test needs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import yaml
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def photos(size: int = 640) -> torch.Tensor:
+    """The two sample photos, stretched to size x size: (2, 3, size, size) RGB in 0..1."""
+    import cv2
+    import numpy as np
+
+    images = [cv2.resize(cv2.imread(str(ASSETS / n)), (size, size)) for n in ("bus.jpg", "zidane.jpg")]
+    return torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+
+
+def make_realistic_(model: torch.nn.Module, images: torch.Tensor, seed: int = 0) -> None:
+    """Perturb every parameter with seeded noise, then calibrate batch norms on `images`; leaves eval mode.
+
+    The result is deliberately rough: float32 rounding grows through it to about 1e-3 on the logits
+    (ultralytics' own float32 vs float64), so exact-maths checks are made in float64.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if "score_head" in name:  # class priors around 1%: some confident detections, most not
+                prior = -4.5 + math.log(80 / param.shape[0]) / 2  # fewer classes, fewer chances to score high
+                param.copy_(noise * 0.05 if name.endswith("weight") else noise + prior)
+                continue
+            std = max(param.std().item() if param.numel() > 1 else 0.0, 0.02)
+            param.add_((noise * std * 0.5).to(param.dtype))
+        batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        model.eval()
+        for bn in batch_norms:
+            bn.reset_running_stats()
+            bn.momentum, bn.training = None, True  # cumulative average over this one batch
+        model(images)
+        for bn in batch_norms:
+            bn.momentum, bn.training = 0.03, False
+
+
+def ultralytics_checkpoint(directory: Path, arch: str = "rtdetr-l", nc: int | None = None, seed: int = 0) -> Path:
+    """Build ultralytics' RTDETR(arch.yaml) (optionally with `nc` classes), perturb it, save it; return the .pt."""
+    from ultralytics import RTDETR
+    from ultralytics.utils import ROOT
+
+    spec = yaml.safe_load((ROOT / "cfg" / "models" / "rt-detr" / f"{arch}.yaml").read_text())
+    if nc is not None:
+        spec["nc"] = nc
+    spec_file = directory / f"{arch}-{spec['nc']}.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    torch.manual_seed(seed)
+    model = RTDETR(str(spec_file))
+    make_realistic_(model.model, photos(), seed)
+    model.model.names = {i: f"class{i}" for i in range(spec["nc"])}
+    path = directory / f"{arch}-{spec['nc']}.pt"
+    model.save(str(path))
+    return path
