@@ -34,3 +34,43 @@ def ultralytics_x(peer_dir) -> Path:
 def ultralytics_l3(peer_dir) -> Path:
     """rtdetr-l with 3 classes."""
     return peers.ultralytics_checkpoint(peer_dir, "rtdetr-l", nc=3, seed=2)
+
+
+# A small RT-DETR (same architecture, narrow and shallow) for tests of everything around the model.
+TINY_CONFIG = {
+    "nc": 4,
+    "names": {0: "cat", 1: "dog", 2: "bus", 3: "person"},
+    "imgsz": 128,
+    "backbone": {
+        "type": "hgnetv2",
+        "stem": [8, 16],
+        "layers_per_block": 2,
+        "stages": [
+            {"mid": 8, "out": 16, "blocks": 1, "kernel": 3, "light": False, "downsample": False},
+            {"mid": 8, "out": 32, "blocks": 1, "kernel": 3, "light": False, "downsample": True},
+            {"mid": 16, "out": 48, "blocks": 2, "kernel": 5, "light": True, "downsample": True},
+            {"mid": 16, "out": 64, "blocks": 1, "kernel": 5, "light": True, "downsample": True},
+        ],
+        "return_stages": [1, 2, 3],
+    },
+    "encoder": {"type": "hybrid", "hidden_dim": 32, "ffn_dim": 64, "num_heads": 4, "csp_blocks": 1},
+    "decoder": {
+        "type": "rtdetr", "hidden_dim": 32, "num_queries": 20, "num_layers": 2, "num_heads": 4, "num_points": 2,
+        "ffn_dim": 64, "eval_size": 128,
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Our safetensors file of a tiny random model."""
+    import copy
+
+    import torch
+
+    from detr_toolkit import RTDETR
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    RTDETR(copy.deepcopy(TINY_CONFIG)).save(path)
+    return path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import PHOTOS
-from scipy.optimize import linear_sum_assignment
+from matching import match_detections, max_row_error
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.images import read_image
@@ -21,21 +21,6 @@ def ultralytics_model(path):
     from ultralytics import RTDETR as PeerRTDETR
 
     return PeerRTDETR(str(path))
-
-
-def max_row_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    """Largest difference between two (Q, D) row sets, rows paired one-to-one by least difference
-    (two queries whose encoder scores tie within float noise may come out in either order)."""
-    cost = (ours[:, None] - theirs[None]).abs().amax(-1).numpy()
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].max())
-
-
-def match_detections(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pair rows of two (N, 6) detection arrays (order may differ where scores tie): same class, nearest box."""
-    cost = np.abs(ours[:, None, :4] - theirs[None, :, :4]).max(-1) + 1e6 * (ours[:, None, 5] != theirs[None, :, 5])
-    rows, cols = linear_sum_assignment(cost)
-    return ours[rows], theirs[cols]
 
 
 def decoder_rows(outputs: dict[str, torch.Tensor] | tuple, image: int) -> torch.Tensor:

@@ -60,6 +60,8 @@ def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.T
     config["names"] = names
     state = _rename_state(state, layers, norm_eps)
     decoder_node = model._modules["model"]._modules[str(len(spec["backbone"]) + len(HEAD_LAYOUT) - 1)]
+    for name in ("num_denoising", "label_noise_ratio", "box_noise_scale"):  # training settings it carries
+        config["decoder"][name] = getattr(decoder_node, name)
     state.update(_eval_anchors(decoder_node, config))
     return config, state
 

@@ -1,0 +1,84 @@
+"""Results/Boxes against ultralytics' own classes on the same detections."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import PHOTOS
+
+from detr_toolkit import Boxes, Results
+
+NAMES = {0: "person", 1: "bus", 2: "dog"}
+
+
+@pytest.fixture()
+def detections() -> torch.Tensor:
+    return torch.tensor(
+        [[10.0, 20.0, 110.0, 220.0, 0.9, 0.0], [50.5, 60.0, 300.0, 400.25, 0.6, 1.0], [0.0, 0.0, 5.0, 5.0, 0.3, 0.0]]
+    )
+
+
+def peer_results(image, detections):
+    from ultralytics.engine.results import Results as PeerResults
+
+    return PeerResults(image, path=str(PHOTOS[0]), names=NAMES, boxes=detections.clone())
+
+
+def test_boxes_match_ultralytics(detections):
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    for attribute in ("xyxy", "xywh", "xyxyn", "xywhn", "conf", "cls", "data"):
+        assert torch.allclose(getattr(ours.boxes, attribute), getattr(theirs.boxes, attribute)), attribute
+        numpy_value = getattr(ours.boxes.numpy(), attribute)
+        assert isinstance(numpy_value, np.ndarray)
+        assert np.allclose(numpy_value, getattr(theirs.boxes.numpy(), attribute)), attribute
+    assert ours.boxes.orig_shape == theirs.boxes.orig_shape and ours.orig_shape == theirs.orig_shape
+    assert len(ours) == len(theirs) == 3
+    assert ours.verbose() == theirs.verbose()
+    assert len(ours[0:2]) == 2 and torch.equal(ours[1].boxes.data, theirs[1].boxes.data)
+
+
+def test_summary_and_json_match_ultralytics(detections):
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    for normalize in (False, True):
+        mine, peer = ours.summary(normalize=normalize), theirs.summary(normalize=normalize)
+        assert [(d["name"], d["class"], d["box"]) for d in mine] == [(d["name"], d["class"], d["box"]) for d in peer]
+        assert [d["confidence"] for d in mine] == pytest.approx([d["confidence"] for d in peer])
+    assert json.loads(ours.to_json())[1]["name"] == "bus"
+
+
+def test_save_txt_matches_ultralytics(tmp_path, detections):
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    for save_conf in (False, True):
+        ours.save_txt(tmp_path / f"ours{save_conf}.txt", save_conf=save_conf)
+        theirs.save_txt(tmp_path / f"theirs{save_conf}.txt", save_conf=save_conf)
+        mine = np.loadtxt(tmp_path / f"ours{save_conf}.txt")
+        peer = np.loadtxt(tmp_path / f"theirs{save_conf}.txt")
+        assert mine.shape == peer.shape and np.allclose(np.sort(mine, 0), np.sort(peer, 0), atol=1e-5)
+
+
+def test_plot_and_save(tmp_path, detections):
+    image = cv2.imread(str(PHOTOS[0]))
+    result = Results(image, str(PHOTOS[0]), NAMES, detections)
+    plotted = result.plot()
+    assert plotted.shape == image.shape and not np.array_equal(plotted, image)
+    assert np.array_equal(result.orig_img, image), "plot must draw on a copy"
+    assert np.array_equal(result.plot(boxes=False), image)
+    saved = cv2.imread(result.save(tmp_path / "out.png"))
+    assert np.array_equal(saved, plotted)
+
+
+def test_empty_results_and_conversions():
+    image = np.zeros((20, 30, 3), np.uint8)
+    empty = Results(image, "x.jpg", NAMES)
+    assert len(empty) == 0 and empty.summary() == [] and empty.verbose() == "(no detections), "
+    boxes = Boxes(torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.5, 2.0]]), (20, 30))
+    assert isinstance(boxes.numpy().data, np.ndarray) and boxes.numpy().to("cpu").data.dtype == torch.float32
+    with pytest.raises(ValueError):
+        Boxes(torch.zeros(3, 5), (20, 30))
