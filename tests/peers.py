@@ -38,7 +38,7 @@ def make_realistic_(model: torch.nn.Module, images: torch.Tensor, seed: int = 0)
         for name, param in model.named_parameters():
             noise = torch.randn(param.shape, generator=generator)
             if "score_head" in name:  # class priors around 1%: some confident detections, most not
-                prior = -4.5 + math.log(80 / param.shape[0]) / 2  # fewer classes, fewer chances to score high
+                prior = -4.5 + math.log(80 / param.shape[0])  # fewer classes, fewer chances to score high
                 param.copy_(noise * 0.05 if name.endswith("weight") else noise + prior)
                 continue
             std = max(param.std().item() if param.numel() > 1 else 0.0, 0.02)

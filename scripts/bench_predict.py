@@ -1,0 +1,95 @@
+"""Prediction speed: ours vs ultralytics on the same checkpoint and image, measured in one run.
+
+    python scripts/bench_predict.py                       # rtdetr-l built by ultralytics, assets/bus.jpg
+    python scripts/bench_predict.py --weights rtdetr-l.pt --runs 20 --image assets/zidane.jpg
+
+Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state;
+medians and the ratio ours / ultralytics are printed, for the whole `predict` call and for the
+model's forward pass alone. Target (issue 2): ratio <= 0.6 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the peers' checkpoint builder lives with the tests
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", help="an ultralytics RT-DETR .pt (default: build rtdetr-l with random weights)")
+    parser.add_argument("--arch", default="rtdetr-l", help="architecture to build when no --weights is given")
+    parser.add_argument("--image", default=str(ROOT / "assets" / "bus.jpg"))
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per side")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+    from ultralytics import RTDETR as PeerRTDETR
+
+    from detr_toolkit import RTDETR
+
+    weights = args.weights
+    if weights is None:
+        import peers
+
+        weights = peers.ultralytics_checkpoint(Path(tempfile.mkdtemp()), args.arch)
+    ours, theirs = RTDETR(weights), PeerRTDETR(str(weights))
+    predict_kwargs = dict(imgsz=args.imgsz, device=args.device, verbose=False)
+
+    def predict_ours():
+        ours.predict(args.image, **predict_kwargs)
+
+    def predict_theirs():
+        theirs.predict(args.image, **predict_kwargs)
+
+    for _ in range(2):  # warm-up: builds predictors, fuses, allocates
+        predict_ours(), predict_theirs()
+    our_model = ours._get_predictor(args.device, False).model
+    their_model = theirs.predictor.model
+    image = torch.rand(1, 3, args.imgsz, args.imgsz, device=args.device)
+    our_input = image.contiguous(memory_format=torch.channels_last) if args.device == "cpu" else image
+
+    def forward_ours():
+        with torch.inference_mode():
+            our_model(our_input)
+
+    def forward_theirs():
+        with torch.inference_mode():
+            their_model(image)
+
+    timings: dict[str, list[float]] = {k: [] for k in ("predict ours", "predict theirs", "forward ours", "forward theirs")}
+    for _ in range(args.runs):
+        timings["predict ours"].append(timed(predict_ours))
+        timings["predict theirs"].append(timed(predict_theirs))
+        timings["forward ours"].append(timed(forward_ours))
+        timings["forward theirs"].append(timed(forward_theirs))
+
+    import ultralytics
+
+    print(f"{args.arch if args.weights is None else weights} at {args.imgsz}x{args.imgsz} on {args.device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, ultralytics {ultralytics.__version__}, "
+          f"{args.runs} alternating runs")  # fmt: skip
+    for what in ("predict", "forward"):
+        mine, peer = statistics.median(timings[f"{what} ours"]), statistics.median(timings[f"{what} theirs"])
+        print(f"{what:8s} ours {mine * 1000:7.1f} ms   ultralytics {peer * 1000:7.1f} ms   ratio {mine / peer:.2f}")
+
+
+if __name__ == "__main__":
+    main()
