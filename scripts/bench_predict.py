@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the peers' checkpoint builder lives with the tests
 
 
-def timed(function) -> float:
+def timed(function, threads: int) -> float:
+    torch.set_num_threads(threads)  # ultralytics resets it (to cpu_count - 1) when it sets up a predictor
     start = time.perf_counter()
     function()
     return time.perf_counter() - start
@@ -38,10 +39,12 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--runs", type=int, default=10, help="timed runs per side")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads for both sides")
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
     from ultralytics import RTDETR as PeerRTDETR
+
 
     from detr_toolkit import RTDETR
 
@@ -76,15 +79,15 @@ def main() -> None:
 
     timings: dict[str, list[float]] = {k: [] for k in ("predict ours", "predict theirs", "forward ours", "forward theirs")}
     for _ in range(args.runs):
-        timings["predict ours"].append(timed(predict_ours))
-        timings["predict theirs"].append(timed(predict_theirs))
-        timings["forward ours"].append(timed(forward_ours))
-        timings["forward theirs"].append(timed(forward_theirs))
+        timings["predict ours"].append(timed(predict_ours, args.threads))
+        timings["predict theirs"].append(timed(predict_theirs, args.threads))
+        timings["forward ours"].append(timed(forward_ours, args.threads))
+        timings["forward theirs"].append(timed(forward_theirs, args.threads))
 
     import ultralytics
 
     print(f"{args.arch if args.weights is None else weights} at {args.imgsz}x{args.imgsz} on {args.device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, ultralytics {ultralytics.__version__}, "
+          f"{args.threads} threads, torch {torch.__version__}, ultralytics {ultralytics.__version__}, "
           f"{args.runs} alternating runs")  # fmt: skip
     for what in ("predict", "forward"):
         mine, peer = statistics.median(timings[f"{what} ours"]), statistics.median(timings[f"{what} theirs"])
