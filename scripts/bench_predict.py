@@ -45,7 +45,6 @@ def main() -> None:
 
     from ultralytics import RTDETR as PeerRTDETR
 
-
     from detr_toolkit import RTDETR
 
     weights = args.weights

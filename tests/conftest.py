@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics: never try the network
 ASSETS = peers.ASSETS

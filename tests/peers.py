@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 import yaml
 
-
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 

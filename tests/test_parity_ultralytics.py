@@ -12,8 +12,8 @@ from matching import match_detections, max_row_error
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.images import read_image
-from detr_toolkit.engine.predictor import preprocess
 from detr_toolkit.data.sources import Frame
+from detr_toolkit.engine.predictor import preprocess
 from detr_toolkit.nn import fuse_model
 
 

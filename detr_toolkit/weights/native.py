@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -51,7 +50,3 @@ def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     config["names"] = {int(k): v for k, v in config.get("names", {}).items()}
     return config, state
 
-
-def dump_config(config: dict) -> str:
-    """A config as YAML text (as it would stand in configs/)."""
-    return yaml.safe_dump(config, sort_keys=False)
