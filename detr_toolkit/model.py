@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import weights
 from .engine.device import select_device
-from .engine.predictor import PredictOptions, Predictor
+from .engine.predictor import PredictOptions, Predictor, inference_dtype
 from .engine.saver import PredictionSaver, increment_dir
 from .errors import CheckpointError, ConfigError
 from .nn import Detector, build_model
@@ -88,7 +88,7 @@ class RTDETR:
     def _get_predictor(self, device: Any, half: bool) -> Predictor:
         """The cached predictor, rebuilt when the device or precision asked for changes."""
         target = select_device(device) if device is not None else self.device
-        dtype = torch.float16 if half and target.type == "cuda" else torch.float32
+        dtype = inference_dtype(target, half)
         if self._predictor is None or (self._predictor.device, self._predictor.dtype) != (target, dtype):
             self._predictor = Predictor(self.model, self.names, target, half)
         return self._predictor

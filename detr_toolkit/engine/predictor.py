@@ -84,13 +84,18 @@ def select_detections(
     return detections
 
 
+def inference_dtype(device: torch.device, half: bool) -> torch.dtype:
+    """float16 when asked for on CUDA, else float32 (CPU half precision is slower, not faster)."""
+    return torch.float16 if half and device.type == "cuda" else torch.float32
+
+
 class Predictor:
     """Runs a detector on sources; holds a fused (conv + batch norm folded) copy of the model for speed."""
 
     def __init__(self, model: Detector, names: dict[int, str], device: torch.device, half: bool = False):
         self.names = names
         self.device = device
-        self.dtype = torch.float16 if half and device.type == "cuda" else torch.float32
+        self.dtype = inference_dtype(device, half)
         self.model = fuse_model(copy.deepcopy(model)).to(device, self.dtype).eval()
         if device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -43,6 +43,11 @@ def generate_anchors(
     return torch.log(anchors / (1 - anchors)).masked_fill(~valid, float("inf")), valid
 
 
+def level_shapes(image_size: int, strides: list[int] | tuple[int, ...]) -> list[tuple[int, int]]:
+    """(h, w) of each feature level for a square input of `image_size` pixels (ceil division, as convs pad)."""
+    return [(-(-image_size // s), -(-image_size // s)) for s in strides]
+
+
 class DecoderLayer(nn.Module):
     """Self-attention over queries, deformable cross-attention into the encoder tokens, FFN (post-norm).
 
@@ -132,7 +137,7 @@ class RTDETRDecoder(nn.Module):
         self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, num_layers=3) for _ in range(num_layers))
         # Anchors for `eval_size` inputs are precomputed state, as in upstream RT-DETR (eval_spatial_size);
         # imported checkpoints may carry their own (ultralytics stores them rounded to fp16).
-        self.eval_shapes = [(-(-eval_size // s), -(-eval_size // s)) for s in feat_strides] if eval_size else []
+        self.eval_shapes = level_shapes(eval_size, feat_strides) if eval_size else []
         anchors, valid = generate_anchors(self.eval_shapes, anchor_size) if eval_size else (None, None)
         self.register_buffer("anchors", anchors)
         self.register_buffer("valid_mask", valid)

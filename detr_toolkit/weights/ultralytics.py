@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..nn.decoder import generate_anchors
+from ..nn.decoder import generate_anchors, level_shapes
 from .safe_pickle import ForeignObject, module_tree_state
 
 # The head of every ultralytics RT-DETR yaml (3 feature levels): AIFI, top-down FPN, bottom-up PAN, decoder.
@@ -73,11 +73,11 @@ def _eval_anchors(decoder: Any, config: dict) -> dict[str, torch.Tensor]:
     shapes = [tuple(s) for s in getattr(decoder, "shapes", [])]
     anchors = getattr(decoder, "anchors", None)
     size = shapes[-1][0] * strides[-1] if shapes else 0
-    if size and shapes == [(size // s, size // s) for s in strides] and isinstance(anchors, torch.Tensor):
+    if size and shapes == level_shapes(size, strides) and isinstance(anchors, torch.Tensor):
         config["decoder"]["eval_size"] = size
         return {"decoder.anchors": anchors.float(), "decoder.valid_mask": decoder.valid_mask}
     config["decoder"]["eval_size"] = 640
-    anchors, valid = generate_anchors([(640 // s, 640 // s) for s in strides], config["decoder"]["anchor_size"])
+    anchors, valid = generate_anchors(level_shapes(640, strides), config["decoder"]["anchor_size"])
     return {"decoder.anchors": anchors, "decoder.valid_mask": valid}
 
 
