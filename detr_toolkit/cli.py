@@ -44,7 +44,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:N, N or mps (default: CUDA if available)")
     predict.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
-    predict.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    predict.add_argument("--half", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPUs with native bf16")
     predict.add_argument("--save", action="store_true", help="save plotted images/videos")
     predict.add_argument("--save-txt", action="store_true", help="save YOLO-format labels (class cx cy w h)")
     predict.add_argument("--save-conf", action="store_true", help="add confidences to --save-txt labels")
