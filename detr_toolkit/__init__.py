@@ -4,4 +4,4 @@ from .model import RTDETR
 from .results import Boxes, Results
 
 __version__ = "0.1.0"
-__all__ = ["RTDETR", "Results", "Boxes", "__version__"]
+__all__ = ["RTDETR", "Boxes", "Results", "__version__"]

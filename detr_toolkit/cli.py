@@ -37,14 +37,20 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="Also accepts key=value arguments, e.g. `detect predict source=bus.jpg conf=0.4 save=True`.",
     )
     predict.add_argument("source", nargs="?", help="image, video, directory, glob or URL")
-    predict.add_argument("--model", default="rtdetr-l.pt", help="checkpoint (.pt, .safetensors) or config (.yaml); default rtdetr-l.pt")
+    predict.add_argument(
+        "--model", default="rtdetr-l.pt", help="checkpoint (.pt, .safetensors) or config (.yaml); default rtdetr-l.pt"
+    )
     predict.add_argument("--conf", type=float, default=0.25, help="confidence threshold, 0..1 (default 0.25)")
-    predict.add_argument("--imgsz", type=int, default=None, help="model input size, a multiple of 32 (default: the model's, 640)")
+    predict.add_argument(
+        "--imgsz", type=int, default=None, help="model input size, a multiple of 32 (default: the model's, 640)"
+    )
     predict.add_argument("--max-det", type=int, default=300, help="maximum detections per image (default 300)")
     predict.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:N, N or mps (default: CUDA if available)")
     predict.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
-    predict.add_argument("--half", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPUs with native bf16")
+    predict.add_argument(
+        "--half", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPUs with native bf16"
+    )
     predict.add_argument("--save", action="store_true", help="save plotted images/videos")
     predict.add_argument("--save-txt", action="store_true", help="save YOLO-format labels (class cx cy w h)")
     predict.add_argument("--save-conf", action="store_true", help="add confidences to --save-txt labels")

@@ -1,9 +1,9 @@
 """`RTDETR`, the Python entry point, shaped like ultralytics' model class.
 
-    from detr_toolkit import RTDETR
-    model = RTDETR("rtdetr-l.pt")              # ultralytics checkpoint, our .safetensors, or a config YAML
-    results = model.predict("bus.jpg")         # list of Results
-    results[0].show()
+from detr_toolkit import RTDETR
+model = RTDETR("rtdetr-l.pt")              # ultralytics checkpoint, our .safetensors, or a config YAML
+results = model.predict("bus.jpg")         # list of Results
+results[0].show()
 """
 
 from __future__ import annotations
@@ -133,10 +133,11 @@ class RTDETR:
             shadow(torch.zeros(1, 3, imgsz, imgsz, device="meta"))
         gflops = counter.get_total_flops() / 1e9
         if verbose:
-            print(f"RT-DETR summary: {params:,} parameters, {trainable:,} gradients, {gflops:.1f} GFLOPs at {imgsz}x{imgsz}")
+            print(
+                f"RT-DETR summary: {params:,} parameters, {trainable:,} gradients, {gflops:.1f} GFLOPs at {imgsz}x{imgsz}"
+            )
         return params, trainable, gflops
 
     def save(self, filename: str | Path) -> Path:
         """Write our safetensors weights (model config and names inside)."""
         return weights.save_weights(self.model.state_dict(), {**self.config, "names": self.names}, filename)
-

@@ -1,9 +1,9 @@
 """Prediction results with the ultralytics surface: `Results` per image, `Boxes` for its detections.
 
-    results = model.predict("bus.jpg")
-    r = results[0]
-    r.boxes.xyxy, r.boxes.conf, r.boxes.cls     # (N, 4), (N,), (N,)
-    r.plot(); r.show(); r.save("out.jpg"); r.save_txt("out.txt"); r.to_json(); r.summary()
+results = model.predict("bus.jpg")
+r = results[0]
+r.boxes.xyxy, r.boxes.conf, r.boxes.cls     # (N, 4), (N,), (N,)
+r.plot(); r.show(); r.save("out.jpg"); r.save_txt("out.txt"); r.to_json(); r.summary()
 """
 
 from __future__ import annotations

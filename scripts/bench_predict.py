@@ -55,7 +55,7 @@ def main() -> None:
 
         weights = peers.ultralytics_checkpoint(Path(tempfile.mkdtemp()), args.arch)
     ours, ours_half, theirs = RTDETR(weights), RTDETR(weights), PeerRTDETR(str(weights))
-    predict_kwargs = dict(imgsz=args.imgsz, device=args.device, verbose=False)
+    predict_kwargs = {"imgsz": args.imgsz, "device": args.device, "verbose": False}
 
     def predict_ours():
         ours.predict(args.image, **predict_kwargs)

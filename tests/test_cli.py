@@ -12,7 +12,11 @@ from conftest import PHOTOS
 
 def detect(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "detr_toolkit.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "detr_toolkit.cli", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
     )
 
 
@@ -20,7 +24,7 @@ def test_predict_prints_a_line_per_image_and_saves_runs(tmp_path, tiny_weights):
     run = detect("predict", PHOTOS[0], "--model", tiny_weights, "--conf", "0.0", "--max-det", "3", "--save",
                  "--save-txt", "--project", tmp_path / "runs")  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert re.search(r"^bus\.jpg: 128x128 (\d+ \w+, )+[\d.]+ms$", run.stdout, re.M), run.stdout
+    assert re.search(r"^bus\.jpg: 128x128 (\d+ \w+, )+[\d.]+ms$", run.stdout, re.MULTILINE), run.stdout
     assert f"Results saved to {tmp_path / 'runs' / 'predict'}" in run.stdout
     assert (tmp_path / "runs" / "predict" / "bus.jpg").is_file()
     assert len((tmp_path / "runs" / "predict" / "labels" / "bus.txt").read_text().splitlines()) == 3

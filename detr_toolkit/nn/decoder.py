@@ -54,7 +54,9 @@ class DecoderLayer(nn.Module):
     Shapes: queries (B, Q, D), reference boxes (B, Q, 4), query_pos (B, Q, D), tokens (B, S, D) -> (B, Q, D).
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, num_levels: int, num_points: int, act: str, dropout: float):
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, num_levels: int, num_points: int, act: str, dropout: float
+    ):
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
         self.norm1 = nn.LayerNorm(dim)
@@ -121,9 +123,7 @@ class RTDETRDecoder(nn.Module):
         self.num_denoising = num_denoising
         self.label_noise_ratio = label_noise_ratio
         self.box_noise_scale = box_noise_scale
-        self.input_proj = nn.ModuleList(
-            ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels
-        )
+        self.input_proj = nn.ModuleList(ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels)
         self.layers = nn.ModuleList(
             DecoderLayer(hidden_dim, num_heads, ffn_dim, len(in_channels), num_points, act, dropout)
             for _ in range(num_layers)

@@ -1,9 +1,9 @@
 """RT-DETR's hybrid encoder: attention within the top level (AIFI), then CNN fusion across levels (CCFM).
 
-    backbone maps --input_proj--> hidden_dim maps
-    top level --AIFI (self-attention over all its pixels)-->
-    top-down path: lateral conv, upsample, concat with the next finer level, RepC3   (FPN)
-    bottom-up path: stride-2 conv, concat with the next coarser level, RepC3          (PAN)
+backbone maps --input_proj--> hidden_dim maps
+top level --AIFI (self-attention over all its pixels)-->
+top-down path: lateral conv, upsample, concat with the next finer level, RepC3   (FPN)
+bottom-up path: stride-2 conv, concat with the next coarser level, RepC3          (PAN)
 """
 
 from __future__ import annotations
@@ -71,16 +71,16 @@ class AIFI(TransformerEncoderLayer):
 class RepC3(nn.Module):
     """CSP block of RepConvs: cv3(RepConvs(cv1(x)) + cv2(x)). Shapes: (B, C_in, H, W) -> (B, C_out, H, W)."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, blocks: int, expansion: float, act: str, norm_eps: float
-    ):
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, expansion: float, act: str, norm_eps: float):
         super().__init__()
         hidden = int(out_channels * expansion)
         self.cv1 = ConvNormAct(in_channels, hidden, 1, act=act, norm_eps=norm_eps)
         self.cv2 = ConvNormAct(in_channels, hidden, 1, act=act, norm_eps=norm_eps)
         self.blocks = nn.Sequential(*(RepConv(hidden, act, norm_eps) for _ in range(blocks)))
         self.cv3 = (
-            ConvNormAct(hidden, out_channels, 1, act=act, norm_eps=norm_eps) if hidden != out_channels else nn.Identity()
+            ConvNormAct(hidden, out_channels, 1, act=act, norm_eps=norm_eps)
+            if hidden != out_channels
+            else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,10 +108,8 @@ class HybridEncoder(nn.Module):
     ):
         super().__init__()
         levels = len(in_channels)
-        conv = dict(act=act, norm_eps=norm_eps)
-        self.input_proj = nn.ModuleList(
-            ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels
-        )
+        conv = {"act": act, "norm_eps": norm_eps}
+        self.input_proj = nn.ModuleList(ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels)
         self.aifi = AIFI(hidden_dim, ffn_dim, num_heads, attn_act, dropout)
         # Index 0 of the top-down modules works on the coarsest level.
         self.lateral_convs = nn.ModuleList(ConvNormAct(hidden_dim, hidden_dim, 1, **conv) for _ in range(levels - 1))

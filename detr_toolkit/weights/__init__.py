@@ -36,4 +36,4 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
     raise CheckpointError(f"{path}: not an RT-DETR checkpoint of a known format (ultralytics, detr-toolkit)")
 
 
-__all__ = ["load", "save_weights", "load_weights"]
+__all__ = ["load", "load_weights", "save_weights"]

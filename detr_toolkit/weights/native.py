@@ -43,10 +43,9 @@ def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             metadata = f.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: a safetensors file, but not a detr-toolkit model (no config inside)")
-            state = {key: f.get_tensor(key) for key in f.keys()}
+            state = {key: f.get_tensor(key) for key in f}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
     config = json.loads(metadata["config"])
     config["names"] = {int(k): v for k, v in config.get("names", {}).items()}
     return config, state
-

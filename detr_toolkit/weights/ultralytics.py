@@ -111,7 +111,12 @@ def _translate_layers(spec: dict, norm_eps: float, path: str | Path) -> tuple[di
                 stages.append({"downsample": False, "blocks": 0})
             mid, out, kernel, light, shortcut = [*args, *HGBLOCK_DEFAULTS[len(args) - 2 :]]
             stage = stages[-1]
-            if stage["blocks"] and (mid, out, kernel, light) != (stage["mid"], stage["out"], stage["kernel"], stage["light"]):
+            if stage["blocks"] and (mid, out, kernel, light) != (
+                stage["mid"],
+                stage["out"],
+                stage["kernel"],
+                stage["light"],
+            ):
                 raise CheckpointError(f"{path}: unsupported HGNet stage layout at layer {index}")
             if bool(shortcut) != (stage["blocks"] > 0):
                 raise CheckpointError(f"{path}: unsupported HGBlock shortcut pattern at layer {index}")
@@ -123,9 +128,7 @@ def _translate_layers(spec: dict, norm_eps: float, path: str | Path) -> tuple[di
             stage["blocks"] += 1
             stage_of_layer[index] = len(stages) - 1
         else:
-            raise CheckpointError(
-                f"{path}: backbone layer {kind} is not supported (only the HGNetv2 of rtdetr-l/x is)"
-            )
+            raise CheckpointError(f"{path}: backbone layer {kind} is not supported (only the HGNetv2 of rtdetr-l/x is)")
     if stem is None or not stages:
         raise CheckpointError(f"{path}: no HGNetv2 stem/stages found in the ultralytics layer list")
 

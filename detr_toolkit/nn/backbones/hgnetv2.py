@@ -22,7 +22,7 @@ class HGStem(nn.Module):
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, norm_eps: float):
         super().__init__()
-        conv = dict(act="relu", norm_eps=norm_eps)
+        conv = {"act": "relu", "norm_eps": norm_eps}
         self.stem1 = ConvNormAct(in_channels, mid_channels, 3, 2, **conv)
         self.stem2a = ConvNormAct(mid_channels, mid_channels // 2, 2, 1, padding=0, **conv)
         self.stem2b = ConvNormAct(mid_channels // 2, mid_channels, 2, 1, padding=0, **conv)
