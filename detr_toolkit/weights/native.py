@@ -43,7 +43,7 @@ def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             metadata = f.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: a safetensors file, but not a detr-toolkit model (no config inside)")
-            state = {key: f.get_tensor(key) for key in f}
+            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
     config = json.loads(metadata["config"])
