@@ -42,7 +42,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--conf", type=float, default=0.25, help="confidence threshold, 0..1 (default 0.25)")
     predict.add_argument(
-        "--imgsz", type=int, default=None, help="model input size, a multiple of 32 (default: the model's, 640)"
+        "--imgsz",
+        type=int,
+        default=None,
+        help="model input size, a multiple of the model's stride (default: the model's own)",
     )
     predict.add_argument("--max-det", type=int, default=300, help="maximum detections per image (default 300)")
     predict.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")

@@ -69,3 +69,71 @@ def ultralytics_checkpoint(directory: Path, arch: str = "rtdetr-l", nc: int | No
     path = directory / f"{arch}-{spec['nc']}.pt"
     model.save(str(path))
     return path
+
+
+# Small RF-DETR and LW-DETR shapes (a DINOv2-style ViT with a class token and windows of a 2x2 grid; LW-DETR's
+# ViT with two projector levels), so that CI builds, saves and runs them in seconds.
+TRANSFORMERS_SPECS = {
+    "rf_detr": {
+        "input_size": 224,
+        "backbone_config": {
+            "model_type": "rf_detr_dinov2", "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3,
+            "image_size": 112, "patch_size": 14, "num_windows": 2, "out_features": ["stage1", "stage3"],
+        },
+        "d_model": 64, "decoder_layers": 2, "decoder_ffn_dim": 128, "num_queries": 30, "group_detr": 3,
+        "decoder_n_points": 2, "decoder_self_attention_heads": 4, "decoder_cross_attention_heads": 8,
+        "c2f_num_blocks": 1,
+    },
+    "lw_detr": {
+        "input_size": 256,
+        "backbone_config": {
+            "model_type": "lw_detr_vit", "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3,
+            "image_size": 256, "pretrain_image_size": 128, "patch_size": 16, "num_windows": 4,
+            "window_block_indices": [0, 2], "out_indices": [2, 4],
+        },
+        "projector_scale_factors": [2.0, 0.5], "d_model": 64, "decoder_layers": 2, "decoder_ffn_dim": 128,
+        "num_queries": 30, "group_detr": 3, "decoder_n_points": 2, "decoder_self_attention_heads": 4,
+        "decoder_cross_attention_heads": 8, "c2f_num_blocks": 1,
+    },
+}  # fmt: skip
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def transformers_model(kind: str, nc: int = 5, seed: int = 0):
+    """transformers' RfDetrForObjectDetection / LwDetrForObjectDetection of TRANSFORMERS_SPECS[kind], perturbed
+    and batch-norm calibrated on the photos like the ultralytics peers; class scores around a 5% prior."""
+    import transformers
+
+    spec = dict(TRANSFORMERS_SPECS[kind])
+    size = spec.pop("input_size")
+    config_class, model_class = {
+        "rf_detr": (transformers.RfDetrConfig, transformers.RfDetrForObjectDetection),
+        "lw_detr": (transformers.LwDetrConfig, transformers.LwDetrForObjectDetection),
+    }[kind]
+    config = config_class(**spec, num_labels=nc, id2label={i: f"class{i}" for i in range(nc)})
+    torch.manual_seed(seed)
+    model = model_class(config)
+
+    class Pixels(torch.nn.Module):  # our convention: 0..1 RGB in, the peer normalises
+        def __init__(self, peer):
+            super().__init__()
+            self.peer = peer
+
+        def forward(self, images):
+            return self.peer(pixel_values=(images - IMAGENET_MEAN) / IMAGENET_STD)
+
+    make_realistic_(Pixels(model), photos(size), seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "class_embed" in name:  # scores spread around a 5% prior, from query to query
+                param.normal_(math.log(0.05 / 0.95), 0.5) if name.endswith("bias") else param.normal_(0, 0.15)
+    return model.eval(), size
+
+
+def transformers_checkpoint(directory: Path, kind: str, nc: int = 5, seed: int = 0) -> tuple[Path, int]:
+    """`save_pretrained` folder of `transformers_model(kind)`, and the input size it is meant for."""
+    model, size = transformers_model(kind, nc, seed)
+    folder = directory / kind
+    model.save_pretrained(folder)
+    return folder, size

@@ -30,7 +30,7 @@ class PredictOptions:
     """What to keep and how to batch: ultralytics' names and defaults."""
 
     conf: float = 0.25  # keep detections scoring above this
-    imgsz: int = 640  # square model input size (pixels, multiple of 32)
+    imgsz: int = 640  # square model input size (pixels, a multiple of the model's stride)
     max_det: int = 300  # at most this many detections per image
     classes: Sequence[int] | None = None  # keep only these class indices
     batch: int = 1  # frames per forward pass
@@ -38,8 +38,8 @@ class PredictOptions:
     def __post_init__(self):
         if not 0.0 <= self.conf <= 1.0:
             raise ConfigError(f"conf={self.conf}: must be within 0..1")
-        if not isinstance(self.imgsz, int) or self.imgsz < 32 or self.imgsz % 32:
-            raise ConfigError(f"imgsz={self.imgsz}: must be a positive multiple of 32")
+        if not isinstance(self.imgsz, int) or self.imgsz < 1:
+            raise ConfigError(f"imgsz={self.imgsz}: must be a positive integer")
         if self.max_det < 1:
             raise ConfigError(f"max_det={self.max_det}: must be at least 1")
         if self.batch < 1:
@@ -113,6 +113,9 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_batch(self, frames: Sequence[Frame], options: PredictOptions) -> list[Results]:
+        stride = self.model.stride
+        if frames[0].tensor is None and options.imgsz % stride:
+            raise ConfigError(f"imgsz={options.imgsz}: must be a multiple of {stride} for this model")
         start = time.perf_counter()
         images = preprocess(frames, options.imgsz, self.device, next(self.model.parameters()).dtype)
         if self.device.type == "cpu":

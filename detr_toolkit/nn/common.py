@@ -1,4 +1,4 @@
-"""Small building blocks shared by every part of the detector: activations, MLP, inverse sigmoid."""
+"""Small building blocks shared by every part of the detector: activations, MLP, LayerNorm2d, inverse sigmoid."""
 
 from __future__ import annotations
 
@@ -38,3 +38,10 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """logit(x) with x clamped to [eps, 1 - eps], so boxes on the border stay finite."""
     x = x.clamp(0, 1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a feature map. Shapes: (B, C, H, W) -> (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

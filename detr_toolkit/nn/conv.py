@@ -9,11 +9,15 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .common import activation
+from .common import LayerNorm2d, activation
+
+NORMS = {"batch": nn.BatchNorm2d, "layer": LayerNorm2d}
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> activation; `padding` defaults to 'same' for odd kernels.
+    """Conv2d (no bias) -> norm (BatchNorm2d, or LayerNorm2d with `norm="layer"`) -> activation.
+
+    `padding` defaults to 'same' for odd kernels.
 
     Shapes: (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride).
     """
@@ -28,11 +32,14 @@ class ConvNormAct(nn.Module):
         groups: int = 1,
         act: str | None = "relu",
         norm_eps: float = 1e-5,
+        norm: str = "batch",
     ):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; known: {sorted(NORMS)}")
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
-        self.norm = nn.BatchNorm2d(out_channels, eps=norm_eps)
+        self.norm = NORMS[norm](out_channels, eps=norm_eps)
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,13 +20,12 @@ from .conv import ConvNormAct
 from .deformable_attention import MSDeformableAttention
 
 
-def generate_anchors(
+def anchor_boxes(
     shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One anchor per pixel of every level: its centre, with side `base_size * 2**level`, in logit space.
+    """One anchor box per pixel of every level: its centre, with side `base_size * 2**level`.
 
-    Returns anchors (1, S, 4) cxcywh logits (inf where invalid) and valid (1, S, 1), False for anchors
-    within `eps` of the image border.
+    Returns boxes (1, S, 4) cxcywh in 0..1 and valid (1, S, 1), False for boxes within `eps` of the border.
     """
     anchors = []
     for level, (h, w) in enumerate(shapes):
@@ -39,7 +38,14 @@ def generate_anchors(
         sizes = torch.full_like(centres, base_size * 2.0**level)
         anchors.append(torch.cat([centres, sizes], dim=-1).view(1, h * w, 4))
     anchors = torch.cat(anchors, dim=1)
-    valid = ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
+    return anchors, ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
+
+
+def generate_anchors(
+    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`anchor_boxes` in logit space, as RT-DETR refines them: (1, S, 4) logits (inf where invalid), valid (1, S, 1)."""
+    anchors, valid = anchor_boxes(shapes, base_size, eps, device)
     return torch.log(anchors / (1 - anchors)).masked_fill(~valid, float("inf")), valid
 
 
@@ -52,15 +58,24 @@ class DecoderLayer(nn.Module):
     """Self-attention over queries, deformable cross-attention into the encoder tokens, FFN (post-norm).
 
     Shapes: queries (B, Q, D), reference boxes (B, Q, 4), query_pos (B, Q, D), tokens (B, S, D) -> (B, Q, D).
+    `cross_heads` defaults to `num_heads` (RT-DETR); LW-DETR and RF-DETR use 8 self- and 16 cross-attention heads.
     """
 
     def __init__(
-        self, dim: int, num_heads: int, ffn_dim: int, num_levels: int, num_points: int, act: str, dropout: float
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_levels: int,
+        num_points: int,
+        act: str,
+        dropout: float,
+        cross_heads: int | None = None,
     ):
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
         self.norm1 = nn.LayerNorm(dim)
-        self.cross_attn = MSDeformableAttention(dim, num_heads, num_levels, num_points)
+        self.cross_attn = MSDeformableAttention(dim, cross_heads or num_heads, num_levels, num_points)
         self.norm2 = nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.act = activation(act)

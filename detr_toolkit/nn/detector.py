@@ -4,9 +4,11 @@ A config is plain data:
     nc: 80                  # number of classes
     names: {0: person, ...} # optional class names
     imgsz: 640              # default inference size
-    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class
-    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class
-    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class
+    mean: [0.485, 0.456, 0.406]      # optional input normalisation of 0..1 RGB pixels (RT-DETR: none)
+    std: [0.229, 0.224, 0.225]
+    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (hgnetv2, vit)
+    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (hybrid, none)
+    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (rtdetr, lwdetr)
 Channel counts flow from one part to the next; nothing else is implied.
 """
 
@@ -22,24 +24,54 @@ from ..errors import ConfigError
 from .backbones import BACKBONES
 from .decoder import RTDETRDecoder
 from .encoder import HybridEncoder
+from .lwdetr_decoder import LWDETRDecoder
 
-ENCODERS = {"hybrid": HybridEncoder}
-DECODERS = {"rtdetr": RTDETRDecoder}
-MODEL_KEYS = {"nc", "names", "imgsz", "backbone", "encoder", "decoder"}
+
+class NoEncoder(nn.Module):
+    """For backbones whose own neck already fuses scales (the ViT's projector): maps pass through unchanged."""
+
+    def __init__(self, in_channels: list[int]):
+        super().__init__()
+        self.out_channels = list(in_channels)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return features
+
+
+ENCODERS = {"hybrid": HybridEncoder, "none": NoEncoder}
+DECODERS = {"rtdetr": RTDETRDecoder, "lwdetr": LWDETRDecoder}
+MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder"}
 # Arguments a part receives from the parts before it, never from its config section.
 DERIVED = {"in_channels", "num_classes"}
 
 
 class Detector(nn.Module):
-    """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}."""
+    """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}.
 
-    def __init__(self, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module):
+    `mean`/`std` (per RGB channel), when given, normalise the images first; `stride` is what input sides
+    must be multiples of.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
+        self.stride: int = getattr(backbone, "stride", 32)
+        normalise = mean is not None or std is not None
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
+        self.register_buffer("std", torch.tensor(std or [1.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.mean is not None:
+            images = (images - self.mean) / self.std
         return self.decoder(self.encoder(self.backbone(images)))
 
 
@@ -74,4 +106,8 @@ def build_model(config: dict[str, Any]) -> Detector:
     decoder = _build_part(
         DECODERS, config.get("decoder"), "decoder", in_channels=encoder.out_channels, num_classes=config["nc"]
     )
-    return Detector(backbone, encoder, decoder)
+    for key in ("mean", "std"):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, list) or len(value) != 3):
+            raise ConfigError(f"model config {key} must be a list of 3 numbers (R, G, B), got {value!r}")
+    return Detector(backbone, encoder, decoder, config.get("mean"), config.get("std"))

@@ -1,6 +1,6 @@
 """Loading models from anything a user may hold: a config, our safetensors weights, or a foreign checkpoint.
 
-Each foreign format is one module of key mapping (`ultralytics.py`, ...); all return the same pair
+Each foreign format is one module of key mapping (`ultralytics.py`, `huggingface.py`); all return the same pair
 (model config, state dict) so that `nn.build_model` stays the only place models are made.
 """
 
@@ -13,7 +13,7 @@ import torch
 
 from ..config import load_model_config
 from ..errors import CheckpointError
-from . import ultralytics
+from . import huggingface, ultralytics
 from .hub import resolve_weights
 from .native import load_weights, save_weights
 from .safe_pickle import load_foreign_checkpoint
@@ -27,6 +27,8 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
         return dict(source), None
     if str(source).endswith(CONFIG_SUFFIXES):
         return load_model_config(source), None
+    if huggingface.is_hf_folder(Path(source)):
+        return huggingface.load_folder(Path(source))
     path = resolve_weights(source)
     if path.suffix == ".safetensors":
         return load_weights(path)

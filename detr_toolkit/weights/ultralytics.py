@@ -18,6 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..nn.decoder import generate_anchors, level_shapes
+from .mapping import apply_rules, unpack_in_proj
 from .safe_pickle import ForeignObject, module_tree_state
 
 # The head of every ultralytics RT-DETR yaml (3 feature levels): AIFI, top-down FPN, bottom-up PAN, decoder.
@@ -219,15 +220,7 @@ def _rename_state(
         if not index.isdigit() or int(index) not in layers:
             raise CheckpointError(f"unexpected ultralytics weight {key!r}")
         prefix, kind = layers[int(index)]
-        rest = "." + rest
-        for pattern, replacement in _RENAMES[kind]:
-            rest = re.sub(pattern, replacement, rest)
-        name, _, suffix = (prefix + rest).rpartition(".")
-        if suffix in ("in_proj_weight", "in_proj_bias"):  # nn.MultiheadAttention packs q, k, v
-            for proj, part in zip("qkv", tensor.chunk(3)):
-                renamed[f"{name}.{proj}_proj.{suffix.removeprefix('in_proj_')}"] = part
-        else:
-            renamed[prefix + rest] = tensor
+        renamed.update(unpack_in_proj(prefix + apply_rules("." + rest, _RENAMES[kind]), tensor))
     return renamed
 
 

@@ -1,0 +1,27 @@
+"""Helpers shared by the checkpoint importers: rename keys by regex rules, unpack packed attention."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+
+Rule = tuple[str, str | Callable[[re.Match], str]]
+
+
+def apply_rules(key: str, rules: Sequence[Rule]) -> str:
+    """Apply every (pattern, replacement) rule in order with `re.sub`."""
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def unpack_in_proj(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`x.in_proj_weight` / `x.in_proj_bias` of `nn.MultiheadAttention` (q, k, v stacked) -> our q/k/v_proj keys;
+    any other key is returned as it is."""
+    name, _, suffix = key.rpartition(".")
+    if suffix not in ("in_proj_weight", "in_proj_bias"):
+        return {key: tensor}
+    kind = suffix.removeprefix("in_proj_")
+    return {f"{name}.{proj}_proj.{kind}": part for proj, part in zip("qkv", tensor.chunk(3))}

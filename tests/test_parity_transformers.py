@@ -1,0 +1,81 @@
+"""Our ViT detectors against transformers' RF-DETR and LW-DETR on the same `save_pretrained` weights."""
+
+from __future__ import annotations
+
+import peers
+import pytest
+import torch
+from conftest import PHOTOS
+from matching import match_detections
+
+from detr_toolkit import RTDETR
+from detr_toolkit.data.images import read_image
+from detr_toolkit.data.sources import Frame
+from detr_toolkit.engine.predictor import preprocess
+
+KINDS = ["rf_detr", "lw_detr"]
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def peer(request, tmp_path_factory):
+    """(transformers model, its saved folder, input size)."""
+    model, size = peers.transformers_model(request.param)
+    folder = tmp_path_factory.mktemp("hf") / request.param
+    model.save_pretrained(folder)
+    return model, folder, size
+
+
+def photo_batch(size: int) -> torch.Tensor:
+    frames = [Frame(read_image(p), str(p)) for p in PHOTOS]
+    return preprocess(frames, size, torch.device("cpu"), torch.float32)
+
+
+def test_raw_outputs_match(peer):
+    """Same weights, same photos: logits and boxes agree to 1e-4 (float32 on both sides)."""
+    model, folder, size = peer
+    ours = RTDETR(folder)
+    images = photo_batch(size)
+    with torch.inference_mode():
+        theirs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+        mine = ours.model(images)
+        fused = ours._get_predictor(None, False).model(images.contiguous(memory_format=torch.channels_last))
+    assert theirs.logits.std() > 0.5, "peer scores do not spread: the test would prove little"
+    for outputs in (mine, fused):
+        assert (outputs["logits"] - theirs.logits).abs().max() < 1e-4
+        assert (outputs["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("conf", [0.0, 0.3])
+def test_detections_match_post_processing(peer, conf):
+    """Our predict() against the peer's `post_process_object_detection` on the same pixels."""
+    from transformers import RfDetrImageProcessor
+
+    model, folder, size = peer
+    ours = RTDETR(folder)
+    assert ours.names == {i: f"class{i}" for i in range(5)}
+    images = photo_batch(size)
+    with torch.inference_mode():
+        outputs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+    shapes = [read_image(p).shape[:2] for p in PHOTOS]
+    expected = RfDetrImageProcessor().post_process_object_detection(outputs, threshold=conf, target_sizes=shapes)
+    for photo, wanted in zip(PHOTOS, expected):
+        result = ours.predict(photo, imgsz=size, conf=conf, verbose=False)[0]
+        theirs = torch.cat([wanted["boxes"], wanted["scores"][:, None], wanted["labels"][:, None].float()], 1)
+        assert len(result) == len(theirs) > 0
+        mine, paired = match_detections(result.boxes.data.numpy(), theirs.numpy())
+        assert abs(mine[:, :4] - paired[:, :4]).max() < 0.05  # pixels
+        assert abs(mine[:, 4] - paired[:, 4]).max() < 1e-4
+        assert (mine[:, 5] == paired[:, 5]).all()
+
+
+def test_non_square_input_matches_lw_detr(tmp_path):
+    """LW-DETR's peer windows non-square token grids correctly (RF-DETR's swaps height and width), so the
+    non-square check is made against it: a 128x256 input, 2x2 windows of 4x8 patches."""
+    model, size = peers.transformers_model("lw_detr")
+    model.save_pretrained(tmp_path)
+    images = photo_batch(size)[:, :, : size // 2]
+    with torch.inference_mode():
+        theirs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+        mine = RTDETR(tmp_path).model(images)
+    assert (mine["logits"] - theirs.logits).abs().max() < 1e-4
+    assert (mine["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
