@@ -77,7 +77,7 @@ TRANSFORMERS_SPECS = {
     "rf_detr": {
         "input_size": 224,
         "backbone_config": {
-            "model_type": "rf_detr_dinov2", "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3,
+            "model_type": "rf_detr_dinov2", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2,
             "image_size": 112, "patch_size": 14, "num_windows": 2, "out_features": ["stage1", "stage3"],
         },
         "d_model": 64, "decoder_layers": 2, "decoder_ffn_dim": 128, "num_queries": 30, "group_detr": 3,

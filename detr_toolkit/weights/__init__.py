@@ -1,6 +1,6 @@
 """Loading models from anything a user may hold: a config, our safetensors weights, or a foreign checkpoint.
 
-Each foreign format is one module of key mapping (`ultralytics.py`, `huggingface.py`); all return the same pair
+Each foreign format is one module of key mapping (`ultralytics.py`, `huggingface.py`, `roboflow.py`); all return the same pair
 (model config, state dict) so that `nn.build_model` stays the only place models are made.
 """
 
@@ -13,7 +13,7 @@ import torch
 
 from ..config import load_model_config
 from ..errors import CheckpointError
-from . import huggingface, ultralytics
+from . import huggingface, roboflow, ultralytics
 from .hub import resolve_weights
 from .native import load_weights, save_weights
 from .safe_pickle import load_foreign_checkpoint
@@ -35,7 +35,9 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
     checkpoint = load_foreign_checkpoint(path)
     if ultralytics.is_ultralytics_checkpoint(checkpoint):
         return ultralytics.convert(checkpoint, path)
-    raise CheckpointError(f"{path}: not an RT-DETR checkpoint of a known format (ultralytics, detr-toolkit)")
+    if roboflow.is_rfdetr_checkpoint(checkpoint):
+        return roboflow.convert(checkpoint, path)
+    raise CheckpointError(f"{path}: not an RT-DETR checkpoint of a known format (ultralytics, rf-detr, detr-toolkit)")
 
 
 __all__ = ["load", "load_weights", "save_weights"]

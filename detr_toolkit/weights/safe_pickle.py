@@ -24,6 +24,8 @@ from ..errors import CheckpointError
 
 # Modules whose classes may appear as nodes of a pickled module tree; never imported, only named.
 MODULE_TREE_PREFIXES = ("torch.nn.modules.", "ultralytics.")
+# Plain records that checkpoints carry as metadata (rf-detr's training arguments); also stand-ins.
+RECORD_CLASSES = {("argparse", "Namespace")}
 
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -93,7 +95,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return safe
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        if module.startswith(MODULE_TREE_PREFIXES) and name.isidentifier():
+        if (module.startswith(MODULE_TREE_PREFIXES) and name.isidentifier()) or (module, name) in RECORD_CLASSES:
             return _stand_in(module, name)
         raise pickle.UnpicklingError(f"it asks to import {module}.{name}, which a weights file never needs")
 
