@@ -2,6 +2,7 @@
 
     python scripts/bench_predict.py                       # rtdetr-l built by ultralytics, assets/bus.jpg
     python scripts/bench_predict.py --weights rtdetr-l.pt --runs 20 --image assets/zidane.jpg
+    python scripts/bench_predict.py --peer transformers   # rfdetr-base shape vs transformers' RfDetr, 560x560
 
 Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state;
 medians and the ratio ours / ultralytics are printed, for the whole `predict` call and for the
@@ -42,8 +43,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads for both sides")
+    parser.add_argument("--peer", choices=["ultralytics", "transformers"], default="ultralytics")
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    if args.peer == "transformers":
+        bench_transformers(args)
+        return
 
     from ultralytics import RTDETR as PeerRTDETR
 
@@ -104,6 +109,57 @@ def main() -> None:
     if len(half) == len(full) and len(full):
         print(f", largest box shift {(half.boxes.xyxy - full.boxes.xyxy).abs().max():.2f} px", end="")
     print(" (random-weight peers amplify rounding; compare on trained weights)" if args.weights is None else "")
+
+
+def bench_transformers(args: argparse.Namespace) -> None:
+    """Our ViT detector vs transformers' RfDetrForObjectDetection on the same (random) rfdetr-base weights.
+
+    Theirs: RfDetrImageProcessor (resize to the model's size, normalise) + model + post_process_object_detection;
+    ours: predict(). Both at the rfdetr-base input size (560x560).
+    """
+    import transformers
+
+    from detr_toolkit import RTDETR
+    from detr_toolkit.data.images import read_image
+
+    torch.set_num_threads(args.threads)
+    vit = {"model_type": "rf_detr_dinov2", "hidden_size": 384, "num_attention_heads": 6, "num_hidden_layers": 12,
+           "image_size": 518, "patch_size": 14, "num_windows": 4,
+           "out_features": ["stage2", "stage5", "stage8", "stage11"]}  # fmt: skip
+    config = transformers.RfDetrConfig(backbone_config=vit, decoder_n_points=2, num_labels=80)
+    theirs = transformers.RfDetrForObjectDetection(config).eval()
+    folder = Path(tempfile.mkdtemp()) / "rfdetr-base"
+    theirs.save_pretrained(folder)
+    ours, ours_half = RTDETR(folder), RTDETR(folder)
+    size = ours.config["imgsz"]
+    processor = transformers.RfDetrImageProcessor(size={"height": size, "width": size})
+    image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
+
+    def predict_ours():
+        ours.predict(args.image, device=args.device, verbose=False)
+
+    def predict_ours_half():
+        ours_half.predict(args.image, device=args.device, half=True, verbose=False)
+
+    def predict_theirs():
+        with torch.inference_mode():
+            inputs = processor(images=image, return_tensors="pt")
+            outputs = theirs(**inputs)
+            processor.post_process_object_detection(outputs, threshold=0.25, target_sizes=[image.shape[:2]])
+
+    for _ in range(2):
+        predict_ours(), predict_ours_half(), predict_theirs()
+    timings: dict[str, list[float]] = {"predict": [], "half": [], "theirs": []}
+    for _ in range(args.runs):
+        timings["predict"].append(timed(predict_ours, args.threads))
+        timings["half"].append(timed(predict_ours_half, args.threads))
+        timings["theirs"].append(timed(predict_theirs, args.threads))
+    peer = statistics.median(timings["theirs"])
+    print(f"rfdetr-base shape at {size}x{size} on {args.device}, {args.threads} threads, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}, {args.runs} alternating runs")  # fmt: skip
+    for what in ("predict", "half"):
+        mine = statistics.median(timings[what])
+        print(f"{what:8s} ours {mine * 1000:7.1f} ms   transformers {peer * 1000:7.1f} ms   ratio {mine / peer:.2f}")
 
 
 if __name__ == "__main__":

@@ -179,7 +179,8 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     preprocessor = preprocessor or {}
     size = preprocessor.get("size") or {}
     stride = backbone["patch_size"] * backbone["window_grid"]
-    imgsz = size.get("height") or (vit["image_size"] // stride * stride if kind == "rf_detr" else 640)
+    # Without a preprocessor config: the position grid's size rounded up to whole windows (DINOv2's 518 -> 560).
+    imgsz = size.get("height") or (-(-vit["image_size"] // stride) * stride if kind == "rf_detr" else 640)
     return {
         "nc": nc,
         "names": names,
