@@ -18,3 +18,7 @@ class CheckpointError(DetrToolkitError, ValueError):
 
 class SourceError(DetrToolkitError, ValueError):
     """An image/video source is missing, empty or unreadable."""
+
+
+class DatasetError(DetrToolkitError, ValueError):
+    """A dataset file, image or label is missing or malformed (the message names file and line)."""

@@ -1,0 +1,97 @@
+"""YOLO-format datasets, as ultralytics lays them out: a data.yaml naming image folders (or list files) and
+class names; one `labels/<name>.txt` beside each `images/<name>.jpg` with lines `class cx cy w h` (0..1).
+
+    path: datasets/shapes     # root (relative to the yaml's folder)
+    train: images/train       # folder, list file of image paths, or a list of either
+    val: images/val
+    names: {0: circle, 1: square}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_yaml
+from ..errors import DatasetError
+from .annotations import Annotation, LabelChecker, image_size
+from .images import IMAGE_SUFFIXES
+
+
+def class_names(data: dict, where: Path) -> dict[int, str]:
+    names = data.get("names")
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise DatasetError(f"{where}: needs `names` (a list or {{index: name}} mapping of the classes)")
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def image_files(entry: str | list, root: Path, where: Path) -> list[Path]:
+    """The images of a split entry: folders (searched recursively), list files, or a list of them."""
+    files: list[Path] = []
+    for item in entry if isinstance(entry, list) else [entry]:
+        path = (root / str(item)).expanduser()
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file() and path.suffix == ".txt":
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            files += [(path.parent / line).resolve() if not Path(line).is_absolute() else Path(line) for line in lines]
+        else:
+            raise DatasetError(f"{where}: split entry {item!r} -> {path} is neither a folder nor a list file")
+    if not files:
+        raise DatasetError(f"{where}: no images found for split entry {entry!r}")
+    return files
+
+
+def label_file(image: Path) -> Path:
+    """images/a/b.jpg -> labels/a/b.txt (the last `images` folder of the path becomes `labels`)."""
+    parts = list(image.parts)
+    index = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    if index is None:
+        return image.with_suffix(".txt")
+    parts[index] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def read_labels(path: Path, size: tuple[int, int], checker: LabelChecker) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLO label file -> (boxes (N, 4) xyxy pixels, classes (N,)); no file means no objects."""
+    boxes, classes = [], []
+    if not path.is_file():
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    height, width = size
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{number}"
+        try:
+            if len(fields) != 5:
+                raise ValueError(f"expected 5 fields 'class cx cy w h', got {len(fields)}")
+            cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:])
+        except ValueError as error:
+            checker.problem(where, f"malformed label line {line.strip()!r} ({error})")
+            continue
+        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        if checker.box_ok(where, cls, box, size):
+            boxes.append(box)
+            classes.append(cls)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64)
+
+
+def load_yolo(data_yaml: str | Path, split: str = "train", on_error: str = "error") -> tuple[list[Annotation], dict]:
+    """-> (one Annotation per image of `split`, class names)."""
+    data_yaml = Path(data_yaml)
+    data = load_yaml(data_yaml)
+    names = class_names(data, data_yaml)
+    if split not in data:
+        raise DatasetError(f"{data_yaml}: no {split!r} split (has: {sorted(k for k in data if k != 'names')})")
+    root = data_yaml.parent / str(data.get("path", "."))
+    checker = LabelChecker(len(names), on_error)
+    annotations = []
+    for image in image_files(data[split], root, data_yaml):
+        size = image_size(image)
+        boxes, classes = read_labels(label_file(image), size, checker)
+        annotations.append(Annotation(image, size, boxes, classes))
+    return annotations, names
