@@ -18,6 +18,7 @@ from .attention import MultiHeadAttention
 from .common import MLP, activation, inverse_sigmoid
 from .conv import ConvNormAct
 from .deformable_attention import MSDeformableAttention
+from .denoising import denoising_queries
 
 
 def anchor_boxes(
@@ -207,8 +208,11 @@ class RTDETRDecoder(nn.Module):
         proposal_logits = scores.gather(1, index[..., None].expand(-1, -1, scores.shape[-1]))
         return queries, reference, reference.sigmoid(), proposal_logits
 
-    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
+        """Inference: {"boxes", "logits"} of layer `eval_idx`. Training: every layer's outputs, see `forward_train`."""
         tokens, shapes = self.flatten_features(features)
+        if self.training:
+            return self.forward_train(tokens, shapes, targets)
         queries, reference, _, _ = self.select_queries(tokens, shapes)
         boxes = reference.sigmoid()
         # At inference the layers after eval_idx are never run: their output would be thrown away.
@@ -216,3 +220,44 @@ class RTDETRDecoder(nn.Module):
             queries = layer(queries, boxes, self.query_pos_head(boxes), tokens, shapes)
             boxes = torch.sigmoid(bbox_head(queries) + inverse_sigmoid(boxes))
         return {"boxes": boxes, "logits": self.dec_score_head[self.eval_idx](queries)}
+
+    def forward_train(
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
+    ) -> dict[str, torch.Tensor]:
+        """-> "boxes" (L, B, Q, 4), "logits" (L, B, Q, C) per layer; "enc_boxes", "enc_logits" (B, Q, ...) of the
+        proposals; with targets also "dn_boxes", "dn_logits" (L, B, D, ...) and "dn_meta" (see DetectionCriterion).
+
+        Each layer's loss box is its delta applied to the previous layer's box *with* gradient (RT-DETR's
+        "look forward twice"), while the next layer starts from the detached box.
+        """
+        dn = None
+        if targets is not None:
+            dn = denoising_queries(targets, self.denoising_class_embed.weight, self.num_queries, self.num_denoising,
+                                   self.label_noise_ratio, self.box_noise_scale)  # fmt: skip
+        queries, reference, enc_boxes, enc_logits = self.select_queries(tokens, shapes)
+        queries, reference = queries.detach(), reference.detach()
+        attn_mask = None
+        if dn is not None:
+            queries = torch.cat([dn.queries.to(queries.dtype), queries], 1)
+            reference = torch.cat([dn.reference.to(reference.dtype), reference], 1)
+            attn_mask = dn.attn_mask
+        boxes = reference.sigmoid()
+        all_boxes, all_logits, previous = [], [], None
+        for layer, bbox_head, score_head in zip(self.layers, self.dec_bbox_head, self.dec_score_head):
+            queries = layer(queries, boxes, self.query_pos_head(boxes), tokens, shapes, attn_mask)
+            delta = bbox_head(queries)
+            refined = torch.sigmoid(delta + inverse_sigmoid(boxes))
+            all_boxes.append(refined if previous is None else torch.sigmoid(delta + inverse_sigmoid(previous)))
+            all_logits.append(score_head(queries))
+            previous, boxes = refined, refined.detach()
+        all_boxes, all_logits = torch.stack(all_boxes), torch.stack(all_logits)
+        outputs = {"enc_boxes": enc_boxes, "enc_logits": enc_logits}
+        if dn is None:  # keep the denoising embedding in the graph, so DDP sees every parameter used
+            all_boxes = all_boxes + 0 * self.denoising_class_embed.weight.sum()
+        else:
+            split = dn.queries.shape[1]
+            outputs.update(dn_boxes=all_boxes[:, :, :split], dn_logits=all_logits[:, :, :split],
+                           dn_meta={"positive": dn.positive, "target": dn.target})  # fmt: skip
+            all_boxes, all_logits = all_boxes[:, :, split:], all_logits[:, :, split:]
+        outputs.update(boxes=all_boxes, logits=all_logits)
+        return outputs

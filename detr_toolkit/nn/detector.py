@@ -69,10 +69,12 @@ class Detector(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
         self.register_buffer("std", torch.tensor(std or [1.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
+        """`targets` (training only): per image {"boxes": (n, 4) cxcywh in 0..1, "labels": (n,)}, for denoising."""
         if self.mean is not None:
             images = (images - self.mean) / self.std
-        return self.decoder(self.encoder(self.backbone(images)))
+        features = self.encoder(self.backbone(images))
+        return self.decoder(features, targets) if self.training else self.decoder(features)
 
 
 def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where: str, **derived: Any) -> nn.Module:

@@ -1,0 +1,59 @@
+"""Hungarian matching (Carion et al., DETR): each ground-truth object gets the one query that predicts it most
+cheaply; the cost mixes a focal classification cost, the L1 distance of the boxes and their GIoU.
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchvision.ops import box_convert, generalized_box_iou
+
+
+class HungarianMatcher(nn.Module):
+    """Shapes: boxes (B, Q, 4) cxcywh, logits (B, Q, C); targets: per image {"boxes": (n, 4) cxcywh, "labels": (n,)}
+    -> per image (query indices, target indices), both (min(Q, n),) int64 on the CPU.
+
+    Costs that come out NaN or infinite (saturated scores in mixed precision) count as zero, so matching
+    never fails on them.
+    """
+
+    def __init__(self, class_weight: float = 2.0, bbox_weight: float = 5.0, giou_weight: float = 2.0,
+                 alpha: float = 0.25, gamma: float = 2.0):  # fmt: skip
+        super().__init__()
+        self.class_weight, self.bbox_weight, self.giou_weight = class_weight, bbox_weight, giou_weight
+        self.alpha, self.gamma = alpha, gamma
+
+    @torch.no_grad()
+    def forward(
+        self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        sizes = [len(t["labels"]) for t in targets]
+        empty = torch.zeros(0, dtype=torch.int64)
+        if sum(sizes) == 0:
+            return [(empty, empty) for _ in targets]
+        batch, queries = logits.shape[:2]
+        probs = logits.detach().float().flatten(0, 1).sigmoid()  # (B * Q, C)
+        pred_boxes = boxes.detach().float().flatten(0, 1)
+        labels = torch.cat([t["labels"] for t in targets])
+        gt_boxes = torch.cat([t["boxes"] for t in targets]).float()
+        p = probs[:, labels]  # (B * Q, N)
+        positive = self.alpha * (1 - p) ** self.gamma * -(p + 1e-8).log()
+        negative = (1 - self.alpha) * p**self.gamma * -(1 - p + 1e-8).log()
+        cost = (
+            self.class_weight * (positive - negative)
+            + self.bbox_weight * torch.cdist(pred_boxes, gt_boxes, p=1)
+            + self.giou_weight
+            * (
+                1
+                - generalized_box_iou(
+                    box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy")
+                )
+            )
+        )
+        cost = cost.nan_to_num(0.0, 0.0, 0.0).view(batch, queries, -1).cpu()
+        matches = []
+        for image, part in enumerate(cost.split(sizes, dim=-1)):
+            rows, cols = linear_sum_assignment(part[image].numpy())
+            matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return matches

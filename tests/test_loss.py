@@ -1,0 +1,92 @@
+"""The training loss against ultralytics' RTDETRDetectionLoss on identical predictions and targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detr_toolkit.loss import DetectionCriterion, HungarianMatcher
+from detr_toolkit.nn.denoising import denoising_queries
+
+LAYERS, BATCH, QUERIES, CLASSES = 6, 3, 40, 5
+
+
+def random_boxes(*shape: int) -> torch.Tensor:
+    """cxcywh boxes inside the unit square."""
+    wh = torch.rand(*shape, 2) * 0.4 + 0.05
+    cxcy = wh / 2 + torch.rand(*shape, 2) * (1 - wh)
+    return torch.cat([cxcy, wh], -1)
+
+
+def make_case(counts: list[int], seed: int = 0):
+    torch.manual_seed(seed)
+    targets = [{"boxes": random_boxes(n), "labels": torch.randint(0, CLASSES, (n,))} for n in counts]
+    dn = denoising_queries(targets, torch.randn(CLASSES, 8), QUERIES, num_denoising=12)
+    dn_slots = dn.queries.shape[1] if dn else 0
+    outputs = {
+        "boxes": random_boxes(LAYERS, BATCH, QUERIES),
+        "logits": torch.randn(LAYERS, BATCH, QUERIES, CLASSES) * 2,
+        "enc_boxes": random_boxes(BATCH, QUERIES),
+        "enc_logits": torch.randn(BATCH, QUERIES, CLASSES) * 2,
+    }
+    if dn:
+        outputs.update(dn_boxes=random_boxes(LAYERS, BATCH, dn_slots),
+                       dn_logits=torch.randn(LAYERS, BATCH, dn_slots, CLASSES),
+                       dn_meta={"positive": dn.positive, "target": dn.target})  # fmt: skip
+    return outputs, targets, dn
+
+
+def ultralytics_losses(outputs, targets, dn):
+    from ultralytics.models.utils.loss import RTDETRDetectionLoss
+
+    counts = [len(t["labels"]) for t in targets]
+    batch = {
+        "cls": torch.cat([t["labels"] for t in targets]),
+        "bboxes": torch.cat([t["boxes"] for t in targets]),
+        "gt_groups": counts,
+        "batch_idx": torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]),
+    }
+    boxes = torch.cat([outputs["enc_boxes"][None], outputs["boxes"]])
+    logits = torch.cat([outputs["enc_logits"][None], outputs["logits"]])
+    meta = None
+    if dn is not None:
+        offsets = torch.tensor([0, *counts[:-1]]).cumsum(0)
+        groups = 12 // min(max(counts), 12)  # num_denoising // most objects in an image
+        first = [t[: len(t) // groups] + o for t, o in zip(dn.target, offsets)]
+        meta = {"dn_pos_idx": dn.positive, "dn_num_group": groups, "dn_gt_idx": first}
+    criterion = RTDETRDetectionLoss(nc=CLASSES, use_vfl=True)
+    return criterion((boxes, logits), batch, outputs.get("dn_boxes"), outputs.get("dn_logits"), meta)
+
+
+@pytest.mark.parametrize("counts", [[3, 0, 5], [1, 2, 2], [0, 0, 0], [20, 1, 3]])
+def test_losses_equal_ultralytics(counts):
+    """Every term (main, auxiliary, denoising) agrees to 1e-5 relative, with and without objects."""
+    outputs, targets, dn = make_case(counts)
+    ours = DetectionCriterion(CLASSES)(outputs, targets)
+    theirs = ultralytics_losses(outputs, targets, dn)
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert torch.allclose(ours[key].float(), theirs[key].float(), rtol=1e-5, atol=1e-6), key
+    assert ours["loss_class"] > 0
+
+
+def test_matcher_guards_non_finite_costs():
+    boxes = random_boxes(1, 10)
+    logits = torch.randn(1, 10, CLASSES)
+    logits[0, 3] = float("nan")
+    targets = [{"boxes": random_boxes(4), "labels": torch.tensor([0, 1, 2, 3])}]
+    queries, objects = HungarianMatcher()(boxes, logits, targets)[0]
+    assert len(queries) == 4 and sorted(objects.tolist()) == [0, 1, 2, 3]
+
+
+def test_denoising_queries_layout():
+    targets = [{"boxes": random_boxes(n), "labels": torch.zeros(n, dtype=torch.int64)} for n in (2, 4)]
+    dn = denoising_queries(targets, torch.randn(3, 8), num_queries=10, num_denoising=20)
+    groups = 20 // 4
+    assert dn.queries.shape == (2, groups * 8, 8) and dn.attn_mask.shape == (groups * 8 + 10,) * 2
+    assert dn.positive[0].tolist()[:2] == [0, 1] and dn.positive[0].tolist()[2:4] == [8, 9]
+    assert dn.target[1].tolist() == [0, 1, 2, 3] * groups
+    mask = dn.attn_mask
+    assert mask[40:, :40].all() and not mask[:40, 40:].any()  # ordinary queries never see the noised answers
+    assert not mask[:8, :8].any() and mask[:8, 8:40].all()  # a group sees only itself
+    assert denoising_queries([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}], torch.randn(3, 8), 10) is None
