@@ -2,6 +2,9 @@
 
     detect predict bus.jpg --model rtdetr-l.pt --conf 0.4 --save
     detect predict source=bus.jpg model=rtdetr-l.pt conf=0.4 save=True     # ultralytics-style, same thing
+    detect train --model configs/rtdetr-l.yaml --data data.yaml --epochs 72 --batch 8
+    detect train --resume runs/train/exp/weights/last.pt
+    detect val --model runs/train/exp/weights/best.safetensors --data data.yaml
 
 Errors in the user's input print one line (`error: ...`) and exit with status 2; `--debug` shows the traceback.
 """
@@ -9,6 +12,7 @@ Errors in the user's input print one line (`error: ...`) and exit with status 2;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from collections.abc import Sequence
@@ -24,7 +28,7 @@ KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detect",
-        description="Real-time detection transformers (RT-DETR): predict with ultralytics or our own checkpoints.",
+        description="Real-time detection transformers (RT-DETR, RF-DETR, LW-DETR): predict, train and validate.",
         epilog="Options may also be given ultralytics-style as key=value (e.g. conf=0.4 save=True).",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -61,6 +65,36 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--name", default="predict", help="run name, incremented if taken (default predict)")
     predict.add_argument("--quiet", action="store_true", help="print nothing per image")
     predict.set_defaults(run=_predict)
+
+    from .engine.train_args import TrainArgs
+
+    train = commands.add_parser(
+        "train",
+        help="train or fine-tune a model on a YOLO or COCO dataset",
+        description="Train (or fine-tune: another class count re-initialises only the class heads). Every run "
+        "writes runs/train/NAME/{args.yaml, weights/{last,best}.*, results.csv, results.png}.",
+        epilog=f"Any training setting as key=value: {', '.join(f.name for f in dataclasses.fields(TrainArgs))}.",
+    )
+    train.add_argument("--model", default="rtdetr-l.yaml", help="config (.yaml) or checkpoint to start from")
+    train.add_argument("--data", help="YOLO data.yaml, COCO data yaml (format: coco) or COCO instances .json")
+    train.add_argument("--cfg", help="YAML file of training settings (key=value arguments override it)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch", type=int)
+    train.add_argument("--imgsz", type=int)
+    train.add_argument("--device")
+    train.add_argument("--project")
+    train.add_argument("--name")
+    train.add_argument("--resume", nargs="?", const=True, help="continue a killed run (its weights/last.pt)")
+    train.set_defaults(run=_train, **{f.name: None for f in dataclasses.fields(TrainArgs) if f.name != "data"})
+
+    val = commands.add_parser("val", help="COCO metrics of a model on a dataset split")
+    val.add_argument("--model", required=False, default="rtdetr-l.pt", help="checkpoint or config")
+    val.add_argument("--data", help="YOLO data.yaml, COCO data yaml or instances .json")
+    val.add_argument("--split", default="val")
+    val.add_argument("--batch", type=int, default=8)
+    val.add_argument("--imgsz", type=int, default=None)
+    val.add_argument("--device", default=None)
+    val.set_defaults(run=_val)
     return parser
 
 
@@ -101,6 +135,32 @@ def _predict(args: argparse.Namespace) -> int:
     )
     for _ in results:  # each result is printed (and saved) as it is made
         pass
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine.train_args import TrainArgs
+    from .model import RTDETR
+
+    fields = {f.name for f in dataclasses.fields(TrainArgs)}
+    settings = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.resume:
+        from .engine.trainer import Trainer
+
+        Trainer({}, None, TrainArgs.create(**settings)).train()
+        return 0
+    if not args.data:
+        raise DetrToolkitError("train needs --data (a YOLO data.yaml, a COCO data yaml or an instances .json)")
+    RTDETR(args.model).train(args.cfg, **settings)
+    return 0
+
+
+def _val(args: argparse.Namespace) -> int:
+    from .model import RTDETR
+
+    if not args.data:
+        raise DetrToolkitError("val needs --data (a YOLO data.yaml, a COCO data yaml or an instances .json)")
+    RTDETR(args.model).val(args.data, args.split, args.batch, args.imgsz, args.device)
     return 0
 
 

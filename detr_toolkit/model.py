@@ -39,6 +39,7 @@ class RTDETR:
         self.names: dict[int, str] = config.pop("names", None) or {i: str(i) for i in range(config.get("nc", 0))}
         self.config = config
         self.model: Detector = build_model(config)
+        self.pretrained = state is not None  # False: random weights from a config
         if state is not None:
             try:
                 self.model.load_state_dict(state)
@@ -110,6 +111,45 @@ class RTDETR:
                 saver.close()
                 if verbose:
                     print(f"Results saved to {saver.save_dir}")
+
+    # --- train / val --------------------------------------------------------------------------------------
+
+    def train(self, cfg: str | Path | None = None, **kwargs: Any) -> Path:
+        """Train on `data=` (see `engine.train_args.TrainArgs` for every setting); returns the run folder.
+
+        The model then holds the best weights (EMA, by val mAP50-95). A dataset with another class count
+        re-initialises the class heads only (fine-tuning).
+        """
+        from .engine.train_args import TrainArgs
+        from .engine.trainer import Trainer
+
+        kwargs.setdefault("imgsz", self.config.get("imgsz", 640))
+        args = TrainArgs.create(cfg, **kwargs)
+        state = self.model.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
+        trainer = Trainer({**self.config, "names": self.names}, state, args)
+        save_dir = trainer.train()
+        trained = save_dir / "weights" / ("best.safetensors" if args.val else "last.safetensors")
+        self.__init__(trained, device=trainer.device)
+        return save_dir
+
+    def val(self, data: str | Path, split: str = "val", batch: int = 8, imgsz: int | None = None,
+            device: str | int | torch.device | None = None, verbose: bool = True, **data_kwargs: Any
+            ) -> dict[str, Any]:  # fmt: skip
+        """COCO metrics on a dataset split -> {"metrics": {mAP50-95, mAP50, ...}, "per_class": {name: AP50-95}}."""
+        from .data.dataset import DetectionDataset
+        from .data.splits import load_split
+        from .engine.validator import evaluate
+
+        annotations, names = load_split(data, split, **data_kwargs)
+        if len(names) != len(self.names):
+            raise ConfigError(f"{data}: {len(names)} classes, but the model has {len(self.names)}")
+        dataset = DetectionDataset(annotations, names, imgsz or self.config.get("imgsz", 640))
+        target = select_device(device) if device is not None else self.device
+        stats, per_class = evaluate(self.model.to(target), dataset, batch, target)
+        if verbose:
+            print(f"{data} ({split}, {len(dataset)} images): " + "  ".join(
+                f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip
+        return {"metrics": stats, "per_class": {names[c]: ap for c, ap in per_class.items()}}
 
     # --- model -------------------------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ def image_size(path: Path) -> tuple[int, int]:
             orientation = image.getexif().get(0x0112, 1)
     except (UnidentifiedImageError, OSError) as error:
         raise DatasetError(f"{path}: not a readable image ({error})") from None
+    except Exception:  # noqa: BLE001 (ultralytics, once imported, patches PIL to pip-install plugins here)
+        raise DatasetError(f"{path}: not a readable image") from None
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,21 +21,28 @@ from ..errors import CheckpointError
 FORMAT = "detr-toolkit/1"
 
 
-def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | Path) -> Path:
-    """Write `state_dict` + `config` to `path` atomically (a temp file renamed into place)."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step, so a reader (or a run
+    killed mid-write) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    metadata = {"format": FORMAT, "config": json.dumps(config)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | Path) -> Path:
+    """Write `state_dict` + `config` to `path` atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    with atomic_file(path) as tmp:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "config": json.dumps(config)})
+    return Path(path)
 
 
 def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:

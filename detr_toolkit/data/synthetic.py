@@ -1,0 +1,98 @@
+"""A synthetic detection dataset that needs nothing from the internet: coloured shapes on textured backgrounds.
+
+Classes: circle, square, triangle, star; 1 to `max_objects` per image, sizes from 8% to 40% of the image,
+random colours, on smooth noise backgrounds. Written in both formats side by side:
+
+    root/data.yaml, root/images/{train,val}/*.jpg, root/labels/{train,val}/*.txt     (YOLO)
+    root/coco.yaml, root/annotations/instances_{train,val}.json                       (COCO, same images)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+CLASSES = ["circle", "square", "triangle", "star"]
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    image += rng.integers(-20, 21, image.shape, dtype=np.int16)  # texture
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    if kind == "square":
+        corners, radius = 4, [r * 1.2] * 4
+    elif kind == "triangle":
+        corners, radius = 3, [r * 1.3] * 3
+    else:  # star
+        corners, radius = 10, [r * 1.3 if i % 2 == 0 else r * 0.55 for i in range(10)]
+    theta = angle + np.arange(corners) * 2 * np.pi / corners
+    return np.stack([cx + np.array(radius) * np.cos(theta), cy + np.array(radius) * np.sin(theta)], -1)
+
+
+def draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[np.ndarray, list[tuple]]:
+    """-> (BGR image, [(class, x1, y1, x2, y2)]) with objects overlapping little."""
+    image = _background(rng, size)
+    objects: list[tuple] = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        for _attempt in range(20):
+            r = rng.uniform(0.04, 0.2) * size
+            cx, cy = rng.uniform(r * 1.3, size - r * 1.3, 2)
+            if all(abs(cx - (o[1] + o[3]) / 2) > r + (o[3] - o[1]) / 2 or abs(cy - (o[2] + o[4]) / 2) > r +
+                   (o[4] - o[2]) / 2 for o in objects):  # fmt: skip
+                break
+        else:
+            continue
+        cls = int(rng.integers(len(CLASSES)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if CLASSES[cls] == "circle":
+            cv2.circle(image, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
+            box = (cx - r, cy - r, cx + r, cy + r)
+        else:
+            points = _polygon(CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi))
+            cv2.fillPoly(image, [np.round(points).astype(np.int32)], colour, cv2.LINE_AA)
+            box = (*points.min(0), *points.max(0))
+        x1, y1, x2, y2 = np.clip(box, 0, size)
+        objects.append((cls, float(x1), float(y1), float(x2), float(y2)))
+    return image, objects
+
+
+def make_synthetic(root: str | Path, train: int = 400, val: int = 100, size: int = 128, max_objects: int = 4,
+                   seed: int = 0) -> Path:  # fmt: skip
+    """Write the dataset under `root`; returns the YOLO data.yaml (coco.yaml sits beside it)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("val", val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)]}
+        for index in range(count):
+            image, objects = draw_image(rng, size, max_objects)
+            name = f"{split}_{index:05d}.jpg"
+            cv2.imwrite(str(root / "images" / split / name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            lines = [f"{c} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} {(x2 - x1) / size:.6f} "
+                     f"{(y2 - y1) / size:.6f}" for c, x1, y1, x2, y2 in objects]  # fmt: skip
+            (root / "labels" / split / name.replace(".jpg", ".txt")).write_text("\n".join(lines) + "\n")
+            coco["images"].append({"id": index, "file_name": name, "height": size, "width": size})
+            for c, x1, y1, x2, y2 in objects:
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": index, "category_id": c, "iscrowd": 0,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                })  # fmt: skip
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val", "names": CLASSES}))
+    (root / "coco.yaml").write_text(yaml.safe_dump({
+        "format": "coco",
+        "train": {"instances": "annotations/instances_train.json", "images": "images/train"},
+        "val": {"instances": "annotations/instances_val.json", "images": "images/val"},
+    }, sort_keys=False))  # fmt: skip
+    return data

@@ -1,0 +1,53 @@
+"""Training and validation transforms with torchvision.transforms.v2 and tv_tensors, switched by the train config.
+
+RT-DETR's recipe (train): photometric distortion, zoom out, IoU crop, horizontal flip, resize to imgsz,
+drop boxes that became degenerate. Validation only resizes. Boxes travel as tv_tensors.BoundingBoxes, so
+every geometric transform moves them with the image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+AUGMENT_KEYS = {"photometric", "zoom_out", "iou_crop", "hflip"}
+DEFAULT_AUGMENT = {"photometric": 0.5, "zoom_out": 0.5, "iou_crop": 0.8, "hflip": 0.5}  # probabilities
+
+
+def build_transforms(imgsz: int, augment: dict[str, float] | None) -> v2.Compose:
+    """Transforms taking {"image": Image uint8, "boxes": BoundingBoxes xyxy, "labels"} to a resized float sample.
+
+    augment: probabilities for each of AUGMENT_KEYS (0 or missing: off); None for validation (resize only).
+    """
+    steps: list[Any] = []
+    if augment:
+        unknown = sorted(set(augment) - AUGMENT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown augment key(s) {unknown} (known: {sorted(AUGMENT_KEYS)})")
+        if augment.get("photometric"):
+            steps.append(v2.RandomPhotometricDistort(p=augment["photometric"]))
+        if augment.get("zoom_out"):
+            steps.append(v2.RandomApply([v2.RandomZoomOut(fill=0)], p=augment["zoom_out"]))
+        if augment.get("iou_crop"):
+            steps += [v2.RandomApply([v2.RandomIoUCrop()], p=augment["iou_crop"]), v2.SanitizeBoundingBoxes(min_size=1)]
+        if augment.get("hflip"):
+            steps.append(v2.RandomHorizontalFlip(p=augment["hflip"]))
+    steps += [
+        v2.Resize((imgsz, imgsz), antialias=True),
+        v2.SanitizeBoundingBoxes(min_size=1),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
+    return v2.Compose(steps)
+
+
+def to_sample(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """(3, H, W) uint8 RGB, (N, 4) xyxy pixels, (N,) -> the dict `build_transforms` takes."""
+    canvas = tuple(image.shape[-2:])
+    return {
+        "image": tv_tensors.Image(image),
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas),
+        "labels": labels,
+    }

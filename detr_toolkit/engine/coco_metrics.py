@@ -1,0 +1,71 @@
+"""COCO detection metrics through pycocotools: our annotations and detections in, COCOeval's numbers out."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..data.annotations import Annotation
+
+# COCOeval.stats, in order.
+STAT_NAMES = (
+    "mAP50-95", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
+    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+)  # fmt: skip
+
+
+def coco_ground_truth(annotations: Sequence[Annotation], names: dict[int, str]) -> dict:
+    """A COCO instances dict of `annotations` (image ids 0..N-1, category ids = class indices)."""
+    images, objects = [], []
+    for image_id, annotation in enumerate(annotations):
+        height, width = annotation.size
+        images.append({"id": image_id, "file_name": str(annotation.image), "height": height, "width": width})
+        for box, cls in zip(annotation.boxes.tolist(), annotation.classes.tolist()):
+            x1, y1, x2, y2 = box
+            objects.append({
+                "id": len(objects) + 1, "image_id": image_id, "category_id": int(cls), "iscrowd": 0,
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+            })  # fmt: skip
+    categories = [{"id": int(i), "name": name} for i, name in names.items()]
+    return {"images": images, "annotations": objects, "categories": categories}
+
+
+def coco_detections(detections: Sequence[np.ndarray]) -> list[dict]:
+    """Per image (N, 6) x1 y1 x2 y2 score class (pixels) -> COCO result records."""
+    records = []
+    for image_id, rows in enumerate(detections):
+        for x1, y1, x2, y2, score, cls in np.asarray(rows, dtype=np.float64).reshape(-1, 6).tolist():
+            records.append({"image_id": image_id, "category_id": int(cls), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": score})  # fmt: skip
+    return records
+
+
+def coco_metrics(
+    annotations: Sequence[Annotation], detections: Sequence[np.ndarray], names: dict[int, str]
+) -> tuple[dict[str, float], dict[int, float]]:
+    """-> ({STAT_NAMES: value}, {class: AP50-95}); AP of a class without objects is nan, like COCOeval's -1."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = coco_ground_truth(annotations, names)
+        truth.createIndex()
+        records = coco_detections(detections)
+        if not records:
+            return dict.fromkeys(STAT_NAMES, 0.0), dict.fromkeys(names, 0.0)
+        evaluation = COCOeval(truth, truth.loadRes(records), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = {name: float(value) for name, value in zip(STAT_NAMES, evaluation.stats)}
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU, recall, class), all areas, 100 detections
+    per_class = {}
+    for k, cls in enumerate(evaluation.params.catIds):
+        values = precision[:, :, k]
+        values = values[values > -1]
+        per_class[int(cls)] = float(values.mean()) if values.size else float("nan")
+    return stats, per_class

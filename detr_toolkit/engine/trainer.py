@@ -1,0 +1,299 @@
+"""Training: data -> augment -> model -> loss -> AdamW step -> EMA, one epoch after another, each ending with
+validation, a line of results.csv and atomically written checkpoints.
+
+    runs/train/NAME/
+        args.yaml                     the training arguments
+        weights/last.pt               everything to resume (model, EMA, optimizer, schedule, epoch), weights-only
+        weights/last.safetensors      the EMA model, loadable by RTDETR() for predict
+        weights/best.safetensors      the EMA model of the best epoch (mAP50-95)
+        results.csv, results.png      losses and metrics per epoch
+
+Runs are reproducible: every epoch reseeds from (seed, epoch), so a run resumed from last.pt continues
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from ..data.dataset import Collate, DetectionDataset
+from ..data.splits import load_split
+from ..errors import CheckpointError, ConfigError
+from ..loss import DetectionCriterion
+from ..nn import Detector, build_model
+from ..weights import load_weights, save_weights
+from ..weights.native import atomic_file
+from .device import select_device
+from .ema import ModelEMA
+from .plots import plot_results
+from .saver import increment_dir
+from .train_args import TrainArgs
+from .validator import evaluate
+
+LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
+
+
+def adapt_to_classes(config: dict, state: dict[str, torch.Tensor], nc: int) -> tuple[Detector, list[str]]:
+    """A model for `nc` classes, keeping every weight of `state` whose shape still fits (all but the class heads).
+
+    Returns the model and the names of the re-initialised tensors.
+    """
+    model = build_model({**config, "nc": nc})
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    return model, sorted(set(own) - set(fitting))
+
+
+def parameter_groups(model: Detector, lr: float, lr_backbone: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: backbone at its own rate; no weight decay on norms, biases and embeddings (1-D tensors)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name.startswith("backbone."), param.ndim <= 1), []).append(param)
+    return [
+        {"params": params, "lr": lr_backbone if backbone else lr, "weight_decay": 0.0 if flat else weight_decay}
+        for (backbone, flat), params in groups.items()
+    ]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, final: float) -> float:
+    """Multiplier of the base learning rates at optimizer step `step` of `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    if schedule == "cosine":
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1 - (1 - final) * progress
+    return 1.0
+
+
+class Trainer:
+    """Trains `model` (with its `config` and class `names`) on `args.data`; `train()` returns the run folder."""
+
+    def __init__(self, config: dict, state: dict[str, torch.Tensor] | None, args: TrainArgs):
+        self.args = args
+        self.device = select_device(args.device)
+        self.start_epoch, self.best_fitness, self.checkpoint = 0, -1.0, None
+        if args.resume:
+            self.checkpoint = self._load_resume(args.resume)
+            self.args = args = TrainArgs.create(**{**self.checkpoint["train_args"], "resume": False})
+            config = self.checkpoint["config"]
+        kw = {"on_error": args.on_bad_label, "categories": args.categories, "max_images": args.max_images,
+              "images": args.images}  # fmt: skip
+        train, self.names = load_split(args.data, "train", **kw)
+        self.train_set = DetectionDataset(train, self.names, args.imgsz, args.augment)
+        self.val_set = None
+        if args.val:
+            val, _ = load_split(args.data, "val", **kw)
+            self.val_set = DetectionDataset(val, self.names, args.imgsz)
+        config = {k: v for k, v in config.items() if k != "names"}
+        torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
+        if self.checkpoint is not None:
+            self.model = build_model(config)
+            self.model.load_state_dict(self.checkpoint["model"])
+            reset: list[str] = []
+        elif state is not None and config["nc"] != len(self.names):
+            self.model, reset = adapt_to_classes(config, state, len(self.names))
+        else:
+            self.model = build_model({**config, "nc": len(self.names)})
+            if state is not None:
+                self.model.load_state_dict(state)
+            reset = []
+        self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
+        if type(self.model.decoder).__name__ != "RTDETRDecoder":
+            raise ConfigError("training is implemented for the RT-DETR decoder (rtdetr-*, vit-rtdetr-*) so far")
+        if reset and args.verbose:
+            print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
+        self.model.to(self.device)
+        self.criterion = DetectionCriterion(len(self.names))
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr
+        )
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.ema = ModelEMA(self.model, args.ema_decay, args.ema_tau)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if self.checkpoint is not None:
+            self.save_dir = Path(self.checkpoint["save_dir"])
+            self._restore(self.checkpoint)
+        else:
+            self.save_dir = (
+                increment_dir(args.project, args.name) if not args.exist_ok else Path(args.project) / args.name
+            )
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+        (self.save_dir / "weights").mkdir(exist_ok=True)
+        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.args.to_dict(), sort_keys=False))
+        self.skipped_steps = 0
+
+    # --- checkpoints ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_resume(resume: str | bool) -> dict[str, Any]:
+        path = Path(resume) if isinstance(resume, str) else None
+        if path is None:
+            candidates = sorted(Path("runs/train").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+            if not candidates:
+                raise CheckpointError("resume=True: no runs/train/*/weights/last.pt to resume")
+            path = candidates[-1]
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint to resume")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 (any unreadable file is the same user error)
+            raise CheckpointError(f"{path}: not a training checkpoint ({type(error).__name__})") from None
+        if not isinstance(checkpoint, dict) or "optimizer" not in checkpoint:
+            raise CheckpointError(f"{path}: not a training checkpoint of ours (no optimizer state)")
+        return checkpoint
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.ema.module.load_state_dict(checkpoint["ema"])
+        self.ema.updates = checkpoint["ema_updates"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.best_fitness = checkpoint["best_fitness"]
+        if self.args.verbose:
+            print(f"resuming {self.save_dir} from epoch {self.start_epoch + 1}")
+
+    def _save(self, epoch: int, fitness: float) -> None:
+        weights = self.save_dir / "weights"
+        model_config = {**self.config, "names": self.names}
+        save_weights(self.ema.module.state_dict(), model_config, weights / "last.safetensors")
+        if fitness > self.best_fitness:
+            self.best_fitness = fitness
+            save_weights(self.ema.module.state_dict(), model_config, weights / "best.safetensors")
+        state = {
+            "epoch": epoch,
+            "best_fitness": self.best_fitness,
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "config": self.config,
+            "names": self.names,
+            "train_args": self.args.to_dict(),
+            "save_dir": str(self.save_dir),
+        }
+        with atomic_file(weights / "last.pt") as tmp:
+            torch.save(state, tmp)
+
+    # --- loop ----------------------------------------------------------------------------------------------
+
+    def _loader(self, epoch: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.args.seed + epoch)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.args.batch,
+            shuffle=True,
+            generator=generator,
+            num_workers=self.args.workers,
+            collate_fn=Collate(self.args.multi_scale),
+            drop_last=len(self.train_set) > self.args.batch,
+            persistent_workers=False,
+        )
+
+    def _set_lr(self, step: int, total: int) -> None:
+        a = self.args
+        factor = lr_factor(step, total, a.warmup_iters, a.schedule, a.lrf)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def train_epoch(self, epoch: int, total_steps: int) -> dict[str, float]:
+        """One pass over the training set -> mean losses and throughput."""
+        from tqdm import tqdm
+
+        args = self.args
+        torch.manual_seed(args.seed + epoch)
+        random.seed(args.seed + epoch)
+        self.model.train()
+        loader = self._loader(epoch)
+        sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
+        seen, start = 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.verbose, leave=True)
+        step = epoch * (len(loader) // args.accumulate)
+        for i, (images, targets) in enumerate(bar):
+            images = images.to(self.device, non_blocking=True)
+            targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
+            with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                outputs = self.model(images, targets)
+            losses = self.criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):  # skip the batch rather than poison the weights (AMP overflow, bad data)
+                self.skipped_steps += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
+            self.scaler.scale(loss / args.accumulate).backward()
+            if (i + 1) % args.accumulate == 0:
+                self._set_lr(step, total_steps)
+                self.scaler.unscale_(self.optimizer)
+                if args.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.ema.update(self.model)
+                step += 1
+            seen += len(images)
+            for key in LOSS_KEYS:
+                sums[key] += losses[key].item() * len(images)
+            sums["loss"] += loss.item() * len(images)
+            bar.set_postfix({k.removeprefix("loss_"): f"{v / seen:.3f}" for k, v in sums.items()}
+                            | {"img/s": f"{seen / (time.perf_counter() - start):.1f}"})  # fmt: skip
+        elapsed = time.perf_counter() - start
+        means = {k: v / max(seen, 1) for k, v in sums.items()}
+        return {**means, "images_per_s": seen / elapsed, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def train(self) -> Path:
+        args = self.args
+        steps_per_epoch = max(len(self._loader(0)) // args.accumulate, 1)
+        total_steps = steps_per_epoch * args.epochs
+        results_csv = self.save_dir / "results.csv"
+        for epoch in range(self.start_epoch, args.epochs):
+            row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch, total_steps)}
+            fitness = 0.0
+            if self.val_set is not None:
+                stats, _ = evaluate(self.ema.module, self.val_set, args.batch, self.device)
+                row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
+                fitness = stats["mAP50-95"]
+            self._save(epoch, fitness)
+            new_file = not results_csv.exists() or epoch == 0
+            with results_csv.open("w" if epoch == 0 else "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                if new_file:
+                    writer.writeheader()
+                writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+            plot_results(results_csv)
+        if args.verbose:
+            self.summary()
+        return self.save_dir
+
+    def summary(self) -> None:
+        """Print the final validation of best.safetensors: overall metrics and a per-class AP table."""
+        print(f"\n{self.args.epochs} epochs done; results in {self.save_dir}")
+        if self.skipped_steps:
+            print(f"warning: {self.skipped_steps} batches skipped for non-finite losses")
+        if self.val_set is None:
+            return
+        best = copy.deepcopy(self.ema.module)
+        _, state = load_weights(self.save_dir / "weights" / "best.safetensors")
+        best.load_state_dict(state)
+        stats, per_class = evaluate(best, self.val_set, self.args.batch, self.device)
+        print("  ".join(f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))
+        width = max(len(n) for n in self.names.values())
+        print(f"{'class':<{width}}  AP50-95")
+        for cls, ap in per_class.items():
+            print(f"{self.names[cls]:<{width}}  {ap:.3f}")

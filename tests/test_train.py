@@ -1,0 +1,142 @@
+"""Training: a run's files, exact resume after a kill, fine-tuning heads, COCO metrics equal pycocotools'."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_CONFIG
+
+from detr_toolkit import RTDETR
+from detr_toolkit.data.coco import load_coco
+from detr_toolkit.data.synthetic import make_synthetic
+from detr_toolkit.engine.coco_metrics import STAT_NAMES, coco_metrics
+from detr_toolkit.engine.trainer import adapt_to_classes
+
+TRAIN = ["epochs=3", "batch=4", "imgsz=64", "workers=0", "warmup_iters=4", "lr=0.0005", "seed=3"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    data = make_synthetic(root, train=12, val=4, size=64, max_objects=3)
+    config = {**copy.deepcopy(TINY_CONFIG), "names": None}
+    config.pop("names")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return data, root / "tiny.yaml"
+
+
+def detect(*args, **popen):
+    command = [sys.executable, "-m", "detr_toolkit.cli", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def rows(run):
+    path = run / "results.csv"
+    return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
+    """An uninterrupted 3-epoch run and one SIGKILLed after its first epoch then resumed end identical."""
+    data, config = shapes
+    common = ["train", "--model", config, "--data", data, *TRAIN]
+    whole = detect(*common, f"project={tmp_path}", "name=whole")
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    killed = detect(*common, f"project={tmp_path}", "name=killed")
+    run = tmp_path / "killed"
+    deadline = time.time() + 600
+    while len(rows(run)) < 1 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert 1 <= len(rows(run)) < 3, "the run was not killed mid-training"
+    resumed = detect("train", "--resume", run / "weights" / "last.pt")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    final = [torch.load(tmp_path / n / "weights" / "last.pt", weights_only=True) for n in ("whole", "killed")]
+    assert final[0]["epoch"] == final[1]["epoch"] == 2
+    for key in ("model", "ema"):
+        for name, tensor in final[0][key].items():
+            assert torch.allclose(tensor.float(), final[1][key][name].float(), atol=1e-6), (key, name)
+    # The run folder: settings, per-epoch results, plots, weights that predict.
+    whole_run = tmp_path / "whole"
+    assert yaml.safe_load((whole_run / "args.yaml").read_text())["epochs"] == 3
+    assert [int(r["epoch"]) for r in rows(whole_run)] == [1, 2, 3] and "mAP50-95" in rows(whole_run)[0]
+    assert (whole_run / "results.png").is_file()
+    model = RTDETR(whole_run / "weights" / "best.safetensors")
+    assert model.names == {0: "circle", 1: "square", 2: "triangle", 3: "star"}
+    assert len(model.predict(data.parent / "images" / "val", imgsz=64, conf=0.0, verbose=False)) == 4
+
+
+def test_fine_tuning_resets_only_the_class_heads():
+    config = copy.deepcopy(TINY_CONFIG)
+    config.pop("names")
+    source = RTDETR(copy.deepcopy(config)).model.state_dict()
+    model, reset = adapt_to_classes(config, source, nc=2)
+    assert {name.rsplit(".", 1)[0].rstrip("0123456789.") for name in reset} == {
+        "decoder.enc_score_head", "decoder.dec_score_head", "decoder.denoising_class_embed",
+    }  # fmt: skip
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in source.items() if k not in reset)
+    assert model.decoder.enc_score_head.out_features == 2
+
+
+def test_val_on_coco_and_yolo_formats_agree(shapes):
+    data, config = shapes
+    model = RTDETR(config)
+    yolo = model.val(data, imgsz=64, verbose=False)
+    coco = model.val(data.with_name("coco.yaml"), imgsz=64, verbose=False)
+    assert yolo["metrics"] == pytest.approx(coco["metrics"], abs=1e-4)  # same images and boxes, two formats
+    assert set(yolo["per_class"]) == {"circle", "square", "triangle", "star"}
+
+
+def test_our_metrics_equal_pycocotools(shapes, tmp_path):
+    """Detections scored through our conversion equal pycocotools run on the JSON files directly."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data, _ = shapes
+    instances = data.parent / "annotations" / "instances_val.json"
+    annotations, names = load_coco(instances, data.parent / "images" / "val")
+    rng = np.random.default_rng(0)
+    detections, records = [], []
+    for image_id, annotation in enumerate(annotations):  # jittered ground truth, some misses, some false alarms
+        boxes = annotation.boxes + rng.normal(0, 2, annotation.boxes.shape)
+        extra = rng.uniform(0, 40, (2, 2))
+        boxes = np.concatenate([boxes, np.concatenate([extra, extra + 15], 1)])
+        classes = np.concatenate([annotation.classes, rng.integers(0, 4, 2)])
+        scores = rng.uniform(0.05, 1, len(boxes))
+        detections.append(np.column_stack([boxes, scores, classes]))
+        coco_id = json.loads(instances.read_text())["images"][image_id]["id"]
+        for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist()):
+            records.append({"image_id": coco_id, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+    (tmp_path / "dets.json").write_text(json.dumps(records))
+    truth = COCO(str(instances))
+    evaluation = COCOeval(truth, truth.loadRes(str(tmp_path / "dets.json")), "bbox")
+    evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+    ours, per_class = coco_metrics(annotations, detections, names)
+    assert [ours[k] for k in STAT_NAMES] == pytest.approx(list(evaluation.stats), abs=1e-12)
+    assert 0.2 < ours["mAP50"] < 1.0 and len(per_class) == 4
+
+
+def test_train_and_val_errors(shapes, tmp_path):
+    data, config = shapes
+    for args, message in [
+        (["train", "--model", config], "train needs --data"),
+        (["train", "--model", config, "--data", tmp_path / "none.yaml", "workers=0"], "none.yaml: dataset file not"),
+        (["train", "--model", config, "--data", data, "colour=red"], "unrecognised argument 'colour=red'"),
+        (["train", "--resume", tmp_path / "absent.pt"], "absent.pt: no such checkpoint to resume"),
+        (["val", "--model", config], "val needs --data"),
+    ]:
+        process = detect(*args)
+        assert process.wait(timeout=120) == 2, args
+        assert message in process.stderr.read(), args
