@@ -10,6 +10,10 @@ validation, a line of results.csv and atomically written checkpoints.
 
 Runs are reproducible: every epoch reseeds from (seed, epoch), so a run resumed from last.pt continues
 exactly as the uninterrupted run would have.
+
+Under `torchrun --nproc_per_node N` training is data-parallel (DistributedDataParallel, gloo on CPU, nccl on
+CUDA): each process takes batch / N images of every step through a DistributedSampler; rank 0 alone
+validates, logs and saves, and at the end all ranks check that their weights are identical.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import os
 import random
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
@@ -79,12 +86,27 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, final: float) -
     return 1.0
 
 
+def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, select_device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return dist.get_rank(), world, torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+
+
 class Trainer:
     """Trains `model` (with its `config` and class `names`) on `args.data`; `train()` returns the run folder."""
 
     def __init__(self, config: dict, state: dict[str, torch.Tensor] | None, args: TrainArgs):
         self.args = args
-        self.device = select_device(args.device)
+        self.rank, self.world, self.device = setup_distributed(args.device)
+        self.main = self.rank == 0  # the process that validates, logs and saves
         self.start_epoch, self.best_fitness, self.checkpoint = 0, -1.0, None
         if args.resume:
             self.checkpoint = self._load_resume(args.resume)
@@ -114,9 +136,10 @@ class Trainer:
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if type(self.model.decoder).__name__ != "RTDETRDecoder":
             raise ConfigError("training is implemented for the RT-DETR decoder (rtdetr-*, vit-rtdetr-*) so far")
-        if reset and args.verbose:
+        if reset and args.verbose and self.main:
             print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
         self.model.to(self.device)
+        self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = DetectionCriterion(len(self.names))
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr
@@ -129,13 +152,17 @@ class Trainer:
         if self.checkpoint is not None:
             self.save_dir = Path(self.checkpoint["save_dir"])
             self._restore(self.checkpoint)
-        else:
+        elif self.main:
             self.save_dir = (
                 increment_dir(args.project, args.name) if not args.exist_ok else Path(args.project) / args.name
             )
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-        (self.save_dir / "weights").mkdir(exist_ok=True)
-        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.args.to_dict(), sort_keys=False))
+        if self.world > 1:  # every rank learns rank 0's run folder
+            shared = [str(getattr(self, "save_dir", ""))]
+            dist.broadcast_object_list(shared, src=0)
+            self.save_dir = Path(shared[0])
+        if self.main:
+            (self.save_dir / "weights").mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.args.to_dict(), sort_keys=False))
         self.skipped_steps = 0
 
     # --- checkpoints ---------------------------------------------------------------------------------------
@@ -165,7 +192,7 @@ class Trainer:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.start_epoch = checkpoint["epoch"] + 1
         self.best_fitness = checkpoint["best_fitness"]
-        if self.args.verbose:
+        if self.args.verbose and self.main:
             print(f"resuming {self.save_dir} from epoch {self.start_epoch + 1}")
 
     def _save(self, epoch: int, fitness: float) -> None:
@@ -194,16 +221,23 @@ class Trainer:
     # --- loop ----------------------------------------------------------------------------------------------
 
     def _loader(self, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.args.seed + epoch)
+        """This epoch's batches (of this rank's share under DDP), in an order fixed by (seed, epoch)."""
+        batch, sampler, generator = self.args.batch, None, torch.Generator().manual_seed(self.args.seed + epoch)
+        drop_last = len(self.train_set) > batch
+        if self.world > 1:
+            batch = max(batch // self.world, 1)
+            sampler = DistributedSampler(self.train_set, self.world, self.rank, shuffle=True, seed=self.args.seed,
+                                         drop_last=drop_last)  # fmt: skip
+            sampler.set_epoch(epoch)
         return DataLoader(
             self.train_set,
-            batch_size=self.args.batch,
-            shuffle=True,
+            batch_size=batch,
+            shuffle=sampler is None,
+            sampler=sampler,
             generator=generator,
             num_workers=self.args.workers,
             collate_fn=Collate(self.args.multi_scale),
-            drop_last=len(self.train_set) > self.args.batch,
-            persistent_workers=False,
+            drop_last=drop_last,
         )
 
     def _set_lr(self, step: int, total: int) -> None:
@@ -223,13 +257,13 @@ class Trainer:
         loader = self._loader(epoch)
         sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.verbose, leave=True)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (args.verbose and self.main))
         step = epoch * (len(loader) // args.accumulate)
         for i, (images, targets) in enumerate(bar):
             images = images.to(self.device, non_blocking=True)
             targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
             with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                outputs = self.model(images, targets)
+                outputs = self.train_model(images, targets)
             losses = self.criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):  # skip the batch rather than poison the weights (AMP overflow, bad data)
@@ -261,25 +295,44 @@ class Trainer:
         args = self.args
         steps_per_epoch = max(len(self._loader(0)) // args.accumulate, 1)
         total_steps = steps_per_epoch * args.epochs
-        results_csv = self.save_dir / "results.csv"
         for epoch in range(self.start_epoch, args.epochs):
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch, total_steps)}
-            fitness = 0.0
-            if self.val_set is not None:
-                stats, _ = evaluate(self.ema.module, self.val_set, args.batch, self.device)
-                row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
-                fitness = stats["mAP50-95"]
-            self._save(epoch, fitness)
-            new_file = not results_csv.exists() or epoch == 0
-            with results_csv.open("w" if epoch == 0 else "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                if new_file:
-                    writer.writeheader()
-                writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
-            plot_results(results_csv)
-        if args.verbose:
+            if self.main:
+                self._end_epoch(epoch, row)
+            if self.world > 1:
+                dist.barrier()
+        if self.world > 1:
+            self._check_in_sync()
+        if args.verbose and self.main:
             self.summary()
         return self.save_dir
+
+    def _end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        """Validate, save the checkpoints, append to results.csv and redraw results.png."""
+        fitness = 0.0
+        if self.val_set is not None:
+            stats, _ = evaluate(self.ema.module, self.val_set, self.args.batch, self.device)
+            row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
+            fitness = stats["mAP50-95"]
+        self._save(epoch, fitness)
+        results_csv = self.save_dir / "results.csv"
+        with results_csv.open("w" if epoch == 0 else "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if epoch == 0:
+                writer.writeheader()
+            writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+        plot_results(results_csv)
+
+    def _check_in_sync(self) -> None:
+        """All ranks must hold the same weights after training (DDP averages gradients; a drift is a bug)."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1).cpu()
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world)]
+        dist.all_gather(gathered, checksum)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"ranks out of sync after training: weight checksums {[g.item() for g in gathered]}")
+        if self.main and self.args.verbose:
+            print(f"{self.world} ranks in sync (weight checksum {gathered[0].item():.6f})")
+        dist.destroy_process_group()
 
     def summary(self) -> None:
         """Print the final validation of best.safetensors: overall metrics and a per-class AP table."""
