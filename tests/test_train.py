@@ -71,7 +71,8 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     whole_run = tmp_path / "whole"
     assert yaml.safe_load((whole_run / "args.yaml").read_text())["epochs"] == 3
     assert [int(r["epoch"]) for r in rows(whole_run)] == [1, 2, 3] and "mAP50-95" in rows(whole_run)[0]
-    assert (whole_run / "results.png").is_file()
+    for plot in ("results.png", "train_batch0.jpg", "pr_curve.png", "confusion_matrix.png"):
+        assert (whole_run / plot).is_file(), plot
     model = RTDETR(whole_run / "weights" / "best.safetensors")
     assert model.names == {0: "circle", 1: "square", 2: "triangle", 3: "star"}
     assert len(model.predict(data.parent / "images" / "val", imgsz=64, conf=0.0, verbose=False)) == 4
@@ -152,3 +153,20 @@ def test_ddp_two_cpu_processes_stay_in_sync(shapes, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "2 ranks in sync" in run.stdout
     assert [int(r["epoch"]) for r in rows(tmp_path / "ddp")] == [1, 2]  # rank 0 alone writes
+
+
+def test_confusion_matrix_counts():
+    from pathlib import Path
+
+    from detr_toolkit.data.annotations import Annotation
+    from detr_toolkit.engine.confusion import confusion_matrix
+
+    truth = Annotation(Path("x.jpg"), (100, 100), np.array([[0, 0, 10, 10], [50, 50, 70, 70]], np.float32),
+                       np.array([0, 1]))  # fmt: skip
+    detections = np.array([
+        [0, 0, 10, 10, 0.9, 0],  # right
+        [50, 50, 70, 70, 0.8, 0],  # a class-1 object called 0
+        [80, 80, 90, 90, 0.7, 1],  # nothing there
+        [1, 1, 9, 9, 0.1, 1],  # below conf: ignored
+    ])  # fmt: skip
+    assert confusion_matrix([truth], [detections], 2).tolist() == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]

@@ -20,9 +20,12 @@ CLASSES = ["circle", "square", "triangle", "star"]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.int16)
-    image += rng.integers(-20, 21, image.shape, dtype=np.int16)  # texture
+    """A muted base colour with smooth blotches and grain, so shapes stand out but not trivially."""
+    base = rng.integers(60, 200, 3).astype(np.int16)
+    blotches = cv2.resize(
+        rng.integers(-40, 41, (6, 6, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+    )
+    image = base + blotches.astype(np.int16) + rng.integers(-12, 13, (size, size, 3), dtype=np.int16)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 

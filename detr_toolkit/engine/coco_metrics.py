@@ -44,9 +44,15 @@ def coco_detections(detections: Sequence[np.ndarray]) -> list[dict]:
 
 
 def coco_metrics(
-    annotations: Sequence[Annotation], detections: Sequence[np.ndarray], names: dict[int, str]
+    annotations: Sequence[Annotation],
+    detections: Sequence[np.ndarray],
+    names: dict[int, str],
+    curves: dict[int, np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[int, float]]:
-    """-> ({STAT_NAMES: value}, {class: AP50-95}); AP of a class without objects is nan, like COCOeval's -1."""
+    """-> ({STAT_NAMES: value}, {class: AP50-95}); AP of a class without objects is nan, like COCOeval's -1.
+
+    `curves`, if given, is filled with each class's precision at 101 recall points, IoU 0.5 (-1: no objects).
+    """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -68,4 +74,6 @@ def coco_metrics(
         values = precision[:, :, k]
         values = values[values > -1]
         per_class[int(cls)] = float(values.mean()) if values.size else float("nan")
+        if curves is not None:
+            curves[int(cls)] = precision[0, :, k]
     return stats, per_class

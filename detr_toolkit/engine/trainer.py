@@ -7,6 +7,8 @@ validation, a line of results.csv and atomically written checkpoints.
         weights/last.safetensors      the EMA model, loadable by RTDETR() for predict
         weights/best.safetensors      the EMA model of the best epoch (mAP50-95)
         results.csv, results.png      losses and metrics per epoch
+        train_batch0.jpg              the first (augmented) training batch with its labels
+        pr_curve.png, confusion_matrix.png    of the best weights on the val split
 
 Runs are reproducible: every epoch reseeds from (seed, epoch), so a run resumed from last.pt continues
 exactly as the uninterrupted run would have.
@@ -35,17 +37,19 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
 from ..loss import DetectionCriterion
 from ..nn import Detector, build_model
 from ..weights import load_weights, save_weights
 from ..weights.native import atomic_file
+from .coco_metrics import coco_metrics
+from .confusion import confusion_matrix
 from .device import select_device
 from .ema import ModelEMA
-from .plots import plot_results
+from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
 from .saver import increment_dir
 from .train_args import TrainArgs
-from .validator import evaluate
+from .validator import evaluate, predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
 
@@ -134,8 +138,6 @@ class Trainer:
                 self.model.load_state_dict(state)
             reset = []
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
-        if type(self.model.decoder).__name__ != "RTDETRDecoder":
-            raise ConfigError("training is implemented for the RT-DETR decoder (rtdetr-*, vit-rtdetr-*) so far")
         if reset and args.verbose and self.main:
             print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
         self.model.to(self.device)
@@ -260,6 +262,8 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (args.verbose and self.main))
         step = epoch * (len(loader) // args.accumulate)
         for i, (images, targets) in enumerate(bar):
+            if epoch == 0 and i == 0 and self.main:  # what the model sees, augmentation included
+                plot_batch(images, targets, self.names, self.save_dir / "train_batch0.jpg")
             images = images.to(self.device, non_blocking=True)
             targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
             with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -303,8 +307,8 @@ class Trainer:
                 dist.barrier()
         if self.world > 1:
             self._check_in_sync()
-        if args.verbose and self.main:
-            self.summary()
+        if self.main:
+            self.finish()
         return self.save_dir
 
     def _end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
@@ -334,19 +338,26 @@ class Trainer:
             print(f"{self.world} ranks in sync (weight checksum {gathered[0].item():.6f})")
         dist.destroy_process_group()
 
-    def summary(self) -> None:
-        """Print the final validation of best.safetensors: overall metrics and a per-class AP table."""
-        print(f"\n{self.args.epochs} epochs done; results in {self.save_dir}")
-        if self.skipped_steps:
-            print(f"warning: {self.skipped_steps} batches skipped for non-finite losses")
+    def finish(self) -> None:
+        """Score best.safetensors on the val split: PR curves and confusion matrix plots, a per-class AP table."""
+        args = self.args
+        if args.verbose:
+            print(f"\n{args.epochs} epochs done; results in {self.save_dir}")
+            if self.skipped_steps:
+                print(f"warning: {self.skipped_steps} batches skipped for non-finite losses")
         if self.val_set is None:
             return
         best = copy.deepcopy(self.ema.module)
-        _, state = load_weights(self.save_dir / "weights" / "best.safetensors")
-        best.load_state_dict(state)
-        stats, per_class = evaluate(best, self.val_set, self.args.batch, self.device)
-        print("  ".join(f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))
-        width = max(len(n) for n in self.names.values())
-        print(f"{'class':<{width}}  AP50-95")
-        for cls, ap in per_class.items():
-            print(f"{self.names[cls]:<{width}}  {ap:.3f}")
+        best.load_state_dict(load_weights(self.save_dir / "weights" / "best.safetensors")[1])
+        detections = predict_dataset(best, self.val_set, args.batch, self.device)
+        curves: dict[int, Any] = {}
+        stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves)
+        plot_pr_curves(curves, self.names, self.save_dir / "pr_curve.png")
+        matrix = confusion_matrix(self.val_set.annotations, detections, len(self.names))
+        plot_confusion_matrix(matrix, self.names, self.save_dir / "confusion_matrix.png")
+        if args.verbose:
+            print("  ".join(f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))
+            width = max(len(n) for n in self.names.values())
+            print(f"{'class':<{width}}  AP50-95")
+            for cls, ap in per_class.items():
+                print(f"{self.names[cls]:<{width}}  {ap:.3f}")

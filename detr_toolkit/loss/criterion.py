@@ -46,7 +46,8 @@ class DetectionCriterion(nn.Module):
     "enc_logits" (B, Q, C) for the proposals; optionally "dn_boxes" (L, B, D, 4), "dn_logits" (L, B, D, C) and
     "dn_meta" {"positive": per image (P,) denoising query indices, "target": per image (P,) object indices}.
     Keys of the result: loss_{class,bbox,giou} for the last layer, ..._aux for the other layers and the
-    proposals, ..._dn for denoising (its last layer) and ..._aux_dn.
+    proposals, ..._dn for denoising (its last layer) and ..._aux_dn. With "groups": G (LW-DETR / RF-DETR's
+    Group DETR), each of the G query groups is matched to the objects separately.
     """
 
     def __init__(
@@ -94,13 +95,25 @@ class DetectionCriterion(nn.Module):
             "giou": giou_loss * self.weights["giou"],
         }
 
+    def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int) -> Matches:
+        """Hungarian matches of (B, Q, ...) predictions; with query groups, each group is matched on its own, so
+        every object is matched once per group (Group DETR)."""
+        if groups == 1:
+            return self.matcher(boxes, logits, targets)
+        size = boxes.shape[1] // groups
+        per_group = [self.matcher(b, s, targets) for b, s in zip(boxes.split(size, 1), logits.split(size, 1))]
+        return [
+            (torch.cat([m[i][0] + g * size for g, m in enumerate(per_group)]), torch.cat([m[i][1] for m in per_group]))
+            for i in range(len(targets))
+        ]
+
     def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches | None,
-                   suffix: str) -> dict[str, torch.Tensor]:  # fmt: skip
+                   suffix: str, groups: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
         """Layers (L, B, Q, ...): the last one as the main terms, the others summed as `_aux`."""
         result: dict[str, torch.Tensor] = {}
         last = len(boxes) - 1
         for i, (layer_boxes, layer_logits) in enumerate(zip(boxes, logits)):
-            layer_matches = matches if matches is not None else self.matcher(layer_boxes, layer_logits, targets)
+            layer_matches = matches if matches is not None else self.match(layer_boxes, layer_logits, targets, groups)
             key = suffix if i == last else f"_aux{suffix}"
             for name, value in self.layer_loss(layer_boxes, layer_logits, targets, layer_matches).items():
                 result[f"loss_{name}{key}"] = result.get(f"loss_{name}{key}", 0) + value
@@ -109,7 +122,7 @@ class DetectionCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         boxes = torch.cat([outputs["enc_boxes"][None], outputs["boxes"]])
         logits = torch.cat([outputs["enc_logits"][None], outputs["logits"]])
-        losses = self.stack_loss(boxes, logits, targets, None, "")
+        losses = self.stack_loss(boxes, logits, targets, None, "", outputs.get("groups", 1))
         meta = outputs.get("dn_meta")
         if meta is not None:
             matches = list(zip(meta["positive"], meta["target"]))

@@ -92,9 +92,16 @@ class DecoderLayer(nn.Module):
         tokens: torch.Tensor,
         shapes: list[tuple[int, int]],
         attn_mask: torch.Tensor | None = None,
+        groups: int = 1,
     ) -> torch.Tensor:
+        """`groups` > 1: the queries are that many independent groups (Group DETR), attending only within their own."""
         q = k = queries + query_pos
-        queries = self.norm1(queries + self.dropout(self.self_attn(q, k, queries, attn_mask)))
+        if groups == 1:
+            attended = self.self_attn(q, k, queries, attn_mask)
+        else:  # groups go to the batch axis: (B, G * Q, D) -> (B * G, Q, D) and back
+            q, k, v = (t.unflatten(1, (groups, -1)).flatten(0, 1) for t in (q, k, queries))
+            attended = self.self_attn(q, k, v, attn_mask).unflatten(0, (-1, groups)).flatten(1, 2)
+        queries = self.norm1(queries + self.dropout(attended))
         attended = self.cross_attn(queries + query_pos, reference_boxes, tokens, shapes)
         queries = self.norm2(queries + self.dropout(attended))
         ffn = self.linear2(self.dropout(self.act(self.linear1(queries))))

@@ -101,24 +101,48 @@ class LWDETRDecoder(nn.Module):
             self._anchor_cache = cache = (shapes, anchors * valid, valid)
         return cache[1], cache[2]
 
-    def select_queries(self, tokens: torch.Tensor, shapes: list[tuple[int, int]], group: int = 0) -> torch.Tensor:
-        """Score every token as a proposal with group `group`'s heads -> the top-k proposal boxes (B, K, 4)."""
+    def select_queries(
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], group: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score every token as a proposal with group `group`'s heads -> the top-k proposals: boxes (B, K, 4)
+        and class logits (B, K, C)."""
         anchors, valid = self._anchors(shapes, tokens.device)
         memory = self.enc_output[group](tokens * valid)
         scores = self.enc_score_head[group](memory).masked_fill(~valid, float("-inf"))
         proposals = refine_boxes(anchors, self.enc_bbox_head[group](memory))
         index = scores.max(-1).values.topk(min(self.num_queries, memory.shape[1]), dim=1).indices
-        return proposals.gather(1, index[..., None].expand(-1, -1, 4))
+        boxes = proposals.gather(1, index[..., None].expand(-1, -1, 4))
+        return boxes, scores.gather(1, index[..., None].expand(-1, -1, scores.shape[-1]))
 
-    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
+        """Inference: {"boxes", "logits"} of the first query group. Training: all groups and layers, see below.
+
+        Training returns "boxes" (L, B, G * Q, 4) and "logits" (L, B, G * Q, C) per layer, the proposals
+        "enc_boxes" (B, G * Q, 4) and "enc_logits" (B, G * Q, C), and "groups": G, so that the criterion
+        matches every group to the objects on its own (`targets` are not used: no denoising here).
+        """
         shapes = [tuple(f.shape[2:]) for f in features]
         tokens = torch.cat([f.flatten(2) for f in features], dim=2).transpose(1, 2)
-        proposals = self.select_queries(tokens, shapes)
+        groups = self.num_groups if self.training else 1
+        selected = [self.select_queries(tokens, shapes, g) for g in range(groups)]
+        proposals = torch.cat([boxes for boxes, _ in selected], 1)
         k = proposals.shape[1]
-        reference = refine_boxes(proposals, self.query_ref.weight[:k])
+        reference = refine_boxes(proposals.detach(), self.query_ref.weight[:k])
         queries = self.query_feat.weight[:k].expand(tokens.shape[0], -1, -1)
         query_pos = self.query_pos_head(sine_box_embedding(reference, tokens.shape[-1] // 2))
+        layer_outputs = []
         for layer in self.layers:
-            queries = layer(queries, reference, query_pos, tokens, shapes)
-        queries = self.norm(queries)
-        return {"boxes": refine_boxes(reference, self.bbox_head(queries)), "logits": self.score_head(queries)}
+            queries = layer(queries, reference, query_pos, tokens, shapes, groups=groups)
+            if self.training:
+                layer_outputs.append(self.norm(queries))
+        if not self.training:
+            queries = self.norm(queries)
+            return {"boxes": refine_boxes(reference, self.bbox_head(queries)), "logits": self.score_head(queries)}
+        hidden = torch.stack(layer_outputs)
+        return {
+            "boxes": refine_boxes(reference, self.bbox_head(hidden)),
+            "logits": self.score_head(hidden),
+            "enc_boxes": proposals,
+            "enc_logits": torch.cat([logits for _, logits in selected], 1),
+            "groups": groups,
+        }

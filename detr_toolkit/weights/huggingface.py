@@ -171,6 +171,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "num_points": hf.get("decoder_n_points", 4),
         "ffn_dim": hf.get("decoder_ffn_dim", 2048),
         "act": hf.get("decoder_activation_function", "relu"),
+        "dropout": hf.get("dropout", 0.0),
         "num_groups": hf.get("group_detr", 13),
     }
     id2label = hf.get("id2label") or {}
