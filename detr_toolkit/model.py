@@ -123,8 +123,7 @@ class RTDETR:
         from .engine.train_args import TrainArgs
         from .engine.trainer import Trainer
 
-        kwargs.setdefault("imgsz", self.config.get("imgsz", 640))
-        args = TrainArgs.create(cfg, **kwargs)
+        args = TrainArgs.create(cfg, {"imgsz": self.config.get("imgsz", 640)}, **kwargs)
         state = self.model.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
         trainer = Trainer({**self.config, "names": self.names}, state, args)
         save_dir = trainer.train()

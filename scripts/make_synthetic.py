@@ -13,9 +13,9 @@ from detr_toolkit.data.synthetic import make_synthetic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="output folder")
-    parser.add_argument("--train", type=int, default=400, help="training images")
+    parser.add_argument("--train", type=int, default=800, help="training images")
     parser.add_argument("--val", type=int, default=100, help="validation images")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=96, help="image side in pixels")
     parser.add_argument("--max-objects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -170,3 +170,24 @@ def test_confusion_matrix_counts():
         [1, 1, 9, 9, 0.1, 1],  # below conf: ignored
     ])  # fmt: skip
     assert confusion_matrix([truth], [detections], 2).tolist() == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]
+
+
+def test_shipped_demo_model_finds_the_sample_shapes():
+    """assets/rtdetr-tiny-shapes.safetensors (trained by the demo recipe) against assets/shapes.jpg's ground truth,
+    which the synthetic generator redraws from its seed."""
+    from pathlib import Path
+
+    from torchvision.ops import box_iou
+
+    from detr_toolkit.data.synthetic import CLASSES, draw_image
+
+    assets = Path(__file__).resolve().parent.parent / "assets"
+    _, objects = draw_image(np.random.default_rng(11), 288, 4)
+    model = RTDETR(assets / "rtdetr-tiny-shapes.safetensors")
+    assert list(model.names.values()) == CLASSES
+    found = model.predict(assets / "shapes.jpg", conf=0.5, verbose=False)[0].boxes
+    assert sorted(int(c) for c in found.cls) == sorted(o[0] for o in objects)
+    truth = torch.tensor([o[1:] for o in objects], dtype=torch.float32)
+    overlaps = box_iou(found.xyxy, truth)
+    assert (overlaps.max(1).values > 0.7).all()
+    assert (found.cls == torch.tensor([objects[i][0] for i in overlaps.argmax(1)], dtype=found.cls.dtype)).all()

@@ -67,7 +67,7 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[n
     return image, objects
 
 
-def make_synthetic(root: str | Path, train: int = 400, val: int = 100, size: int = 128, max_objects: int = 4,
+def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int = 96, max_objects: int = 4,
                    seed: int = 0) -> Path:  # fmt: skip
     """Write the dataset under `root`; returns the YOLO data.yaml (coco.yaml sits beside it)."""
     root = Path(root)

@@ -50,10 +50,10 @@ class TrainArgs:
     verbose: bool = True
 
     @classmethod
-    def create(cls, cfg: str | Path | None = None, **overrides: Any) -> TrainArgs:
-        """Defaults <- the YAML file `cfg` <- keyword overrides; unknown keys raise ConfigError."""
-        values = dict(load_yaml(cfg)) if cfg else {}
-        values.update(overrides)
+    def create(cls, cfg: str | Path | None = None, defaults: dict | None = None, **overrides: Any) -> TrainArgs:
+        """Field defaults <- `defaults` (e.g. the model's imgsz) <- the YAML file `cfg` <- keyword overrides;
+        unknown keys raise ConfigError."""
+        values = {**(defaults or {}), **(load_yaml(cfg) if cfg else {}), **overrides}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
