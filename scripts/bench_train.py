@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=96)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes, both sides (0: in-process)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -58,7 +58,7 @@ def main() -> None:
     ours = RTDETR(start_weights)
     started = time.perf_counter()
     run = ours.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
-                     lr=args.lr, lr_backbone=args.lr, warmup_iters=100, val=False, project=str(work / "ours"),
+                     lr=args.lr, lr_backbone=args.lr, warmup_iters=100, val=False, plots=False, project=str(work / "ours"),
                      verbose=False)  # fmt: skip
     our_seconds = time.perf_counter() - started
 

@@ -92,7 +92,8 @@ def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val", "names": CLASSES}))
+    # No `path` key: ultralytics then resolves the folders against this file's folder, as we do.
+    data.write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "names": CLASSES}))
     (root / "coco.yaml").write_text(yaml.safe_dump({
         "format": "coco",
         "train": {"instances": "annotations/instances_train.json", "images": "images/train"},

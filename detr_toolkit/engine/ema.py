@@ -21,9 +21,9 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        ema_state = self.module.state_dict()
-        for key, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                ema_state[key].lerp_(value.detach(), 1 - d)
-            else:
+        ema_state, state = self.module.state_dict(), model.state_dict()
+        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([ema_state[k] for k in floats], [state[k] for k in floats], 1 - d)  # one fused pass
+        for key, value in state.items():
+            if not value.dtype.is_floating_point:
                 ema_state[key].copy_(value)

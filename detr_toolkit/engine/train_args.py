@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ class TrainArgs:
     epochs: int = 72
     batch: int = 8
     imgsz: int = 640
-    workers: int = 2  # data-loading processes
+    # data-loading processes; on 2 cores a worker steals the model's second core, so loading in-process is faster
+    workers: int = field(default_factory=lambda: 0 if (os.cpu_count() or 1) <= 2 else 2)
     device: str | None = None  # cpu, cuda, cuda:N (default: CUDA if available)
     project: str = "runs/train"
     name: str = "exp"
@@ -43,6 +45,7 @@ class TrainArgs:
     hflip: float = 0.5
     multi_scale: list[int] = field(default_factory=list)  # training sizes to draw per batch ([]: imgsz only)
     val: bool = True  # evaluate on the val split after every epoch
+    plots: bool = True  # results.png every epoch; first batch, PR curves and confusion matrix
     on_bad_label: str = "error"  # error | skip
     categories: list[str | int] | None = None  # COCO subset: category names or ids
     max_images: int | None = None  # COCO subset: first N images

@@ -143,8 +143,8 @@ class Trainer:
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = DetectionCriterion(len(self.names))
-        self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr
+        self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (CPU and CUDA)
+            parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr, fused=True
         )
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.ema = ModelEMA(self.model, args.ema_decay, args.ema_tau)
@@ -262,7 +262,7 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (args.verbose and self.main))
         step = epoch * (len(loader) // args.accumulate)
         for i, (images, targets) in enumerate(bar):
-            if epoch == 0 and i == 0 and self.main:  # what the model sees, augmentation included
+            if epoch == 0 and i == 0 and self.main and args.plots:  # what the model sees, augmentation included
                 plot_batch(images, targets, self.names, self.save_dir / "train_batch0.jpg")
             images = images.to(self.device, non_blocking=True)
             targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
@@ -325,7 +325,8 @@ class Trainer:
             if epoch == 0:
                 writer.writeheader()
             writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
-        plot_results(results_csv)
+        if self.args.plots:
+            plot_results(results_csv)
 
     def _check_in_sync(self) -> None:
         """All ranks must hold the same weights after training (DDP averages gradients; a drift is a bug)."""
@@ -352,9 +353,10 @@ class Trainer:
         detections = predict_dataset(best, self.val_set, args.batch, self.device)
         curves: dict[int, Any] = {}
         stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves)
-        plot_pr_curves(curves, self.names, self.save_dir / "pr_curve.png")
-        matrix = confusion_matrix(self.val_set.annotations, detections, len(self.names))
-        plot_confusion_matrix(matrix, self.names, self.save_dir / "confusion_matrix.png")
+        if args.plots:
+            plot_pr_curves(curves, self.names, self.save_dir / "pr_curve.png")
+            matrix = confusion_matrix(self.val_set.annotations, detections, len(self.names))
+            plot_confusion_matrix(matrix, self.names, self.save_dir / "confusion_matrix.png")
         if args.verbose:
             print("  ".join(f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))
             width = max(len(n) for n in self.names.values())
