@@ -54,12 +54,15 @@ from .validator import evaluate, predict_dataset
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
 
 
-def adapt_to_classes(config: dict, state: dict[str, torch.Tensor], nc: int) -> tuple[Detector, list[str]]:
-    """A model for `nc` classes, keeping every weight of `state` whose shape still fits (all but the class heads).
+def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: int) -> tuple[Detector, list[str]]:
+    """The model to train for `nc` classes: `state` loaded where shapes fit (all but the class heads when the
+    class count changes: fine-tuning), or fresh weights without a state.
 
-    Returns the model and the names of the re-initialised tensors.
+    Returns the model and the names of the tensors left at their initial values.
     """
     model = build_model({**config, "nc": nc})
+    if state is None:
+        return model, []
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
@@ -127,16 +130,8 @@ class Trainer:
         config = {k: v for k, v in config.items() if k != "names"}
         torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
         if self.checkpoint is not None:
-            self.model = build_model(config)
-            self.model.load_state_dict(self.checkpoint["model"])
-            reset: list[str] = []
-        elif state is not None and config["nc"] != len(self.names):
-            self.model, reset = adapt_to_classes(config, state, len(self.names))
-        else:
-            self.model = build_model({**config, "nc": len(self.names)})
-            if state is not None:
-                self.model.load_state_dict(state)
-            reset = []
+            state = self.checkpoint["model"]
+        self.model, reset = adapt_to_classes(config, state, len(self.names))
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
             print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
