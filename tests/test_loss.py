@@ -124,3 +124,28 @@ def test_group_detr_training_step_reaches_every_parameter():
     assert missing == [], missing
     model.eval()
     assert model(torch.rand(1, 3, 64, 64))["boxes"].shape == (1, 10, 4)  # inference: the first group only
+
+
+@pytest.mark.parametrize("counts", [[3, 0], [2, 5], [0, 0]])
+def test_group_losses_equal_transformers_lw_detr(counts):
+    """IoU-aware BCE + L1 + GIoU with query groups equals transformers' LwDetrForObjectDetectionLoss (total and
+    last-layer terms) on identical predictions."""
+    from transformers import LwDetrConfig
+    from transformers.loss.loss_lw_detr import LwDetrForObjectDetectionLoss
+
+    layers, groups, queries = 3, 3, 10
+    torch.manual_seed(sum(counts))
+    targets = [{"boxes": random_boxes(n), "labels": torch.randint(0, CLASSES, (n,))} for n in counts]
+    boxes, logits = random_boxes(layers, 2, groups * queries), torch.randn(layers, 2, groups * queries, CLASSES) * 2
+    enc_boxes, enc_logits = random_boxes(2, groups * queries), torch.randn(2, groups * queries, CLASSES) * 2
+    outputs = {"boxes": boxes, "logits": logits, "enc_boxes": enc_boxes, "enc_logits": enc_logits, "groups": groups}
+    ours = DetectionCriterion(CLASSES, class_loss="ia_bce")(outputs, targets)
+    config = LwDetrConfig(num_labels=CLASSES, group_detr=groups, decoder_layers=layers, num_queries=queries)
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+    total, terms, _ = LwDetrForObjectDetectionLoss(
+        logits[-1], labels, "cpu", boxes[-1], config, logits, boxes, enc_logits, enc_boxes
+    )
+    assert torch.allclose(sum(v for k, v in ours.items() if not k.endswith("_dn")), total, rtol=1e-5)
+    assert torch.allclose(ours["loss_class"], terms["loss_ce"], rtol=1e-5)
+    assert torch.allclose(ours["loss_bbox"], terms["loss_bbox"] * 5, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(ours["loss_giou"], terms["loss_giou"] * 2, rtol=1e-5, atol=1e-7)

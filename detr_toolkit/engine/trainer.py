@@ -40,6 +40,7 @@ from ..data.splits import load_split
 from ..errors import CheckpointError
 from ..loss import DetectionCriterion
 from ..nn import Detector, build_model
+from ..nn.lwdetr_decoder import LWDETRDecoder
 from ..weights import load_weights, save_weights
 from ..weights.native import atomic_file
 from .coco_metrics import coco_metrics
@@ -137,7 +138,9 @@ class Trainer:
             print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
-        self.criterion = DetectionCriterion(len(self.names))
+        # Each family trains with its own classification loss: IoU-aware BCE for LW-DETR/RF-DETR's decoder.
+        class_loss = "ia_bce" if isinstance(self.model.decoder, LWDETRDecoder) else "varifocal"
+        self.criterion = DetectionCriterion(len(self.names), class_loss=class_loss)
         self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (CPU and CUDA)
             parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr, fused=True
         )

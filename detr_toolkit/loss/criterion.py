@@ -1,8 +1,10 @@
-"""The RT-DETR training loss (Zhao et al., 2023), as ultralytics' `RTDETRDetectionLoss` computes it.
+"""The training loss of the RT-DETR family (as ultralytics' `RTDETRDetectionLoss` computes it) and of LW-DETR /
+RF-DETR (as transformers' `LwDetrForObjectDetectionLoss` does: IoU-aware BCE, query groups).
 
 For every set of predictions (each decoder layer, and the encoder's top-k proposals), queries are matched to
 the objects, then:
-    class: varifocal loss; a matched query's target score is the IoU of its box with its object's
+    class: varifocal loss (RT-DETR) or IoU-aware BCE (LW-DETR); a matched query's target follows the IoU of
+           its box with its object's
     bbox:  L1 between matched boxes (cxcywh, 0..1), summed over objects / number of objects
     giou:  1 - GIoU between matched boxes, likewise
 Denoising queries (noised copies of the objects) skip matching: each is paired with the object it copies.
@@ -39,6 +41,23 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: 
     return loss.mean(1).sum()
 
 
+def iou_aware_bce(logits: torch.Tensor, target_ious: torch.Tensor, labels: torch.Tensor, alpha: float) -> torch.Tensor:
+    """LW-DETR's IoU-aware BCE. Shapes: (B, Q, C) each -> scalar sum over everything.
+
+    A positive aims at quality q = p^alpha * IoU^(1 - alpha) (at least 0.01, no gradient through it) and is
+    pushed down with weight 1 - q; a negative is pushed down with weight p^2.
+    """
+    p = logits.sigmoid()
+    quality = (p.pow(alpha) * target_ious.pow(1 - alpha)).clamp(min=0.01).detach()
+    positive = labels.bool()
+    up = torch.where(positive, quality, 0.0)
+    down = torch.where(positive, 1 - quality, p.pow(2))
+    return -(up * F.logsigmoid(logits) + down * F.logsigmoid(-logits)).sum()
+
+
+CLASS_LOSSES = ("varifocal", "ia_bce")
+
+
 class DetectionCriterion(nn.Module):
     """Shapes: outputs of `RTDETRDecoder` in training mode, targets as for `HungarianMatcher` -> {name: scalar}.
 
@@ -48,6 +67,8 @@ class DetectionCriterion(nn.Module):
     Keys of the result: loss_{class,bbox,giou} for the last layer, ..._aux for the other layers and the
     proposals, ..._dn for denoising (its last layer) and ..._aux_dn. With "groups": G (LW-DETR / RF-DETR's
     Group DETR), each of the G query groups is matched to the objects separately.
+    `class_loss`: "varifocal" (RT-DETR; mean over queries, times queries / objects) or "ia_bce" (LW-DETR;
+    sum / objects).
     """
 
     def __init__(
@@ -59,9 +80,12 @@ class DetectionCriterion(nn.Module):
         alpha: float = 0.25,
         gamma: float = 1.5,
         matcher: HungarianMatcher | None = None,
+        class_loss: str = "varifocal",
     ):
         super().__init__()
-        self.num_classes = num_classes
+        if class_loss not in CLASS_LOSSES:
+            raise ValueError(f"class_loss={class_loss!r}: use one of {CLASS_LOSSES}")
+        self.num_classes, self.class_loss = num_classes, class_loss
         self.weights = {"class": class_weight, "bbox": bbox_weight, "giou": giou_weight}
         self.alpha, self.gamma = alpha, gamma
         self.matcher = matcher or HungarianMatcher()
@@ -77,18 +101,20 @@ class DetectionCriterion(nn.Module):
         num_objects = len(gt_boxes)
         labels = torch.zeros_like(logits)
         labels[batch_index, query_index, gt_labels] = 1
+        scores = torch.zeros_like(logits)  # IoU of each matched query's box with its object, at its class
         if num_objects:
             xyxy, gt_xyxy = box_convert(matched, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy")
-            iou = box_iou(xyxy.detach(), gt_xyxy).diagonal()
-            scores = torch.zeros_like(logits)
-            scores[batch_index, query_index, gt_labels] = iou.to(scores.dtype)
-            class_loss = varifocal_loss(logits, scores, labels, self.alpha, self.gamma)
+            scores[batch_index, query_index, gt_labels] = box_iou(xyxy.detach(), gt_xyxy).diagonal().to(scores.dtype)
             bbox_loss = F.l1_loss(matched, gt_boxes, reduction="sum") / num_objects
             giou_loss = generalized_box_iou_loss(xyxy, gt_xyxy, reduction="sum") / num_objects
         else:
-            class_loss = focal_loss(logits, labels, self.alpha, self.gamma)
             bbox_loss = giou_loss = boxes.sum() * 0  # keeps every parameter in the graph (DDP)
-        class_loss = class_loss * logits.shape[1] / max(num_objects, 1)
+        if self.class_loss == "ia_bce":
+            class_loss = iou_aware_bce(logits, scores, labels, self.alpha) / max(num_objects, 1)
+        else:
+            class_loss = (varifocal_loss(logits, scores, labels, self.alpha, self.gamma) if num_objects
+                          else focal_loss(logits, labels, self.alpha, self.gamma))  # fmt: skip
+            class_loss = class_loss * logits.shape[1] / max(num_objects, 1)
         return {
             "class": class_loss * self.weights["class"],
             "bbox": bbox_loss * self.weights["bbox"],
