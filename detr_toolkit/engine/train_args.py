@@ -57,6 +57,7 @@ class TrainArgs:
         """Field defaults <- `defaults` (e.g. the model's imgsz) <- the YAML file `cfg` <- keyword overrides;
         unknown keys raise ConfigError."""
         values = {**(defaults or {}), **(load_yaml(cfg) if cfg else {}), **overrides}
+        values = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}  # paths stay YAML-able
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
