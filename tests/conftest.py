@@ -60,6 +60,21 @@ TINY_CONFIG = {
 }  # fmt: skip
 
 
+# A small ViT + LW-DETR decoder (RF-DETR / LW-DETR family) with 3 query groups, 64 px inputs.
+TINY_VIT_CONFIG = {
+    "nc": 4,
+    "imgsz": 64,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "backbone": {"type": "vit", "dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16, "pos_embed_size": 4,
+                 "window_grid": 2, "global_blocks": [1], "out_indices": [0, 1],
+                 "projector": {"scale_factors": [1.0], "out_channels": 32, "blocks": 1}},
+    "encoder": {"type": "none"},
+    "decoder": {"type": "lwdetr", "hidden_dim": 32, "num_queries": 10, "num_layers": 2, "num_heads": 4,
+                "cross_heads": 4, "num_points": 2, "ffn_dim": 64, "num_groups": 3},
+}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Our safetensors file of a tiny random model."""

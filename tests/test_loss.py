@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from conftest import TINY_VIT_CONFIG
 
 from detr_toolkit.loss import DetectionCriterion, HungarianMatcher
 from detr_toolkit.nn.denoising import denoising_queries
@@ -96,25 +99,16 @@ def test_group_detr_training_step_reaches_every_parameter():
     """LW-DETR / RF-DETR training: G query groups, each matched to every object; one step trains all weights."""
     from detr_toolkit.nn import build_model
 
-    config = {
-        "nc": 3,
-        "backbone": {"type": "vit", "dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16, "pos_embed_size": 4,
-                     "window_grid": 2, "global_blocks": [1], "out_indices": [0, 1],
-                     "projector": {"scale_factors": [1.0], "out_channels": 32, "blocks": 1}},
-        "encoder": {"type": "none"},
-        "decoder": {"type": "lwdetr", "hidden_dim": 32, "num_queries": 10, "num_layers": 2, "num_heads": 4,
-                    "cross_heads": 4, "num_points": 2, "ffn_dim": 64, "num_groups": 3},
-    }  # fmt: skip
     torch.manual_seed(0)
-    model = build_model(config).train()
+    model = build_model(copy.deepcopy(TINY_VIT_CONFIG)).train()
     with torch.no_grad():  # zero-initialised box heads would block gradients to the layers before them
         for param in model.parameters():
             if not param.abs().sum():
                 param.normal_(0, 0.01)
-    targets = [{"boxes": random_boxes(n), "labels": torch.randint(0, 3, (n,))} for n in (2, 4)]
+    targets = [{"boxes": random_boxes(n), "labels": torch.randint(0, 4, (n,))} for n in (2, 4)]
     outputs = model(torch.rand(2, 3, 64, 64), targets)
     assert outputs["boxes"].shape == (2, 2, 30, 4) and outputs["groups"] == 3
-    criterion = DetectionCriterion(3)
+    criterion = DetectionCriterion(4)
     matches = criterion.match(outputs["boxes"][-1], outputs["logits"][-1], targets, groups=3)
     for (queries, objects), target in zip(matches, targets):
         assert sorted(objects.tolist()) == sorted(list(range(len(target["labels"]))) * 3)

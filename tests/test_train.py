@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, TINY_VIT_CONFIG
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.coco import load_coco
@@ -196,16 +196,7 @@ def test_shipped_demo_model_finds_the_sample_shapes():
 def test_vit_lw_detr_model_trains(shapes, tmp_path):
     """The ViT family trains through the same entry point (Group DETR queries, IoU-aware BCE)."""
     data, _ = shapes
-    config = {
-        "nc": 4, "imgsz": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-        "backbone": {"type": "vit", "dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16, "pos_embed_size": 4,
-                     "window_grid": 2, "global_blocks": [1], "out_indices": [0, 1],
-                     "projector": {"scale_factors": [1.0], "out_channels": 32, "blocks": 1}},
-        "encoder": {"type": "none"},
-        "decoder": {"type": "lwdetr", "hidden_dim": 32, "num_queries": 10, "num_layers": 2, "num_heads": 4,
-                    "cross_heads": 4, "num_points": 2, "ffn_dim": 64, "num_groups": 3},
-    }  # fmt: skip
-    model = RTDETR(config)
+    model = RTDETR(copy.deepcopy(TINY_VIT_CONFIG))
     run = model.train(data=data, epochs=1, batch=4, workers=0, project=tmp_path, verbose=False, plots=False)
     assert [int(r["epoch"]) for r in rows(run)] == [1] and float(rows(run)[0]["loss"]) > 0
     assert (
