@@ -1,8 +1,11 @@
-"""Small building blocks shared by every part of the detector: activations, MLP, LayerNorm2d, inverse sigmoid."""
+"""Small building blocks shared by every part of the detector: activations, MLP, LayerNorm2d, inverse sigmoid,
+the DETR head initialisation."""
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -45,3 +48,13 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def init_detection_heads(score_heads: Iterable[nn.Linear], bbox_heads: Iterable[MLP], prior: float = 0.01) -> None:
+    """DETR-family head init: class biases at a `prior` probability, box deltas (last layer) at zero."""
+    prior_bias = -math.log((1 - prior) / prior)
+    for head in score_heads:
+        nn.init.constant_(head.bias, prior_bias)
+    for head in bbox_heads:
+        nn.init.zeros_(head.layers[-1].weight)
+        nn.init.zeros_(head.layers[-1].bias)

@@ -9,13 +9,11 @@ that refine the boxes layer by layer; class and box heads after each layer.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .common import MLP, activation, inverse_sigmoid
+from .common import MLP, activation, init_detection_heads, inverse_sigmoid
 from .conv import ConvNormAct
 from .deformable_attention import MSDeformableAttention
 from .denoising import denoising_queries
@@ -169,12 +167,7 @@ class RTDETRDecoder(nn.Module):
 
     def reset_parameters(self) -> None:
         """RT-DETR's init: class biases at prior 0.01, box deltas at zero, xavier for projections."""
-        prior_bias = -math.log((1 - 0.01) / 0.01)
-        for head in [self.enc_score_head, *self.dec_score_head]:
-            nn.init.constant_(head.bias, prior_bias)
-        for head in [self.enc_bbox_head, *self.dec_bbox_head]:
-            nn.init.zeros_(head.layers[-1].weight)
-            nn.init.zeros_(head.layers[-1].bias)
+        init_detection_heads([self.enc_score_head, *self.dec_score_head], [self.enc_bbox_head, *self.dec_bbox_head])
         nn.init.xavier_uniform_(self.enc_output[0].weight)
         for layer in self.query_pos_head.layers:
             nn.init.xavier_uniform_(layer.weight)

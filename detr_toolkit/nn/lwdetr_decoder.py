@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .common import MLP
+from .common import MLP, init_detection_heads
 from .decoder import DecoderLayer, anchor_boxes
 
 
@@ -85,12 +85,7 @@ class LWDETRDecoder(nn.Module):
 
     def reset_parameters(self) -> None:
         """Class biases at prior 0.01, box deltas and query offsets at zero."""
-        prior_bias = -math.log((1 - 0.01) / 0.01)
-        for head in [self.score_head, *self.enc_score_head]:
-            nn.init.constant_(head.bias, prior_bias)
-        for head in [self.bbox_head, *self.enc_bbox_head]:
-            nn.init.zeros_(head.layers[-1].weight)
-            nn.init.zeros_(head.layers[-1].bias)
+        init_detection_heads([self.score_head, *self.enc_score_head], [self.bbox_head, *self.enc_bbox_head])
         nn.init.zeros_(self.query_ref.weight)
 
     def _anchors(self, shapes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -220,15 +220,20 @@ def load_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         )
     preprocessor_file = folder / "preprocessor_config.json"
     preprocessor = json.loads(preprocessor_file.read_text()) if preprocessor_file.is_file() else None
-    config = convert_config(hf, preprocessor)
-    state = {}
-    for key, tensor in _read_tensors(folder).items():
+    return convert_config(hf, preprocessor), convert_state(_read_tensors(folder), f"{folder} ({hf['model_type']})")
+
+
+def convert_state(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """RF-DETR / LW-DETR tensors in any spelling above -> our state dict; CheckpointError naming `where` for a
+    tensor no rule knows."""
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
         try:
             new = rename(key)
         except KeyError:
-            raise CheckpointError(f"{folder}: unexpected tensor {key!r} for {hf['model_type']}") from None
+            raise CheckpointError(f"{where}: unexpected tensor {key!r}") from None
         if new is not None:
             state.update(unpack_in_proj(new, tensor))
     for key in [k for k in state if k.endswith(".attn.k_proj.weight")]:  # LW-DETR's ViT has no key bias
         state.setdefault(key[: -len("weight")] + "bias", torch.zeros(state[key].shape[0], dtype=state[key].dtype))
-    return config, state
+    return state

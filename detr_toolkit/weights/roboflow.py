@@ -13,7 +13,6 @@ import torch
 
 from ..errors import CheckpointError
 from . import huggingface
-from .mapping import unpack_in_proj
 
 ENCODERS = ("dinov2_windowed_small", "dinov2_windowed_base")
 HEAD_DIM = 64  # DINOv2's attention heads are 64 wide at every size
@@ -65,12 +64,4 @@ def convert(checkpoint: dict[str, Any], path) -> tuple[dict[str, Any], dict[str,
         "id2label": {i: names[i] if i < len(names) else str(i) for i in range(num_labels)},
     }
     config = huggingface.convert_config(hf_style, {"size": {"height": args["resolution"]}})
-    ours: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        try:
-            new = huggingface.rename(key)
-        except KeyError:
-            raise CheckpointError(f"{path}: unexpected rf-detr tensor {key!r}") from None
-        if new is not None:
-            ours.update(unpack_in_proj(new, tensor))
-    return config, ours
+    return config, huggingface.convert_state(state, f"{path} (rf-detr)")
