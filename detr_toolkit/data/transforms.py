@@ -13,6 +13,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .iou_crop import BatchedRandomIoUCrop
+
 AUGMENT_KEYS = {"photometric", "zoom_out", "iou_crop", "hflip"}
 DEFAULT_AUGMENT = {"photometric": 0.5, "zoom_out": 0.5, "iou_crop": 0.8, "hflip": 0.5}  # probabilities
 
@@ -32,7 +34,10 @@ def build_transforms(imgsz: int, augment: dict[str, float] | None) -> v2.Compose
         if augment.get("zoom_out"):
             steps.append(v2.RandomApply([v2.RandomZoomOut(fill=0)], p=augment["zoom_out"]))
         if augment.get("iou_crop"):
-            steps += [v2.RandomApply([v2.RandomIoUCrop()], p=augment["iou_crop"]), v2.SanitizeBoundingBoxes(min_size=1)]
+            steps += [
+                v2.RandomApply([BatchedRandomIoUCrop()], p=augment["iou_crop"]),
+                v2.SanitizeBoundingBoxes(min_size=1),
+            ]
         if augment.get("hflip"):
             steps.append(v2.RandomHorizontalFlip(p=augment["hflip"]))
     steps += [
