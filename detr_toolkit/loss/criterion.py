@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
+from torchvision.ops import box_area, box_convert, generalized_box_iou_loss
 
 from .matcher import HungarianMatcher
 
@@ -25,11 +25,11 @@ Matches = list[tuple[torch.Tensor, torch.Tensor]]
 
 def varifocal_loss(logits: torch.Tensor, target_scores: torch.Tensor, labels: torch.Tensor, alpha: float,
                    gamma: float) -> torch.Tensor:  # fmt: skip
-    """Varifocal loss (Zhang et al., VarifocalNet). Shapes: (B, Q, C) each -> scalar: sum over B and C of the mean
-    over queries. Positives weigh by their target score, negatives by alpha * p^gamma."""
+    """Varifocal loss (Zhang et al., VarifocalNet). Shapes: (L, B, Q, C) each -> (L,): per layer, the sum over B and
+    C of the mean over queries. Positives weigh by their target score, negatives by alpha * p^gamma."""
     weight = alpha * logits.sigmoid().pow(gamma) * (1 - labels) + target_scores * labels
     loss = F.binary_cross_entropy_with_logits(logits.float(), target_scores.float(), reduction="none") * weight
-    return loss.mean(1).sum()
+    return loss.mean(2).sum((1, 2))
 
 
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -38,11 +38,11 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: 
     p = logits.sigmoid()
     p_t = labels * p + (1 - labels) * (1 - p)
     loss = loss * (1 - p_t) ** gamma * (labels * alpha + (1 - labels) * (1 - alpha))
-    return loss.mean(1).sum()
+    return loss.mean(2).sum((1, 2))
 
 
 def iou_aware_bce(logits: torch.Tensor, target_ious: torch.Tensor, labels: torch.Tensor, alpha: float) -> torch.Tensor:
-    """LW-DETR's IoU-aware BCE. Shapes: (B, Q, C) each -> scalar sum over everything.
+    """LW-DETR's IoU-aware BCE. Shapes: (L, B, Q, C) each -> (L,): per layer, the sum over everything else.
 
     A positive aims at quality q = p^alpha * IoU^(1 - alpha) (at least 0.01, no gradient through it) and is
     pushed down with weight 1 - q; a negative is pushed down with weight p^2.
@@ -52,7 +52,14 @@ def iou_aware_bce(logits: torch.Tensor, target_ious: torch.Tensor, labels: torch
     positive = labels.bool()
     up = torch.where(positive, quality, 0.0)
     down = torch.where(positive, 1 - quality, p.pow(2))
-    return -(up * F.logsigmoid(logits) + down * F.logsigmoid(-logits)).sum()
+    return -(up * F.logsigmoid(logits) + down * F.logsigmoid(-logits)).sum((1, 2, 3))
+
+
+def paired_iou(boxes: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """IoU of each box with its partner (torchvision's `box_iou` gives all pairs). Shapes: (M, 4) xyxy twice -> (M,)."""
+    wh = (torch.minimum(boxes[:, 2:], other[:, 2:]) - torch.maximum(boxes[:, :2], other[:, :2])).clamp(min=0)
+    inter = wh.prod(-1)
+    return inter / (box_area(boxes) + box_area(other) - inter)
 
 
 CLASS_LOSSES = ("varifocal", "ia_bce")
@@ -90,37 +97,6 @@ class DetectionCriterion(nn.Module):
         self.alpha, self.gamma = alpha, gamma
         self.matcher = matcher or HungarianMatcher()
 
-    def layer_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches
-                   ) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Class, bbox and giou terms of one set of predictions (B, Q, ...) with given matches."""
-        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(boxes.device)
-        query_index = torch.cat([q for q, _ in matches]).to(boxes.device)
-        matched = boxes[batch_index, query_index]
-        gt_boxes = torch.cat([t["boxes"][g.to(t["boxes"].device)] for t, (_, g) in zip(targets, matches)])
-        gt_labels = torch.cat([t["labels"][g.to(t["labels"].device)] for t, (_, g) in zip(targets, matches)])
-        num_objects = len(gt_boxes)
-        labels = torch.zeros_like(logits)
-        labels[batch_index, query_index, gt_labels] = 1
-        scores = torch.zeros_like(logits)  # IoU of each matched query's box with its object, at its class
-        if num_objects:
-            xyxy, gt_xyxy = box_convert(matched, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy")
-            scores[batch_index, query_index, gt_labels] = box_iou(xyxy.detach(), gt_xyxy).diagonal().to(scores.dtype)
-            bbox_loss = F.l1_loss(matched, gt_boxes, reduction="sum") / num_objects
-            giou_loss = generalized_box_iou_loss(xyxy, gt_xyxy, reduction="sum") / num_objects
-        else:
-            bbox_loss = giou_loss = boxes.sum() * 0  # keeps every parameter in the graph (DDP)
-        if self.class_loss == "ia_bce":
-            class_loss = iou_aware_bce(logits, scores, labels, self.alpha) / max(num_objects, 1)
-        else:
-            class_loss = (varifocal_loss(logits, scores, labels, self.alpha, self.gamma) if num_objects
-                          else focal_loss(logits, labels, self.alpha, self.gamma))  # fmt: skip
-            class_loss = class_loss * logits.shape[1] / max(num_objects, 1)
-        return {
-            "class": class_loss * self.weights["class"],
-            "bbox": bbox_loss * self.weights["bbox"],
-            "giou": giou_loss * self.weights["giou"],
-        }
-
     def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int) -> Matches:
         """Hungarian matches of (B, Q, ...) predictions; with query groups, each group is matched on its own, so
         every object is matched once per group (Group DETR)."""
@@ -133,25 +109,58 @@ class DetectionCriterion(nn.Module):
             for i in range(len(targets))
         ]
 
-    def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches | None,
-                   suffix: str, groups: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Layers (L, B, Q, ...): the last one as the main terms, the others summed as `_aux`."""
-        result: dict[str, torch.Tensor] = {}
-        last = len(boxes) - 1
-        for i, (layer_boxes, layer_logits) in enumerate(zip(boxes, logits)):
-            layer_matches = matches if matches is not None else self.match(layer_boxes, layer_logits, targets, groups)
-            key = suffix if i == last else f"_aux{suffix}"
-            for name, value in self.layer_loss(layer_boxes, layer_logits, targets, layer_matches).items():
-                result[f"loss_{name}{key}"] = result.get(f"loss_{name}{key}", 0) + value
+    def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches,
+                   suffix: str) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Class, bbox and giou terms of L stacked sets of predictions (L, B, Q, ...), all layers in one pass.
+
+        matches: per (layer, image), layer-major (L * B pairs of query and object indices). Returns the last
+        layer's terms as `loss_{name}{suffix}` and the others summed as `loss_{name}_aux{suffix}`.
+        """
+        layers, batch = boxes.shape[:2]
+        device = boxes.device
+        image = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(device)  # over L * B
+        query = torch.cat([q for q, _ in matches]).to(device)
+        layer, image_in_layer = image // batch, image % batch
+        per_image = [targets[i % batch] for i in range(len(matches))]
+        gt_boxes = torch.cat([t["boxes"][g.to(t["boxes"].device)] for t, (_, g) in zip(per_image, matches)])
+        gt_labels = torch.cat([t["labels"][g.to(t["labels"].device)] for t, (_, g) in zip(per_image, matches)])
+        num_objects = torch.bincount(layer, minlength=layers).clamp(min=1).to(boxes.dtype)  # matched pairs per layer
+        matched = boxes[layer, image_in_layer, query]
+        labels = torch.zeros_like(logits)
+        labels[layer, image_in_layer, query, gt_labels] = 1
+        scores = torch.zeros_like(logits)  # IoU of each matched query's box with its object, at its class
+        per_layer = boxes.new_zeros(layers)
+        if len(gt_boxes):
+            xyxy, gt_xyxy = box_convert(matched, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy")
+            scores[layer, image_in_layer, query, gt_labels] = paired_iou(xyxy.detach(), gt_xyxy).to(scores.dtype)
+            l1 = F.l1_loss(matched, gt_boxes, reduction="none").sum(-1)
+            bbox_loss = per_layer.index_add(0, layer, l1) / num_objects
+            giou_loss = per_layer.index_add(0, layer, generalized_box_iou_loss(xyxy, gt_xyxy)) / num_objects
+        else:
+            bbox_loss = giou_loss = per_layer + boxes.sum() * 0  # keeps every parameter in the graph (DDP)
+        if self.class_loss == "ia_bce":
+            class_loss = iou_aware_bce(logits, scores, labels, self.alpha) / num_objects
+        else:
+            class_loss = (varifocal_loss(logits, scores, labels, self.alpha, self.gamma) if len(gt_boxes)
+                          else focal_loss(logits, labels, self.alpha, self.gamma))  # fmt: skip
+            class_loss = class_loss * logits.shape[2] / num_objects
+        result = {}
+        for name, values in (("class", class_loss), ("bbox", bbox_loss), ("giou", giou_loss)):
+            values = values * self.weights[name]
+            result[f"loss_{name}{suffix}"] = values[-1]
+            if layers > 1:
+                result[f"loss_{name}_aux{suffix}"] = values[:-1].sum()
         return result
 
     def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         boxes = torch.cat([outputs["enc_boxes"][None], outputs["boxes"]])
         logits = torch.cat([outputs["enc_logits"][None], outputs["logits"]])
-        losses = self.stack_loss(boxes, logits, targets, None, "", outputs.get("groups", 1))
+        # All layers matched at once: the layers become extra images of one (L * B) batch.
+        matches = self.match(boxes.flatten(0, 1), logits.flatten(0, 1), targets * len(boxes), outputs.get("groups", 1))
+        losses = self.stack_loss(boxes, logits, targets, matches, "")
         meta = outputs.get("dn_meta")
         if meta is not None:
-            matches = list(zip(meta["positive"], meta["target"]))
+            matches = list(zip(meta["positive"], meta["target"])) * len(outputs["dn_boxes"])
             losses.update(self.stack_loss(outputs["dn_boxes"], outputs["dn_logits"], targets, matches, "_dn"))
         else:
             zero = outputs["boxes"].sum() * 0

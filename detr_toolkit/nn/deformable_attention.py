@@ -32,13 +32,21 @@ def deformable_sample(
     """
     batch, _, heads, head_dim = value.shape
     queries = locations.shape[1]
-    points = locations.shape[3] // len(shapes)
-    # (B * heads, head_dim, S) split per level; grids to grid_sample's -1..1, (B * heads, Q, levels * points, 2)
-    levels = value.permute(0, 2, 3, 1).flatten(0, 1).split([h * w for h, w in shapes], dim=-1)
-    grids = (2 * locations - 1).transpose(1, 2).flatten(0, 1).split(points, dim=2)
+    num_levels = len(shapes)
+    points = locations.shape[3] // num_levels
+    # Grids in grid_sample's -1..1, one contiguous (B * heads, Q, points, 2) block per level: grid_sample runs about
+    # twice as fast on contiguous grids as on strided views, forward and backward.
+    grids = (2 * locations - 1).reshape(batch, queries, heads, num_levels, points, 2)
+    grids = grids.permute(3, 0, 2, 1, 4, 5).contiguous().flatten(1, 2)
     sampled = [
-        F.grid_sample(level.unflatten(-1, (h, w)), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        for level, grid, (h, w) in zip(levels, grids, shapes)
+        F.grid_sample(
+            level.permute(0, 2, 3, 1).flatten(0, 1).unflatten(-1, (h, w)),  # (B * heads, head_dim, h, w)
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
+        for level, grid, (h, w) in zip(value.split([h * w for h, w in shapes], dim=1), grids, shapes)
     ]  # each (B * heads, head_dim, Q, points)
     weights = weights.transpose(1, 2).reshape(batch * heads, 1, queries, -1)
     out = (torch.cat(sampled, dim=-1) * weights).sum(-1)  # (B * heads, head_dim, Q)
