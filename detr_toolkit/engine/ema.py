@@ -16,14 +16,27 @@ class ModelEMA:
     def __init__(self, model: nn.Module, decay: float = 0.9999, tau: int = 2000, updates: int = 0):
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.tau, self.updates = decay, tau, updates
+        self._source: nn.Module | None = None  # the model whose tensors the lists below hold
+        self._floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # (EMA's, model's): averaged
+        self._others: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # integer buffers: copied
+
+    def _pair_tensors(self, model: nn.Module) -> None:
+        """Pair the EMA's tensors with the model's by name, once per model: collecting state_dicts every step costs
+        more than the update itself (optimizers and batch norm change the tensors in place)."""
+        ema_state, state = self.module.state_dict(keep_vars=True), model.state_dict(keep_vars=True)
+        for floating, pairs in ((True, self._floats), (False, self._others)):
+            keys = [k for k, v in state.items() if v.dtype.is_floating_point == floating]
+            pairs[0][:] = [ema_state[k].detach() for k in keys]
+            pairs[1][:] = [state[k].detach() for k in keys]
+        self._source = model
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        if model is not self._source:
+            self._pair_tensors(model)
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        ema_state, state = self.module.state_dict(), model.state_dict()
-        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
-        torch._foreach_lerp_([ema_state[k] for k in floats], [state[k] for k in floats], 1 - d)  # one fused pass
-        for key, value in state.items():
-            if not value.dtype.is_floating_point:
-                ema_state[key].copy_(value)
+        if self._floats[0]:
+            torch._foreach_lerp_(*self._floats, 1 - d)  # one fused pass over all weights
+        if self._others[0]:
+            torch._foreach_copy_(*self._others)
