@@ -33,11 +33,8 @@ def build_transforms(imgsz: int, augment: dict[str, float] | None) -> v2.Compose
             steps.append(v2.RandomPhotometricDistort(p=augment["photometric"]))
         if augment.get("zoom_out"):
             steps.append(v2.RandomApply([v2.RandomZoomOut(fill=0)], p=augment["zoom_out"]))
-        if augment.get("iou_crop"):
-            steps += [
-                v2.RandomApply([BatchedRandomIoUCrop()], p=augment["iou_crop"]),
-                v2.SanitizeBoundingBoxes(min_size=1),
-            ]
+        if augment.get("iou_crop"):  # boxes it cuts away become empty; the final SanitizeBoundingBoxes drops them
+            steps.append(v2.RandomApply([BatchedRandomIoUCrop()], p=augment["iou_crop"]))
         if augment.get("hflip"):
             steps.append(v2.RandomHorizontalFlip(p=augment["hflip"]))
     steps += [
