@@ -1,6 +1,7 @@
 """Convolution blocks: conv + batch norm + activation, and the re-parameterisable RepConv.
 
-Both fold into a single convolution for inference (`fuse()`), which is what makes CNN parts fast on CPU.
+Both fold into a single convolution for inference (`fuse()`), which is what makes CNN parts fast on CPU;
+`fuse_model` folds every part of a model that can.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ class RepConv(nn.Module):
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
-    """Fold every ConvNormAct / RepConv in `model` for inference; returns the model."""
+    """Fold every part of `model` that can fold for inference (ConvNormAct, RepConv, ViTBlock: any module with a
+    `fuse()` method); returns the model."""
     for module in list(model.modules()):
-        if isinstance(module, (ConvNormAct, RepConv)):
+        if callable(getattr(module, "fuse", None)):
             module.fuse()
     return model

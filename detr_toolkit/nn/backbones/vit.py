@@ -72,6 +72,15 @@ class ViTBlock(nn.Module):
         self.mlp = ViTMLP(dim, int(dim * mlp_ratio), act)
         self.ls2 = LayerScale(dim, layer_scale)
 
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the layer scales into the linear layers before them (inference only): diag(g) (W x + b)."""
+        for scale, linear in ((self.ls1, self.attn.out_proj), (self.ls2, self.mlp.fc2)):
+            if isinstance(scale, LayerScale):
+                linear.weight.mul_(scale.gamma[:, None])
+                linear.bias.mul_(scale.gamma)
+        self.ls1, self.ls2 = nn.Identity(), nn.Identity()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         y = self.norm1(x)
