@@ -23,6 +23,7 @@ from .errors import DetrToolkitError
 
 EXIT_USAGE = 2
 KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
+HALF_HELP = "half precision: float16 on CUDA, bfloat16 on CPUs with native bf16 (float32 elsewhere)"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -55,9 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     predict.add_argument("--device", default=None, help="cpu, cuda, cuda:N, N or mps (default: CUDA if available)")
     predict.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
-    predict.add_argument(
-        "--half", action="store_true", help="half precision: float16 on CUDA, bfloat16 on CPUs with native bf16"
-    )
+    predict.add_argument("--half", action="store_true", help=HALF_HELP)
     predict.add_argument("--save", action="store_true", help="save plotted images/videos")
     predict.add_argument("--save-txt", action="store_true", help="save YOLO-format labels (class cx cy w h)")
     predict.add_argument("--save-conf", action="store_true", help="add confidences to --save-txt labels")
@@ -94,6 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     val.add_argument("--imgsz", type=int, default=None, help="input size (default: the model's)")
     val.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
+    val.add_argument("--half", action="store_true", help=HALF_HELP)
     val.set_defaults(run=_val)
     return parser
 
@@ -160,7 +160,7 @@ def _val(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise DetrToolkitError("val needs --data (a YOLO data.yaml, a COCO data yaml or an instances .json)")
-    RTDETR(args.model).val(args.data, args.split, args.batch, args.imgsz, args.device)
+    RTDETR(args.model).val(args.data, args.split, args.batch, args.imgsz, args.device, half=args.half)
     return 0
 
 

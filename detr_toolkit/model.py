@@ -132,9 +132,12 @@ class RTDETR:
         return save_dir
 
     def val(self, data: str | Path, split: str = "val", batch: int = 8, imgsz: int | None = None,
-            device: str | int | torch.device | None = None, verbose: bool = True, **data_kwargs: Any
-            ) -> dict[str, Any]:  # fmt: skip
-        """COCO metrics on a dataset split -> {"metrics": {mAP50-95, mAP50, ...}, "per_class": {name: AP50-95}}."""
+            device: str | int | torch.device | None = None, verbose: bool = True, half: bool = False,
+            **data_kwargs: Any) -> dict[str, Any]:  # fmt: skip
+        """COCO metrics on a dataset split -> {"metrics": {mAP50-95, mAP50, ...}, "per_class": {name: AP50-95}}.
+
+        half: compute as `predict(half=True)` does (float16 on CUDA, bfloat16 on CPUs with native bf16).
+        """
         from .data.dataset import DetectionDataset
         from .data.splits import load_split
         from .engine.validator import evaluate
@@ -144,7 +147,7 @@ class RTDETR:
             raise ConfigError(f"{data}: {len(names)} classes, but the model has {len(self.names)}")
         dataset = DetectionDataset(annotations, names, imgsz or self.config.get("imgsz", 640))
         target = select_device(device) if device is not None else self.device
-        stats, per_class = evaluate(self.model.to(target), dataset, batch, target)
+        stats, per_class = evaluate(self.model.to(target), dataset, batch, target, dtype=inference_dtype(target, half))
         if verbose:
             print(f"{data} ({split}, {len(dataset)} images): " + "  ".join(
                 f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip

@@ -14,13 +14,17 @@ from .predictor import postprocess
 
 @torch.inference_mode()
 def predict_dataset(model: Detector, dataset: DetectionDataset, batch: int, device: torch.device,
-                    workers: int = 0) -> list[np.ndarray]:  # fmt: skip
-    """Per image (K, 6) x1 y1 x2 y2 score class in the original image's pixels, K = the decoder's queries."""
+                    workers: int = 0, dtype: torch.dtype = torch.float32) -> list[np.ndarray]:  # fmt: skip
+    """Per image (K, 6) x1 y1 x2 y2 score class in the original image's pixels, K = the decoder's queries.
+
+    dtype: the compute precision (autocast to it; weights stay as they are).
+    """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate())
     detections: list[np.ndarray] = []
     for images, targets in loader:
-        outputs = model(images.to(device))
+        with torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
+            outputs = model(images.to(device))
         rows = postprocess(outputs["boxes"].float(), outputs["logits"].float(), outputs["boxes"].shape[1])
         for target, image_rows in zip(targets, rows.cpu()):
             height, width = target["orig_size"]
@@ -29,8 +33,8 @@ def predict_dataset(model: Detector, dataset: DetectionDataset, batch: int, devi
     return detections
 
 
-def evaluate(model: Detector, dataset: DetectionDataset, batch: int, device: torch.device, workers: int = 0
-             ) -> tuple[dict[str, float], dict[int, float]]:  # fmt: skip
-    """-> (COCO stats by name, per-class AP50-95) of `model` on `dataset`."""
-    detections = predict_dataset(model, dataset, batch, device, workers)
+def evaluate(model: Detector, dataset: DetectionDataset, batch: int, device: torch.device, workers: int = 0,
+             dtype: torch.dtype = torch.float32) -> tuple[dict[str, float], dict[int, float]]:  # fmt: skip
+    """-> (COCO stats by name, per-class AP50-95) of `model` on `dataset`, computed in `dtype`."""
+    detections = predict_dataset(model, dataset, batch, device, workers, dtype)
     return coco_metrics(dataset.annotations, detections, dataset.names)
