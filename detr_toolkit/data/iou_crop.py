@@ -16,29 +16,29 @@ from torchvision import tv_tensors
 from torchvision.ops import box_iou
 from torchvision.transforms.v2 import RandomIoUCrop
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
 
 class BatchedRandomIoUCrop(RandomIoUCrop):
     """Same arguments and outputs as torchvision's `RandomIoUCrop` (follow it with `SanitizeBoundingBoxes`)."""
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = query_size(flat_inputs)
-        boxes = get_bounding_boxes(flat_inputs)
+        boxes = next(item for item in flat_inputs if isinstance(item, tv_tensors.BoundingBoxes))
+        height, width = boxes.canvas_size
         boxes = F.convert_bounding_box_format(
             boxes.as_subclass(torch.Tensor), boxes.format, tv_tensors.BoundingBoxFormat.XYXY
         )
         if not len(boxes):  # no crop can hold a box: torchvision loops until it draws the "keep" option
             return {}
         centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # (N, 2) x, y
+        canvas = torch.tensor([width, height])
         while True:
             min_iou = self.options[int(torch.randint(len(self.options), (1,)))]
             if min_iou >= 1.0:  # the "keep the image as it is" option
                 return {}
             scale = self.min_scale + (self.max_scale - self.min_scale) * torch.rand(self.trials, 2)
-            size = (torch.tensor([width, height]) * scale).long()  # (T, 2) crop w, h
+            size = (canvas * scale).long()  # (T, 2) crop w, h
             aspect = size[:, 0] / size[:, 1]
-            offset = ((torch.tensor([width, height]) - size) * torch.rand(self.trials, 2)).long()  # (T, 2) left, top
+            offset = ((canvas - size) * torch.rand(self.trials, 2)).long()  # (T, 2) left, top
             crops = torch.cat([offset, offset + size], dim=1)  # (T, 4) xyxy
             inside = ((crops[:, None, :2] < centers) & (centers < crops[:, None, 2:])).all(-1)  # (T, N) centre in crop
             ious = box_iou(crops.to(boxes.dtype), boxes).masked_fill(~inside, -1.0)

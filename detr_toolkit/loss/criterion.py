@@ -98,15 +98,16 @@ class DetectionCriterion(nn.Module):
         self.matcher = matcher or HungarianMatcher()
 
     def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int) -> Matches:
-        """Hungarian matches of (B, Q, ...) predictions; with query groups, each group is matched on its own, so
-        every object is matched once per group (Group DETR)."""
+        """Hungarian matches of (..., B, Q, ...) predictions, per (leading index, image) as `HungarianMatcher`
+        returns them; with query groups, each group is matched on its own, so every object is matched once per
+        group (Group DETR)."""
         if groups == 1:
             return self.matcher(boxes, logits, targets)
-        size = boxes.shape[1] // groups
-        per_group = [self.matcher(b, s, targets) for b, s in zip(boxes.split(size, 1), logits.split(size, 1))]
+        size = boxes.shape[-2] // groups
+        per_group = [self.matcher(b, s, targets) for b, s in zip(boxes.split(size, -2), logits.split(size, -2))]
         return [
             (torch.cat([m[i][0] + g * size for g, m in enumerate(per_group)]), torch.cat([m[i][1] for m in per_group]))
-            for i in range(len(targets))
+            for i in range(len(per_group[0]))
         ]
 
     def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches,
@@ -155,8 +156,7 @@ class DetectionCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         boxes = torch.cat([outputs["enc_boxes"][None], outputs["boxes"]])
         logits = torch.cat([outputs["enc_logits"][None], outputs["logits"]])
-        # All layers matched at once: the layers become extra images of one (L * B) batch.
-        matches = self.match(boxes.flatten(0, 1), logits.flatten(0, 1), targets * len(boxes), outputs.get("groups", 1))
+        matches = self.match(boxes, logits, targets, outputs.get("groups", 1))  # per (layer, image)
         losses = self.stack_loss(boxes, logits, targets, matches, "")
         meta = outputs.get("dn_meta")
         if meta is not None:

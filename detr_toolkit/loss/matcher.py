@@ -4,6 +4,8 @@ cheaply; the cost mixes a focal classification cost, the L1 distance of the boxe
 
 from __future__ import annotations
 
+import math
+
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
@@ -11,8 +13,11 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 
 class HungarianMatcher(nn.Module):
-    """Shapes: boxes (B, Q, 4) cxcywh, logits (B, Q, C); targets: per image {"boxes": (n, 4) cxcywh, "labels": (n,)}
-    -> per image (query indices, target indices), both (min(Q, n),) int64 on the CPU.
+    """Shapes: boxes (..., B, Q, 4) cxcywh, logits (..., B, Q, C); targets: per image {"boxes": (n, 4) cxcywh,
+    "labels": (n,)} -> per image (query indices, target indices), both (min(Q, n),) int64 on the CPU.
+
+    Leading dimensions (e.g. decoder layers) are matched separately, in one cost computation: the result then
+    holds one entry per (leading index, image), row-major.
 
     Costs that come out NaN or infinite (saturated scores in mixed precision) count as zero, so matching
     never fails on them.
@@ -29,15 +34,16 @@ class HungarianMatcher(nn.Module):
         self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         sizes = [len(t["labels"]) for t in targets]
+        batch, queries, num_classes = logits.shape[-3:]
+        sets = math.prod(logits.shape[:-3])  # sets of B images to match: the product of the leading dimensions
         empty = torch.zeros(0, dtype=torch.int64)
         if sum(sizes) == 0:
-            return [(empty, empty) for _ in targets]
-        batch, queries = logits.shape[:2]
-        probs = logits.detach().float().flatten(0, 1).sigmoid()  # (B * Q, C)
-        pred_boxes = boxes.detach().float().flatten(0, 1)
+            return [(empty, empty) for _ in range(sets * batch)]
+        probs = logits.detach().float().reshape(-1, num_classes).sigmoid()  # (sets * B * Q, C)
+        pred_boxes = boxes.detach().float().reshape(-1, 4)
         labels = torch.cat([t["labels"] for t in targets])
         gt_boxes = torch.cat([t["boxes"] for t in targets]).float()
-        p = probs[:, labels]  # (B * Q, N)
+        p = probs[:, labels]  # (sets * B * Q, N)
         positive = self.alpha * (1 - p) ** self.gamma * -(p + 1e-8).log()
         negative = (1 - self.alpha) * p**self.gamma * -(1 - p + 1e-8).log()
         cost = (
@@ -51,9 +57,10 @@ class HungarianMatcher(nn.Module):
                 )
             )
         )
-        cost = cost.nan_to_num(0.0, 0.0, 0.0).view(batch, queries, -1).cpu()
+        cost = cost.nan_to_num(0.0, 0.0, 0.0).view(sets, batch, queries, -1).cpu()
         matches = []
-        for image, part in enumerate(cost.split(sizes, dim=-1)):
-            rows, cols = linear_sum_assignment(part[image].numpy())
-            matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        for set_cost in cost:
+            for image, part in enumerate(set_cost.split(sizes, dim=-1)):
+                rows, cols = linear_sum_assignment(part[image].numpy())
+                matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return matches
