@@ -1,24 +1,29 @@
-"""Prediction speed: ours vs ultralytics on the same checkpoint and image, measured in one run.
+"""Prediction speed: ours vs a peer on the same checkpoint and image, measured in one run.
 
     python scripts/bench_predict.py                       # rtdetr-l built by ultralytics, assets/bus.jpg
     python scripts/bench_predict.py --weights rtdetr-l.pt --runs 20 --image assets/zidane.jpg
     python scripts/bench_predict.py --peer transformers   # rfdetr-base shape vs transformers' RfDetr, 560x560
 
-Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state;
-medians and the ratio ours / ultralytics are printed, for the whole `predict` call and for the
-model's forward pass alone. Target (issue 2): ratio <= 0.6 on CPU. A third row times our `half=True`
-(bfloat16 autocast on CPUs with native bf16; ultralytics ignores `half` on CPU) and prints how far its
-detections move from float32 ones.
+Each side runs in a process of its own, as its users run it: our predictor configures the process it runs
+in (it keeps freed memory for reuse, see detr_toolkit/engine/cpu_memory.py), which must not speed up the
+peer. `--same-allocator` gives the peer's process that setting too, to see what remains without it.
+Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state; medians
+and the ratio ours / peer are printed for the whole predict call and, against ultralytics, for the model's
+forward pass alone. Target (issues 2 and 3): ratio <= 0.6 on CPU. The `half` row times our `half=True`
+(bfloat16 on CPUs with native bf16; both peers ignore `half` on CPU) and prints how far its detections
+move from float32 ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,140 +31,173 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the peers' checkpoint builder lives with the tests
 
+# The transformers RF-DETR we compare against: rfdetr-base's shape (DINOv2-S windowed, 3 decoder layers).
+RFDETR_BASE_VIT = {
+    "model_type": "rf_detr_dinov2", "hidden_size": 384, "num_attention_heads": 6, "num_hidden_layers": 12,
+    "image_size": 518, "patch_size": 14, "num_windows": 4, "out_features": ["stage2", "stage5", "stage8", "stage11"],
+}  # fmt: skip
 
-def timed(function, threads: int) -> float:
-    torch.set_num_threads(threads)  # ultralytics resets it (to cpu_count - 1) when it sets up a predictor
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+
+def ours(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
+    """Our predict in float32 and with half=True, and the fused model's forward pass."""
+    from detr_toolkit import RTDETR
+
+    full, half = RTDETR(weights), RTDETR(weights)
+    kwargs = {"imgsz": args.imgsz, "device": args.device, "verbose": False}
+    predict_full = lambda: full.predict(args.image, **kwargs)[0]
+    predict_half = lambda: half.predict(args.image, half=True, **kwargs)[0]
+    predict_full(), predict_half()  # builds the predictors
+    model = full._get_predictor(args.device, False).model
+    image = torch.rand(1, 3, args.imgsz, args.imgsz, device=args.device)
+    image = image.contiguous(memory_format=torch.channels_last) if args.device == "cpu" else image
+
+    def forward():
+        with torch.inference_mode():
+            model(image)
+
+    def report() -> str:
+        a, b = predict_full(), predict_half()
+        dtype = half._get_predictor(args.device, True).dtype
+        text = f"half runs in {dtype}: {len(b)} detections at conf 0.25 vs {len(a)} in float32"
+        if len(a) == len(b) and len(a):
+            text += f", largest box shift {(b.boxes.xyxy - a.boxes.xyxy).abs().max():.2f} px"
+        return text + (" (random-weight peers amplify rounding; compare on trained weights)" if args.random else "")
+
+    return {"predict": predict_full, "half": predict_half, "forward": forward, "report": report}
+
+
+def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
+    """ultralytics' RTDETR predict and its (fused) model's forward pass."""
+    import ultralytics
+    from ultralytics import RTDETR
+
+    peer = RTDETR(str(weights))
+    kwargs = {"imgsz": args.imgsz, "device": args.device, "verbose": False}
+    peer.predict(args.image, **kwargs)  # builds and fuses the predictor's model
+    model = peer.predictor.model
+    image = torch.rand(1, 3, args.imgsz, args.imgsz, device=args.device)
+
+    def forward():
+        with torch.inference_mode():
+            model(image)
+
+    return {"predict": lambda: peer.predict(args.image, **kwargs), "forward": forward,
+            "report": lambda: f"ultralytics {ultralytics.__version__}"}  # fmt: skip
+
+
+def transformers(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
+    """transformers' RfDetrImageProcessor (resize, normalise) + RfDetrForObjectDetection + post-processing."""
+    import transformers
+
+    from detr_toolkit.data.images import read_image
+
+    model = transformers.RfDetrForObjectDetection.from_pretrained(weights).eval()
+    processor = transformers.RfDetrImageProcessor(size={"height": args.imgsz, "width": args.imgsz})
+    image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
+
+    def predict():
+        with torch.inference_mode():
+            outputs = model(**processor(images=image, return_tensors="pt"))
+            processor.post_process_object_detection(outputs, threshold=0.25, target_sizes=[image.shape[:2]])
+
+    return {"predict": predict, "report": lambda: f"transformers {transformers.__version__}"}
+
+
+def serve(side: str, args: argparse.Namespace, weights: Path, keep_freed_memory: bool, connection) -> None:
+    """A side's process: build its tasks, warm them up, then time the task named in each message."""
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if keep_freed_memory:
+        from detr_toolkit.engine.cpu_memory import keep_freed_memory as keep
+
+        keep()
+    tasks = {"ours": ours, "ultralytics": ultralytics, "transformers": transformers}[side](args, weights)
+    for name, task in tasks.items():
+        if name != "report":
+            task(), task()  # warm-up: allocations, oneDNN primitive caches
+    connection.send(None)
+    while (name := connection.recv()) is not None:
+        if name == "report":
+            connection.send(tasks["report"]())
+            continue
+        torch.set_num_threads(args.threads)  # ultralytics resets it (to cpu_count - 1) when it sets up a predictor
+        start = time.perf_counter()
+        tasks[name]()
+        connection.send(time.perf_counter() - start)
+
+
+class Side:
+    """One side of the comparison, served by its own process: `side.time("predict")` -> seconds."""
+
+    def __init__(self, name: str, args: argparse.Namespace, weights: Path, keep_freed_memory: bool):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(name, args, weights, keep_freed_memory, child))
+        self.process.start()
+        self.connection.recv()  # built and warmed up
+
+    def time(self, task: str) -> float:
+        self.connection.send(task)
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join()
+
+
+def peer_weights(args: argparse.Namespace) -> Path:
+    """The checkpoint both sides load: --weights, or one the peer builds with random weights."""
+    if args.weights:
+        return Path(args.weights)
+    import peers
+
+    if args.peer == "ultralytics":
+        return peers.ultralytics_checkpoint(Path(tempfile.mkdtemp()), args.arch)
+    import transformers
+
+    config = transformers.RfDetrConfig(backbone_config=RFDETR_BASE_VIT, decoder_n_points=2, num_labels=80)
+    folder = Path(tempfile.mkdtemp()) / "rfdetr-base"
+    transformers.RfDetrForObjectDetection(config).save_pretrained(folder)
+    return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", help="an ultralytics RT-DETR .pt (default: build rtdetr-l with random weights)")
-    parser.add_argument("--arch", default="rtdetr-l", help="architecture to build when no --weights is given")
+    parser.add_argument("--peer", choices=["ultralytics", "transformers"], default="ultralytics")
+    parser.add_argument("--weights", help="the peer's checkpoint: an ultralytics .pt or a transformers folder "
+                        "(default: build rtdetr-l / rfdetr-base with random weights)")  # fmt: skip
+    parser.add_argument("--arch", default="rtdetr-l", help="ultralytics architecture to build when no --weights")
     parser.add_argument("--image", default=str(ROOT / "assets" / "bus.jpg"))
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz", type=int, help="input size (default: 640 for ultralytics, 560 for transformers)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads for both sides")
-    parser.add_argument("--peer", choices=["ultralytics", "transformers"], default="ultralytics")
+    parser.add_argument("--same-allocator", action="store_true", help="the peer's process keeps freed memory too")
     args = parser.parse_args()
+    args.imgsz = args.imgsz or (640 if args.peer == "ultralytics" else 560)
+    args.random = args.weights is None
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    if args.peer == "transformers":
-        bench_transformers(args)
-        return
+    weights = peer_weights(args)
 
-    from ultralytics import RTDETR as PeerRTDETR
-
-    from detr_toolkit import RTDETR
-
-    weights = args.weights
-    if weights is None:
-        import peers
-
-        weights = peers.ultralytics_checkpoint(Path(tempfile.mkdtemp()), args.arch)
-    ours, ours_half, theirs = RTDETR(weights), RTDETR(weights), PeerRTDETR(str(weights))
-    predict_kwargs = {"imgsz": args.imgsz, "device": args.device, "verbose": False}
-
-    def predict_ours():
-        ours.predict(args.image, **predict_kwargs)
-
-    def predict_ours_half():
-        return ours_half.predict(args.image, half=True, **predict_kwargs)
-
-    def predict_theirs():
-        theirs.predict(args.image, **predict_kwargs)
-
-    for _ in range(2):  # warm-up: builds predictors, fuses, allocates
-        predict_ours(), predict_ours_half(), predict_theirs()
-    our_model = ours._get_predictor(args.device, False).model
-    their_model = theirs.predictor.model
-    image = torch.rand(1, 3, args.imgsz, args.imgsz, device=args.device)
-    our_input = image.contiguous(memory_format=torch.channels_last) if args.device == "cpu" else image
-
-    def forward_ours():
-        with torch.inference_mode():
-            our_model(our_input)
-
-    def forward_theirs():
-        with torch.inference_mode():
-            their_model(image)
-
-    rows = ("predict ours", "predict theirs", "half ours", "forward ours", "forward theirs")
-    timings: dict[str, list[float]] = {k: [] for k in rows}
+    mine = Side("ours", args, weights, keep_freed_memory=False)  # our predictor sets it itself
+    theirs = Side(args.peer, args, weights, keep_freed_memory=args.same_allocator)
+    rows = [("predict", "predict"), ("half", "predict")] + [("forward", "forward")] * (args.peer == "ultralytics")
+    timings: dict[str, list[float]] = {f"{side} {task}": [] for task in ("predict", "half", "forward")
+                                       for side in ("ours", "theirs")}  # fmt: skip
     for _ in range(args.runs):
-        timings["predict ours"].append(timed(predict_ours, args.threads))
-        timings["half ours"].append(timed(predict_ours_half, args.threads))
-        timings["predict theirs"].append(timed(predict_theirs, args.threads))
-        timings["forward ours"].append(timed(forward_ours, args.threads))
-        timings["forward theirs"].append(timed(forward_theirs, args.threads))
-
-    import ultralytics
-
-    print(f"{args.arch if args.weights is None else weights} at {args.imgsz}x{args.imgsz} on {args.device}, "
-          f"{args.threads} threads, torch {torch.__version__}, ultralytics {ultralytics.__version__}, "
-          f"{args.runs} alternating runs")  # fmt: skip
-    for what, peer_row in (("predict", "predict theirs"), ("half", "predict theirs"), ("forward", "forward theirs")):
-        mine, peer = statistics.median(timings[f"{what} ours"]), statistics.median(timings[peer_row])
-        print(f"{what:8s} ours {mine * 1000:7.1f} ms   ultralytics {peer * 1000:7.1f} ms   ratio {mine / peer:.2f}")
-    full, half = ours.predict(args.image, **predict_kwargs)[0], predict_ours_half()[0]
-    dtype = ours_half._get_predictor(args.device, True).dtype
-    print(f"half runs in {dtype}: {len(half)} detections at conf 0.25 vs {len(full)} in float32", end="")
-    if len(half) == len(full) and len(full):
-        print(f", largest box shift {(half.boxes.xyxy - full.boxes.xyxy).abs().max():.2f} px", end="")
-    print(" (random-weight peers amplify rounding; compare on trained weights)" if args.weights is None else "")
-
-
-def bench_transformers(args: argparse.Namespace) -> None:
-    """Our ViT detector vs transformers' RfDetrForObjectDetection on the same (random) rfdetr-base weights.
-
-    Theirs: RfDetrImageProcessor (resize to the model's size, normalise) + model + post_process_object_detection;
-    ours: predict(). Both at the rfdetr-base input size (560x560).
-    """
-    import transformers
-
-    from detr_toolkit import RTDETR
-    from detr_toolkit.data.images import read_image
-
-    torch.set_num_threads(args.threads)
-    vit = {"model_type": "rf_detr_dinov2", "hidden_size": 384, "num_attention_heads": 6, "num_hidden_layers": 12,
-           "image_size": 518, "patch_size": 14, "num_windows": 4,
-           "out_features": ["stage2", "stage5", "stage8", "stage11"]}  # fmt: skip
-    config = transformers.RfDetrConfig(backbone_config=vit, decoder_n_points=2, num_labels=80)
-    theirs = transformers.RfDetrForObjectDetection(config).eval()
-    folder = Path(tempfile.mkdtemp()) / "rfdetr-base"
-    theirs.save_pretrained(folder)
-    ours, ours_half = RTDETR(folder), RTDETR(folder)
-    size = ours.config["imgsz"]
-    processor = transformers.RfDetrImageProcessor(size={"height": size, "width": size})
-    image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
-
-    def predict_ours():
-        ours.predict(args.image, device=args.device, verbose=False)
-
-    def predict_ours_half():
-        ours_half.predict(args.image, device=args.device, half=True, verbose=False)
-
-    def predict_theirs():
-        with torch.inference_mode():
-            inputs = processor(images=image, return_tensors="pt")
-            outputs = theirs(**inputs)
-            processor.post_process_object_detection(outputs, threshold=0.25, target_sizes=[image.shape[:2]])
-
-    for _ in range(2):
-        predict_ours(), predict_ours_half(), predict_theirs()
-    timings: dict[str, list[float]] = {"predict": [], "half": [], "theirs": []}
-    for _ in range(args.runs):
-        timings["predict"].append(timed(predict_ours, args.threads))
-        timings["half"].append(timed(predict_ours_half, args.threads))
-        timings["theirs"].append(timed(predict_theirs, args.threads))
-    peer = statistics.median(timings["theirs"])
-    print(f"rfdetr-base shape at {size}x{size} on {args.device}, {args.threads} threads, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, {args.runs} alternating runs")  # fmt: skip
-    for what in ("predict", "half"):
-        mine = statistics.median(timings[what])
-        print(f"{what:8s} ours {mine * 1000:7.1f} ms   transformers {peer * 1000:7.1f} ms   ratio {mine / peer:.2f}")
+        for task in dict.fromkeys(t for row in rows for t in row):
+            timings[f"ours {task}"].append(mine.time(task))
+            if task != "half":
+                timings[f"theirs {task}"].append(theirs.time(task))
+    what = "rtdetr-l" if args.peer == "ultralytics" and args.random else "rfdetr-base" if args.random else weights
+    print(f"{what} at {args.imgsz}x{args.imgsz} on {args.device}, {args.threads} threads, torch {torch.__version__}, "
+          f"{theirs.time('report')}, {args.runs} alternating runs, one process per side"
+          + (", the peer keeping freed memory too" if args.same_allocator else ""))  # fmt: skip
+    for ours_task, peer_task in rows:
+        a, b = statistics.median(timings[f"ours {ours_task}"]), statistics.median(timings[f"theirs {peer_task}"])
+        print(f"{ours_task:8s} ours {a * 1000:7.1f} ms   {args.peer} {b * 1000:7.1f} ms   ratio {a / b:.2f}")
+    print(mine.time("report"))
+    mine.close(), theirs.close()
 
 
 if __name__ == "__main__":

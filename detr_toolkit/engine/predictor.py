@@ -22,7 +22,9 @@ from torchvision.ops import box_convert
 from ..data.sources import Frame, iter_frames
 from ..errors import ConfigError
 from ..nn import Detector, fuse_model
+from ..nn.packed_linear import can_pack_linears, pack_linears
 from ..results import Results
+from .cpu_memory import keep_freed_memory
 
 
 @dataclass
@@ -106,10 +108,13 @@ class Predictor:
         # CUDA float16 converts the weights; CPU bfloat16 runs under autocast, which keeps the precision-sensitive
         # ops (sigmoid, box refinement, grid sampling) in float32.
         self.autocast = self.dtype == torch.bfloat16
-        weight_dtype = torch.float32 if self.autocast else self.dtype
-        self.model = fuse_model(copy.deepcopy(model)).to(device, weight_dtype).eval()
+        self.input_dtype = torch.float32 if self.autocast else self.dtype  # that of the weights, too
+        self.model = fuse_model(copy.deepcopy(model)).to(device, self.input_dtype).eval()
         if device.type == "cpu":
+            keep_freed_memory()
             self.model = self.model.to(memory_format=torch.channels_last)
+            if can_pack_linears(self.dtype):  # last: a packed model cannot be moved or copied
+                pack_linears(self.model, self.dtype)
 
     @torch.inference_mode()
     def predict_batch(self, frames: Sequence[Frame], options: PredictOptions) -> list[Results]:
@@ -117,7 +122,7 @@ class Predictor:
         if frames[0].tensor is None and options.imgsz % stride:
             raise ConfigError(f"imgsz={options.imgsz}: must be a multiple of {stride} for this model")
         start = time.perf_counter()
-        images = preprocess(frames, options.imgsz, self.device, next(self.model.parameters()).dtype)
+        images = preprocess(frames, options.imgsz, self.device, self.input_dtype)
         if self.device.type == "cpu":
             images = images.contiguous(memory_format=torch.channels_last)
         preprocessed = time.perf_counter()

@@ -45,6 +45,7 @@ from ..weights import load_weights, save_weights
 from ..weights.native import atomic_file
 from .coco_metrics import coco_metrics
 from .confusion import confusion_matrix
+from .cpu_memory import keep_freed_memory
 from .device import select_device
 from .ema import ModelEMA
 from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
@@ -115,6 +116,8 @@ class Trainer:
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.start_epoch, self.best_fitness, self.checkpoint = 0, -1.0, None
         if args.resume:
             self.checkpoint = self._load_resume(args.resume)

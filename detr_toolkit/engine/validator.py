@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from ..data.dataset import Collate, DetectionDataset
 from ..nn import Detector
 from .coco_metrics import coco_metrics
+from .cpu_memory import keep_freed_memory
 from .predictor import postprocess
 
 
@@ -20,6 +21,8 @@ def predict_dataset(model: Detector, dataset: DetectionDataset, batch: int, devi
     dtype: the compute precision (autocast to it; weights stay as they are).
     """
     model.eval()
+    if device.type == "cpu":
+        keep_freed_memory()
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate())
     detections: list[np.ndarray] = []
     for images, targets in loader:
