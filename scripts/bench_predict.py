@@ -86,16 +86,17 @@ def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
 
 
 def transformers(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
-    """transformers' RfDetrImageProcessor (resize, normalise) + RfDetrForObjectDetection + post-processing."""
+    """Image file -> transformers' RfDetrImageProcessor (resize, normalise) -> RfDetrForObjectDetection ->
+    post_process_object_detection."""
     import transformers
 
     from detr_toolkit.data.images import read_image
 
     model = transformers.RfDetrForObjectDetection.from_pretrained(weights).eval()
     processor = transformers.RfDetrImageProcessor(size={"height": args.imgsz, "width": args.imgsz})
-    image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
 
-    def predict():
+    def predict():  # from the image file, as our predict(path) reads it: the same decoder, the same cost
+        image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
         with torch.inference_mode():
             outputs = model(**processor(images=image, return_tensors="pt"))
             processor.post_process_object_detection(outputs, threshold=0.25, target_sizes=[image.shape[:2]])
