@@ -5,6 +5,7 @@
     detect train --model configs/rtdetr-l.yaml --data data.yaml --epochs 72 --batch 8
     detect train --resume runs/train/exp/weights/last.pt
     detect val --model runs/train/exp/weights/best.safetensors --data data.yaml
+    detect export --model runs/train/exp/weights/best.safetensors --format onnx --dynamic
 
 Errors in the user's input print one line (`error: ...`) and exit with status 2; `--debug` shows the traceback.
 """
@@ -29,7 +30,7 @@ HALF_HELP = "half precision: float16 on CUDA, bfloat16 on CPUs with native bf16 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detect",
-        description="Real-time detection transformers (RT-DETR, RF-DETR, LW-DETR): predict, train and validate.",
+        description="Real-time detection transformers (RT-DETR, RF-DETR, LW-DETR): predict, train, validate, export.",
         epilog="Options may also be given ultralytics-style as key=value (e.g. conf=0.4 save=True).",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -95,6 +96,21 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
     val.add_argument("--half", action="store_true", help=HALF_HELP)
     val.set_defaults(run=_val)
+
+    export = commands.add_parser(
+        "export",
+        help="write the model as ONNX for onnxruntime, TensorRT, OpenVINO",
+        description="Export: input `images` (batch, 3, imgsz, imgsz) RGB 0..1 -> `output0` (batch, queries, "
+        "4 + classes): cx cy w h in 0..1 and class scores, ultralytics' RT-DETR layout.",
+    )
+    export.add_argument("--model", default="rtdetr-l.pt", help="checkpoint or config (default rtdetr-l.pt)")
+    export.add_argument("--format", default="onnx", help="onnx (default)")
+    export.add_argument("--imgsz", type=int, default=None, help="input size, fixed in the graph (default: the model's)")
+    export.add_argument("--batch", type=int, default=1, help="batch size traced (default 1)")
+    export.add_argument("--dynamic", action="store_true", help="accept any batch size")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    export.add_argument("--file", default=None, help="output file (default: next to the checkpoint)")
+    export.set_defaults(run=_export)
     return parser
 
 
@@ -161,6 +177,14 @@ def _val(args: argparse.Namespace) -> int:
     if not args.data:
         raise DetrToolkitError("val needs --data (a YOLO data.yaml, a COCO data yaml or an instances .json)")
     RTDETR(args.model).val(args.data, args.split, args.batch, args.imgsz, args.device, half=args.half)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .model import RTDETR
+
+    file = RTDETR(args.model).export(args.format, args.imgsz, args.batch, args.dynamic, args.opset, args.file)
+    print(f"exported {args.model} to {file}")
     return 0
 
 

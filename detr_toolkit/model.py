@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import weights
@@ -152,6 +153,28 @@ class RTDETR:
             print(f"{data} ({split}, {len(dataset)} images): " + "  ".join(
                 f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip
         return {"metrics": stats, "per_class": {names[c]: ap for c, ap in per_class.items()}}
+
+    # --- export ------------------------------------------------------------------------------------------
+
+    def export(self, format: str = "onnx", imgsz: int | None = None, batch: int = 1, dynamic: bool = False,
+               opset: int | None = None, file: str | Path | None = None) -> str:  # fmt: skip
+        """Write the model for deployment; -> the file's path (default: next to the checkpoint, `.onnx`).
+
+        ONNX: input `images` (batch, 3, imgsz, imgsz) RGB 0..1, output `output0` (batch, queries, 4 + classes):
+        cx cy w h in 0..1 and class scores, as ultralytics exports RT-DETR. dynamic: any batch size.
+        """
+        from .engine.exporter import DEFAULT_OPSET, FORMATS, export_onnx
+
+        if format not in FORMATS:
+            raise ConfigError(f"format={format!r}: can export to {', '.join(FORMATS)}")
+        source = Path(self.ckpt_path) if self.ckpt_path else Path("model")
+        file = Path(file) if file else source.with_suffix(f".{format}")
+        metadata = {
+            "description": f"detr-toolkit {source.stem}", "task": "detect", "stride": str(self.model.stride),
+            "names": str(self.names), "config": yaml.safe_dump(self.config, sort_keys=False),
+        }  # fmt: skip
+        imgsz = imgsz or self.config.get("imgsz", 640)
+        return str(export_onnx(self.model, metadata, file, imgsz, batch, dynamic, opset or DEFAULT_OPSET))
 
     # --- model -------------------------------------------------------------------------------------------
 

@@ -30,23 +30,23 @@ def deformable_sample(
     Returns:
         (B, Q, heads * head_dim).
     """
-    batch, _, heads, head_dim = value.shape
+    heads, head_dim = value.shape[2:]
     queries = locations.shape[1]
     num_levels = len(shapes)
     points = locations.shape[3] // num_levels
     # Per level, contiguous grids in grid_sample's -1..1 with the points before the queries, (B * heads, P, Q, 2): the
     # samples come out as (B * heads, head_dim, P, Q), so weighting and summing over points run along whole rows
     # of queries. (grid_sample on strided grids, or a weighted sum over a short last axis, is several times slower.)
-    grids = (2 * locations - 1).reshape(batch, queries, heads, num_levels, points, 2)
+    grids = (2 * locations - 1).reshape(-1, queries, heads, num_levels, points, 2)  # -1: batch (free in exports)
     grids = grids.permute(3, 0, 2, 4, 1, 5).contiguous().flatten(1, 2)  # (levels, B * heads, P, Q, 2)
-    weights = weights.permute(0, 2, 3, 1).reshape(batch * heads, num_levels, points, 1, queries)
+    weights = weights.permute(0, 2, 3, 1).reshape(-1, num_levels, points, 1, queries)
     levels = value.split([h * w for h, w in shapes], dim=1)
     out = 0
     for level, grid, level_weights, (h, w) in zip(levels, grids, weights.unbind(1), shapes):
         level = level.permute(0, 2, 3, 1).flatten(0, 1).unflatten(-1, (h, w))  # (B * heads, head_dim, h, w)
         sampled = F.grid_sample(level, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out + (sampled * level_weights.transpose(1, 2)).sum(2)  # (B * heads, head_dim, Q)
-    return out.view(batch, heads * head_dim, queries).transpose(1, 2)
+    return out.view(-1, heads * head_dim, queries).transpose(1, 2)
 
 
 class MSDeformableAttention(nn.Module):
@@ -85,11 +85,11 @@ class MSDeformableAttention(nn.Module):
         value: torch.Tensor,
         shapes: list[tuple[int, int]],
     ) -> torch.Tensor:
-        batch, queries, _ = query.shape
+        queries = query.shape[1]
         value = self.value_proj(value).unflatten(-1, (self.num_heads, -1))
         total_points = self.num_levels * self.num_points
-        offsets = self.sampling_offsets(query).view(batch, queries, self.num_heads, total_points, 2)
-        weights = self.attention_weights(query).view(batch, queries, self.num_heads, total_points).softmax(-1)
+        offsets = self.sampling_offsets(query).view(-1, queries, self.num_heads, total_points, 2)
+        weights = self.attention_weights(query).view(-1, queries, self.num_heads, total_points).softmax(-1)
         # Offsets are in units of the reference box's half size, scaled down by the number of points.
         boxes = reference_boxes[:, :, None, None, :]
         locations = boxes[..., :2] + offsets / self.num_points * boxes[..., 2:] * 0.5

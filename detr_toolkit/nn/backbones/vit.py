@@ -85,8 +85,8 @@ class ViTBlock(nn.Module):
         shape = x.shape
         y = self.norm1(x)
         if self.global_attention:  # all windows of an image become one sequence
-            y = y.reshape(shape[0] // self.windows, self.windows * shape[1], shape[2])
-        x = x + self.ls1(self.attn(y, y, y).reshape(shape))
+            y = y.reshape(-1, self.windows * shape[1], shape[2])
+        x = x + self.ls1(self.attn(y, y, y).reshape_as(x))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
@@ -151,10 +151,21 @@ class ViT(nn.Module):
         self.projector = MultiScaleProjector([dim] * len(out_indices), **(projector or {}))
         self.out_channels = self.projector.out_channels
         self.stride = patch_size * window_grid  # inputs must tile into whole windows of whole patches
+        self.fixed_position: tuple[torch.Tensor, torch.Tensor] | None = None  # see fix_input_size
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    @torch.no_grad()
+    def fix_input_size(self, height: int, width: int) -> None:
+        """Resize the position embeddings for (height, width) inputs once, and keep them (for export: ONNX has no
+        antialiased bicubic resize, and an exported graph has a fixed input size anyway)."""
+        self.fixed_position = None
+        cls_pos, patch_pos = self.position_embeddings(height // self.patch_size, width // self.patch_size)
+        self.fixed_position = cls_pos.clone(), patch_pos.clone()
 
     def position_embeddings(self, grid_h: int, grid_w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> class-token embedding (1, 1, dim) and patch embeddings (1, grid_h, grid_w, dim) for this grid."""
+        if self.fixed_position is not None and self.fixed_position[1].shape[1:3] == (grid_h, grid_w):
+            return self.fixed_position
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         side = int(patch_pos.shape[1] ** 0.5)
         patch_pos = patch_pos.reshape(1, side, side, -1)
@@ -171,10 +182,10 @@ class ViT(nn.Module):
 
     def to_windows(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, gh, gw, C) -> (B * n * n, gh/n * gw/n, C), windows in row-major order, n = window_grid."""
-        b, gh, gw, c = grid.shape
+        gh, gw, c = grid.shape[1:]
         n = self.window_grid
-        grid = grid.reshape(b, n, gh // n, n, gw // n, c).permute(0, 1, 3, 2, 4, 5)
-        return grid.reshape(b * n * n, (gh // n) * (gw // n), c)
+        grid = grid.reshape(-1, n, gh // n, n, gw // n, c).permute(0, 1, 3, 2, 4, 5)
+        return grid.reshape(-1, (gh // n) * (gw // n), c)  # -1: B * n * n (a free batch in exports)
 
     def from_windows(self, tokens: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
         """Inverse of `to_windows` for the patch tokens: -> (B, C, gh, gw)."""

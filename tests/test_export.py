@@ -1,0 +1,74 @@
+"""ONNX export: onnxruntime computes from the exported file what our PyTorch model computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import peers
+import pytest
+import torch
+from matching import max_row_error
+from test_cli import detect
+
+from detr_toolkit import RTDETR
+
+DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
+
+
+def run_onnx(file: str, images: torch.Tensor) -> torch.Tensor:
+    session = onnxruntime.InferenceSession(file, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(["output0"], {"images": images.numpy()})[0])
+
+
+def run_torch(model: RTDETR, images: torch.Tensor) -> torch.Tensor:
+    """What the exported graph should compute: (B, Q, 4 + C) boxes and class scores."""
+    with torch.inference_mode():
+        outputs = model.model(images)
+    return torch.cat([outputs["boxes"], outputs["logits"].sigmoid()], -1)
+
+
+def test_trained_model_exports_with_a_dynamic_batch_and_its_metadata(tmp_path):
+    model = RTDETR(DEMO)
+    file = model.export(imgsz=128, dynamic=True, file=tmp_path / "demo.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.onnx"]  # written whole, nothing left beside it
+    images = peers.photos(128)
+    exported, expected = run_onnx(file, images), run_torch(model, images)
+    assert exported.shape == (2, model.model.decoder.num_queries, 4 + len(model.names))
+    assert max(max_row_error(a, b) for a, b in zip(exported, expected)) < 1e-4
+    meta = {p.key: p.value for p in onnx.load(file).metadata_props}
+    assert meta["names"] == str(model.names) and meta["imgsz"] == "[128, 128]" and meta["stride"] == "32"
+
+
+def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_path):
+    """rtdetr-l made by ultralytics: the exported graph gives our (ultralytics-parity) outputs, row for row."""
+    model = RTDETR(ultralytics_l)
+    file = model.export(file=tmp_path / "rtdetr-l.onnx")
+    images = peers.photos(640)[:1]
+    exported, expected = run_onnx(file, images)[0], run_torch(model, images)[0]
+    assert expected[:, 4:].max() > 0.5  # some confident detections, so that agreement means something
+    assert max_row_error(exported, expected) < 1e-3  # float32 through 6 decoder layers (ultralytics' own: ~1e-3)
+
+
+@pytest.mark.parametrize("kind", ["rf_detr", "lw_detr"])
+def test_vit_models_export(kind, tmp_path):
+    """RF-DETR / LW-DETR weights from transformers; position embeddings resized at export (ONNX has no
+    antialiased bicubic), windows cut for any batch."""
+    peer, size = peers.transformers_model(kind)
+    peer.save_pretrained(tmp_path / kind)
+    model = RTDETR(tmp_path / kind)
+    file = model.export(imgsz=size, dynamic=True, file=tmp_path / f"{kind}.onnx")
+    images = peers.photos(size)
+    exported, expected = run_onnx(file, images), run_torch(model, images)
+    assert max(max_row_error(a, b) for a, b in zip(exported, expected)) < 1e-4
+
+
+def test_cli_export_writes_next_to_the_checkpoint(tmp_path):
+    weights = tmp_path / "demo.safetensors"
+    weights.write_bytes(DEMO.read_bytes())
+    run = detect("export", "--model", weights, "--imgsz", "96")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"exported {weights} to {tmp_path / 'demo.onnx'}"
+    assert np.isfinite(run_onnx(str(tmp_path / "demo.onnx"), torch.rand(1, 3, 96, 96)).numpy()).all()
