@@ -14,8 +14,8 @@ from torch import nn
 
 def can_pack_linears(dtype: torch.dtype) -> bool:
     """Whether this PyTorch build runs oneDNN's packed linear for `dtype` (float32, or bfloat16 natively)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return False  # (the ops torch.compile's CPU passes use; absent from builds without oneDNN)
     return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
