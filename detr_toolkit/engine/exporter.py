@@ -12,7 +12,6 @@ export (position embeddings and proposal anchors are laid out for them); the bat
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError, DetrToolkitError
 from ..nn import Detector, fuse_model
+from ..weights.native import atomic_file
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17  # GridSample (deformable attention) needs 16; 17 adds LayerNormalization
@@ -65,22 +65,16 @@ def export_onnx(
         if callable(getattr(module, "fix_input_size", None)):
             module.fix_input_size(imgsz, imgsz)
     images = torch.rand(batch, 3, imgsz, imgsz)
-    file = Path(file)
-    partial = file.with_name(f".{file.name}.partial")
     dynamic_axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
-    try:
-        with torch.no_grad(), warnings.catch_warnings():  # (the tracer cannot record inference-mode tensors)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes become constants: H and W are fixed
-            warnings.filterwarnings("ignore", "Constant folding - Only steps=1")  # strided slices stay ops
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-            torch.onnx.export(model, (images,), str(partial), dynamo=False, opset_version=opset,
-                              input_names=["images"], output_names=["output0"], dynamic_axes=dynamic_axes)  # fmt: skip
+    with atomic_file(file) as partial, torch.no_grad(), warnings.catch_warnings():  # (no inference-mode tracing)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes become constants: H and W are fixed
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1")  # strided slices stay ops
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+        torch.onnx.export(model, (images,), str(partial), dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["output0"], dynamic_axes=dynamic_axes)  # fmt: skip
         graph = onnx.load(str(partial))
         for key, value in {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch)}.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(partial))
-        os.replace(partial, file)  # a reader never sees half a file
-    finally:
-        partial.unlink(missing_ok=True)
-    return file
+    return Path(file)
