@@ -10,15 +10,17 @@ import yaml
 
 from .errors import ConfigError
 
-# A source checkout (or editable install) has configs/ beside the package; a wheel ships them inside it.
+# A wheel ships the configs inside the package (`detr_toolkit.configs`); a source checkout or an editable
+# install has them in configs/ beside the package.
 _CHECKOUT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def packaged_configs() -> Path:
     """The folder holding the shipped model configs."""
-    if _CHECKOUT_CONFIGS.is_dir():
+    try:
+        return Path(str(resources.files("detr_toolkit.configs")))
+    except ModuleNotFoundError:
         return _CHECKOUT_CONFIGS
-    return Path(str(resources.files("detr_toolkit.configs")))
 
 
 def find_config(name: str | Path) -> Path:

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import weights
 from .engine.device import select_device
 from .engine.predictor import PredictOptions, Predictor, inference_dtype
-from .engine.saver import PredictionSaver, increment_dir
+from .engine.saver import PredictionSaver
 from .errors import CheckpointError, ConfigError
 from .nn import Detector, build_model
 from .results import Results
@@ -75,13 +75,13 @@ class RTDETR:
         """Detect objects in `source` (path, directory, glob, URL, list, PIL, numpy BGR, tensor, video).
 
         Returns a list of Results, or a generator of them with `stream=True` (for long videos).
-        `save`/`save_txt` write plotted images / YOLO labels to `project/name` (incremented: predict2, ...).
+        `save`/`save_txt` write plotted images / YOLO labels to `project/name` (incremented as ultralytics does: predict-2, ...).
         """
         options = PredictOptions(conf, imgsz or self.config.get("imgsz", 640), max_det, classes, batch)
         if options.classes is not None and not set(options.classes) <= set(self.names):
             raise ConfigError(f"classes={options.classes}: the model has classes 0..{len(self.names) - 1}")
         predictor = self._get_predictor(device, half)
-        saver = PredictionSaver(increment_dir(project, name), save, save_txt, save_conf) if save or save_txt else None
+        saver = PredictionSaver(project, name, save, save_txt, save_conf) if save or save_txt else None
         generator = self._predict_stream(predictor, source, options, saver, verbose)
         return generator if stream else list(generator)
 
@@ -110,7 +110,7 @@ class RTDETR:
         finally:
             if saver:
                 saver.close()
-                if verbose:
+                if verbose and saver.save_dir is not None:
                     print(f"Results saved to {saver.save_dir}")
 
     # --- train / val --------------------------------------------------------------------------------------

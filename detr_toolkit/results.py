@@ -3,11 +3,18 @@
 results = model.predict("bus.jpg")
 r = results[0]
 r.boxes.xyxy, r.boxes.conf, r.boxes.cls     # (N, 4), (N,), (N,)
-r.plot(); r.show(); r.save("out.jpg"); r.save_txt("out.txt"); r.to_json(); r.summary()
+r.plot(); r.show(); r.save("out.jpg"); r.save_txt("out.txt"); r.save_crop("crops")
+r.summary(); r.to_json(); r.to_csv(); r.to_df()
+r[:3]                                       # the first three detections, as a Results
+
+A detector's Results carry no masks, class probabilities, keypoints or oriented boxes: those attributes exist
+(as ultralytics' do) and are None, so that code written for any ultralytics result (supervision, SAHI) reads ours.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -16,20 +23,34 @@ import cv2
 import numpy as np
 import torch
 
+from .data.images import write_image
+from .errors import DetrToolkitError, OutputError
+from .files import free_path, make_dirs
 from .plotting import draw_detections
+
+# Crops are widened as ultralytics' save_one_box widens them: width and height x 1.02 + 10 pixels.
+CROP_GAIN, CROP_PAD = 1.02, 10
 
 
 class Boxes:
-    """Detections of one image: `data` (N, 6) = x1, y1, x2, y2 (pixels), confidence, class.
+    """Detections of one image: `data` (N, 6) = x1, y1, x2, y2 (pixels), confidence, class, or (N, 7) with a track
+    id before the confidence (x1, y1, x2, y2, id, confidence, class), as in ultralytics.
 
     Works on torch tensors or numpy arrays alike (`cpu()`, `numpy()`, `to()` convert).
     """
 
     def __init__(self, data: torch.Tensor | np.ndarray, orig_shape: tuple[int, int]):
-        if data.ndim != 2 or data.shape[1] != 6:
-            raise ValueError(f"Boxes expects (N, 6) data, got {tuple(data.shape)}")
+        if data.ndim == 1:
+            data = data[None]
+        if data.ndim != 2 or data.shape[1] not in (6, 7):
+            raise ValueError(f"Boxes expects (N, 6) or (N, 7) data, got {tuple(data.shape)}")
         self.data = data
         self.orig_shape = tuple(orig_shape)  # (height, width)
+
+    @property
+    def is_track(self) -> bool:
+        """True when the boxes carry track ids."""
+        return self.data.shape[1] == 7
 
     @property
     def xyxy(self):
@@ -39,19 +60,17 @@ class Boxes:
     @property
     def conf(self):
         """(N,) confidence."""
-        return self.data[:, 4]
+        return self.data[:, -2]
 
     @property
     def cls(self):
         """(N,) class index (float, as in ultralytics)."""
-        return self.data[:, 5]
+        return self.data[:, -1]
 
     @property
     def id(self):
-        """Track ids: always None (no tracker yet)."""
-        return None
-
-    is_track = False
+        """(N,) track ids, or None until the boxes are tracked."""
+        return self.data[:, -3] if self.is_track else None
 
     @property
     def xywh(self):
@@ -86,8 +105,7 @@ class Boxes:
         return len(self.data)
 
     def __getitem__(self, index) -> Boxes:
-        data = self.data[index]
-        return Boxes(data[None] if data.ndim == 1 else data, self.orig_shape)
+        return Boxes(self.data[index], self.orig_shape)
 
     def cpu(self) -> Boxes:
         return Boxes(self.data.cpu(), self.orig_shape) if isinstance(self.data, torch.Tensor) else self
@@ -112,7 +130,10 @@ class Results:
 
     orig_img: BGR uint8 (H, W, 3). boxes: Boxes. names: {class index: name}. path: the image's source.
     speed: {"preprocess", "inference", "postprocess"} in milliseconds per image.
+    masks, probs, keypoints, obb: None (ultralytics' attributes of other tasks).
     """
+
+    masks = probs = keypoints = obb = None
 
     def __init__(
         self,
@@ -142,8 +163,19 @@ class Results:
         return result
 
     def new(self) -> Results:
-        """A Results for the same image and names, without detections."""
-        return Results(self.orig_img, self.path, self.names, speed=self.speed)
+        """A Results for the same image, names, timings and save folder, without detections."""
+        return self._with_boxes(None)
+
+    def update(self, boxes: torch.Tensor | np.ndarray | None = None) -> None:
+        """Replace the detections ((N, 6) or (N, 7), see Boxes), clipped to the image, as ultralytics does."""
+        if boxes is None:
+            return
+        height, width = self.orig_shape
+        boxes = boxes.clone() if isinstance(boxes, torch.Tensor) else np.array(boxes, dtype=np.float32)
+        boxes = boxes[None] if boxes.ndim == 1 else boxes
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        self.boxes = Boxes(boxes, self.orig_shape)
 
     def cpu(self) -> Results:
         return self._with_boxes(self.boxes.cpu().data)
@@ -171,21 +203,42 @@ class Results:
         """One dict per detection: name, class, confidence, box {x1, y1, x2, y2} (normalised if asked)."""
         boxes = self.boxes.numpy()
         coords = boxes.xyxyn if normalize else boxes.xyxy
+        ids = boxes.id.astype(int).tolist() if boxes.is_track else [None] * len(boxes)
         rows = []
-        for (x1, y1, x2, y2), conf, cls in zip(coords.tolist(), boxes.conf.tolist(), boxes.cls.tolist()):
-            rows.append(
-                {
-                    "name": self.names.get(int(cls), str(int(cls))),
-                    "class": int(cls),
-                    "confidence": round(conf, decimals),
-                    "box": {k: round(v, decimals) for k, v in zip(("x1", "y1", "x2", "y2"), (x1, y1, x2, y2))},
-                }
-            )
+        for (x1, y1, x2, y2), conf, cls, track in zip(coords.tolist(), boxes.conf.tolist(), boxes.cls.tolist(), ids):
+            row = {
+                "name": self.names.get(int(cls), str(int(cls))),
+                "class": int(cls),
+                "confidence": round(conf, decimals),
+                "box": {k: round(v, decimals) for k, v in zip(("x1", "y1", "x2", "y2"), (x1, y1, x2, y2))},
+            }
+            if track is not None:
+                row["track_id"] = track
+            rows.append(row)
         return rows
 
     def to_json(self, normalize: bool = False, decimals: int = 5) -> str:
         """`summary()` as a JSON string."""
         return json.dumps(self.summary(normalize, decimals), indent=2)
+
+    def to_csv(self, normalize: bool = False, decimals: int = 5) -> str:
+        """`summary()` as CSV text, laid out as ultralytics writes it: name, class, confidence, box[, track_id]."""
+        rows = self.summary(normalize, decimals)
+        if not rows:
+            return "\n"
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)  # the box mapping is written as its repr, as ultralytics' fallback does
+        return out.getvalue()
+
+    def to_df(self, normalize: bool = False, decimals: int = 5):
+        """`summary()` as a polars DataFrame (as ultralytics returns); needs polars."""
+        try:
+            import polars as pl
+        except ImportError:
+            raise DetrToolkitError("Results.to_df needs polars: pip install polars") from None
+        return pl.DataFrame(self.summary(normalize, decimals))
 
     def __repr__(self) -> str:
         return f"Results(path={self.path!r}, orig_shape={self.orig_shape}, detections={len(self)})"
@@ -206,11 +259,12 @@ class Results:
         if not boxes or not len(self):
             return canvas
         det = self.boxes.numpy()
+        ids = det.id.astype(int) if det.is_track else [None] * len(det)
         texts = [
-            (f"{self.names.get(int(c), int(c))} {s:.2f}" if conf else str(self.names.get(int(c), int(c))))
+            ("" if i is None else f"id:{i} ") + str(self.names.get(int(c), int(c))) + (f" {s:.2f}" if conf else "")
             if labels
             else None
-            for c, s in zip(det.cls, det.conf)
+            for c, s, i in zip(det.cls, det.conf, ids)
         ]
         return draw_detections(canvas, det.xyxy, det.cls.astype(int), texts, line_width, font_size)
 
@@ -230,24 +284,41 @@ class Results:
             plt.show()
 
     def save(self, filename: str | Path | None = None) -> str:
-        """Write the plotted image; default name `results_<source name>`. Returns the path."""
+        """Write the plotted image; default name `results_<source name>.jpg`. Returns the path."""
         filename = Path(filename or f"results_{Path(self.path).stem}.jpg")
-        filename.parent.mkdir(parents=True, exist_ok=True)
-        ok, encoded = cv2.imencode(filename.suffix or ".jpg", self.plot())
-        if not ok:
-            raise ValueError(f"{filename}: cannot encode an image with this extension")
-        encoded.tofile(filename)
-        return str(filename)
+        return str(write_image(filename, self.plot()))
 
     def save_txt(self, txt_file: str | Path, save_conf: bool = False) -> str:
-        """Append YOLO-format lines `class cx cy w h [conf]` (normalised) to `txt_file`. Returns the path."""
+        """Append YOLO-format lines `class cx cy w h [conf] [track id]` (normalised) to `txt_file`. Returns the path."""
         boxes = self.boxes.numpy()
+        ids = boxes.id.astype(int).tolist() if boxes.is_track else [None] * len(boxes)
         lines = []
-        for cls, xywhn, conf in zip(boxes.cls.astype(int), boxes.xywhn, boxes.conf):
+        for cls, xywhn, conf, track in zip(boxes.cls.astype(int), boxes.xywhn, boxes.conf, ids):
             values = [*xywhn.tolist(), float(conf)] if save_conf else xywhn.tolist()
+            values += [] if track is None else [track]
             lines.append(f"{cls} " + " ".join(f"{v:.6g}" for v in values))
         txt_file = Path(txt_file)
-        txt_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(txt_file, "a", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in lines)
+        make_dirs(txt_file.parent)
+        try:
+            with open(txt_file, "a", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in lines)
+        except OSError as error:
+            raise OutputError(f"{txt_file}: cannot write ({error.strerror or error})") from None
         return str(txt_file)
+
+    def save_crop(self, save_dir: str | Path, file_name: str | Path = "im.jpg") -> list[str]:
+        """Write each detection's region (widened by CROP_GAIN and CROP_PAD, as ultralytics crops) to
+        `save_dir/<class name>/<file_name stem>.jpg`, numbered `stem-2.jpg`, ... when taken. Returns the paths."""
+        boxes = self.boxes.numpy()
+        height, width = self.orig_shape
+        centre, size = boxes.xywh[:, :2], boxes.xywh[:, 2:] * CROP_GAIN + CROP_PAD
+        corners = np.concatenate([centre - size / 2, centre + size / 2], 1).astype(int)
+        corners[:, [0, 2]] = corners[:, [0, 2]].clip(0, width)
+        corners[:, [1, 3]] = corners[:, [1, 3]].clip(0, height)
+        written = []
+        for (x1, y1, x2, y2), cls in zip(corners.tolist(), boxes.cls.astype(int).tolist()):
+            if x2 > x1 and y2 > y1:
+                folder = Path(save_dir) / str(self.names.get(cls, cls))
+                path = free_path(folder / f"{Path(file_name).stem}.jpg")
+                written.append(str(write_image(path, self.orig_img[y1:y2, x1:x2])))
+        return written

@@ -32,7 +32,7 @@ def test_predict_prints_a_line_per_image_and_saves_runs(tmp_path, tiny_weights):
                    f"project={tmp_path / 'runs'}")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "zidane.jpg: 96x96 " in again.stdout
-    assert (tmp_path / "runs" / "predict2" / "zidane.jpg").is_file()
+    assert (tmp_path / "runs" / "predict-2" / "zidane.jpg").is_file()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -82,3 +83,61 @@ def test_empty_results_and_conversions():
     assert isinstance(boxes.numpy().data, np.ndarray) and boxes.numpy().to("cpu").data.dtype == torch.float32
     with pytest.raises(ValueError):
         Boxes(torch.zeros(3, 5), (20, 30))
+
+
+def test_ultralytics_attributes_of_a_detection_result(detections):
+    """What ultralytics' clients read: the other tasks' attributes are None, boxes are untracked, slices are Results."""
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    for attribute in ("masks", "probs", "keypoints", "obb"):
+        assert getattr(ours, attribute) is None and getattr(theirs, attribute) is None, attribute
+    assert ours.boxes.id is None and ours.boxes.is_track is False and theirs.boxes.is_track is False
+    head = ours[:2]
+    assert isinstance(head, Results) and len(head) == 2 and torch.equal(head.boxes.data, theirs[:2].boxes.data)
+    empty = ours.new()
+    assert len(empty) == 0 and empty.path == ours.path and empty.names is ours.names and empty.speed is ours.speed
+    moved = ours.numpy()
+    assert isinstance(moved.boxes.data, np.ndarray) and np.allclose(moved.boxes.xyxy, theirs.numpy().boxes.xyxy)
+
+
+def test_tracked_boxes_match_ultralytics(detections):
+    """(N, 7) boxes carry track ids before the confidence; summary, labels and plots show them as ultralytics does."""
+    image = cv2.imread(str(PHOTOS[0]))
+    tracked = torch.cat([detections[:, :4], torch.tensor([[7.0], [3.0], [12.0]]), detections[:, 4:]], 1)
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, tracked.clone()), peer_results(image, tracked)
+    assert ours.boxes.is_track and theirs.boxes.is_track
+    for attribute in ("id", "conf", "cls", "xyxy", "xywhn"):
+        assert torch.equal(getattr(ours.boxes, attribute), getattr(theirs.boxes, attribute)), attribute
+    assert [r["track_id"] for r in ours.summary()] == [r["track_id"] for r in theirs.summary()] == [7, 3, 12]
+    assert ours.to_csv() == theirs.to_csv()
+    assert not np.array_equal(ours.plot(), Results(image, str(PHOTOS[0]), NAMES, detections).plot())  # "id:7 ..."
+
+
+def test_update_clips_like_ultralytics(detections):
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    outside = torch.tensor([[-20.0, -5.0, 5000.0, 90.0, 0.8, 2.0]])
+    ours.update(boxes=outside.clone())
+    theirs.update(boxes=outside.clone())
+    assert torch.equal(ours.boxes.data, theirs.boxes.data)
+
+
+def test_csv_and_dataframe_match_ultralytics(detections):
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    for normalize in (False, True):
+        assert ours.to_csv(normalize=normalize) == theirs.to_csv(normalize=normalize)
+        assert ours.to_df(normalize=normalize).equals(theirs.to_df(normalize=normalize))
+    assert ours.new().to_csv() == theirs.new().to_csv()
+
+
+def test_crops_match_ultralytics(tmp_path, detections):
+    """save_crop writes one file per detection under the class name, cut as ultralytics cuts (gain and padding)."""
+    image = cv2.imread(str(PHOTOS[0]))
+    ours, theirs = Results(image, str(PHOTOS[0]), NAMES, detections.clone()), peer_results(image, detections)
+    written = ours.save_crop(tmp_path / "ours", "bus")
+    theirs.save_crop(tmp_path / "theirs", "bus")
+    peer_files = sorted(p.relative_to(tmp_path / "theirs") for p in (tmp_path / "theirs").rglob("*.jpg"))
+    assert sorted(Path(p).relative_to(tmp_path / "ours") for p in written) == peer_files
+    for name in peer_files:
+        assert cv2.imread(str(tmp_path / "ours" / name)).shape == cv2.imread(str(tmp_path / "theirs" / name)).shape

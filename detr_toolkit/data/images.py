@@ -1,4 +1,5 @@
-"""Reading images into the one layout the predictor takes: BGR uint8 (H, W, 3), like OpenCV and ultralytics."""
+"""Images in the one layout the predictor takes, BGR uint8 (H, W, 3) like OpenCV and ultralytics: reading files and
+arrays into it, writing it to files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import OutputError, SourceError
+from ..files import write_file
 
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
@@ -48,3 +50,15 @@ def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(image)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Encode a BGR uint8 image in the format of `path`'s extension and write it atomically; OutputError naming
+    the file when OpenCV cannot write that format or the file cannot be written."""
+    path = Path(path)
+    if not path.suffix or not cv2.haveImageWriter(str(path)):
+        raise OutputError(f"{path}: cannot write images of this format (use .jpg, .png, .bmp, .tif or .webp)")
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OutputError(f"{path}: OpenCV could not encode the image in this format")
+    return write_file(path, encoded.tobytes())

@@ -12,6 +12,7 @@ export (position embeddings and proposal anchors are laid out for them); the bat
 from __future__ import annotations
 
 import copy
+import io
 import warnings
 from pathlib import Path
 
@@ -19,8 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DetrToolkitError
+from ..files import write_file
 from ..nn import Detector, fuse_model
-from ..weights.native import atomic_file
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17  # GridSample (deformable attention) needs 16; 17 adds LayerNormalization
@@ -66,15 +67,15 @@ def export_onnx(
             module.fix_input_size(imgsz, imgsz)
     images = torch.rand(batch, 3, imgsz, imgsz)
     dynamic_axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
-    with atomic_file(file) as partial, torch.no_grad(), warnings.catch_warnings():  # (no inference-mode tracing)
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():  # (no inference-mode tracing)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes become constants: H and W are fixed
         warnings.filterwarnings("ignore", "Constant folding - Only steps=1")  # strided slices stay ops
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-        torch.onnx.export(model, (images,), str(partial), dynamo=False, opset_version=opset,
+        torch.onnx.export(model, (images,), buffer, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output0"], dynamic_axes=dynamic_axes)  # fmt: skip
-        graph = onnx.load(str(partial))
-        for key, value in {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch)}.items():
-            graph.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(partial))
-    return Path(file)
+    graph = onnx.load_from_string(buffer.getvalue())
+    for key, value in {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch)}.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph)
+    return write_file(file, graph.SerializeToString())

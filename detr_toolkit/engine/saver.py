@@ -1,4 +1,9 @@
-"""Writing predictions to a run folder: plotted images, plotted videos, YOLO-format label files."""
+"""Writing predictions to a run folder: plotted images, plotted videos, YOLO-format label files.
+
+The folder (`project/name`, incremented as ultralytics does: name-2, name-3, ...) is made when the first output is written, so a run
+that fails before saving anything leaves no empty folder. Every source keeps its outputs: two sources with the
+same file name (`a/bus.jpg`, `b/bus.jpg`) are saved as `bus.jpg` and `bus-2.jpg`, labels alike.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +11,49 @@ from pathlib import Path
 
 import cv2
 
+from ..data.images import write_image
 from ..data.sources import Frame
+from ..errors import OutputError
+from ..files import INCREMENT_SEPARATOR, increment_dir
 from ..results import Results
 
-
-def increment_dir(project: str | Path, name: str) -> Path:
-    """project/name, or project/name2, name3, ... if it exists; created."""
-    base = Path(project) / name
-    path, n = base, 2
-    while path.exists():
-        path, n = base.with_name(f"{name}{n}"), n + 1
-    path.mkdir(parents=True)
-    return path
+DEFAULT_IMAGE_SUFFIX = ".jpg"  # for sources without a suffix OpenCV can write (URLs, arrays, .heic, .gif, ...)
 
 
 class PredictionSaver:
-    """Saves each (frame, result) into `save_dir`: images as files, video frames into one video per source."""
+    """Saves each (frame, result) into `project/name`: images as files, video frames into one video per source."""
 
-    def __init__(self, save_dir: Path, save_images: bool, save_txt: bool, save_conf: bool = False):
-        self.save_dir = save_dir
-        self.save_images = save_images
-        self.save_txt = save_txt
-        self.save_conf = save_conf
+    def __init__(self, project: str | Path, name: str, save_images: bool, save_txt: bool, save_conf: bool = False):
+        self.project, self.name = project, name
+        self.save_images, self.save_txt, self.save_conf = save_images, save_txt, save_conf
+        self.save_dir: Path | None = None  # made on the first write
+        self._stems: dict[str, str] = {}  # source -> the file stem its outputs are saved under
         self._writers: dict[str, cv2.VideoWriter] = {}
 
+    def _stem(self, source: str) -> str:
+        """The stem `source`'s outputs get: its own, or its own numbered when another source took it."""
+        if source not in self._stems:
+            stem, taken, n = Path(source).stem or "image", set(self._stems.values()), 2
+            unique = stem
+            while unique in taken:
+                unique, n = f"{stem}{INCREMENT_SEPARATOR}{n}", n + 1
+            self._stems[source] = unique
+        return self._stems[source]
+
     def add(self, frame: Frame, result: Results) -> None:
-        stem = Path(frame.path).stem
+        if self.save_dir is None:
+            self.save_dir = increment_dir(self.project, self.name)
+        stem = self._stem(frame.path)
         if self.save_txt:
             suffix = "" if frame.video_frame is None else f"_{frame.video_frame}"
             result.save_txt(self.save_dir / "labels" / f"{stem}{suffix}.txt", save_conf=self.save_conf)
         if not self.save_images:
             return
         if frame.video_frame is None:
-            name = Path(frame.path).name if Path(frame.path).suffix else f"{stem}.jpg"
-            result.save(self.save_dir / name)
+            suffix = Path(frame.path).suffix
+            if not suffix or not cv2.haveImageWriter(f"x{suffix}"):
+                suffix = DEFAULT_IMAGE_SUFFIX
+            write_image(self.save_dir / f"{stem}{suffix}", result.plot())
         else:
             self._video_writer(frame, stem).write(result.plot())
         result.save_dir = str(self.save_dir)
@@ -50,8 +64,11 @@ class PredictionSaver:
             fps = capture.get(cv2.CAP_PROP_FPS) or 30
             capture.release()
             height, width = frame.image.shape[:2]
-            path = str(self.save_dir / f"{stem}.mp4")
-            self._writers[frame.path] = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            path = self.save_dir / f"{stem}.mp4"
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            if not writer.isOpened():
+                raise OutputError(f"{path}: cannot write the video")
+            self._writers[frame.path] = writer
         return self._writers[frame.path]
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 import os
 import random
@@ -38,18 +39,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
 from ..errors import CheckpointError
+from ..files import increment_dir, write_file
 from ..loss import DetectionCriterion
 from ..nn import Detector, build_model
 from ..nn.lwdetr_decoder import LWDETRDecoder
 from ..weights import load_weights, save_weights
-from ..weights.native import atomic_file
 from .coco_metrics import coco_metrics
 from .confusion import confusion_matrix
 from .cpu_memory import keep_freed_memory
 from .device import select_device
 from .ema import ModelEMA
 from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
-from .saver import increment_dir
 from .train_args import TrainArgs
 from .validator import evaluate, predict_dataset
 
@@ -218,8 +218,9 @@ class Trainer:
             "train_args": self.args.to_dict(),
             "save_dir": str(self.save_dir),
         }
-        with atomic_file(weights / "last.pt") as tmp:
-            torch.save(state, tmp)
+        buffer = io.BytesIO()  # serialised first: a full disk then fails in our writer, with a clear message
+        torch.save(state, buffer)
+        write_file(weights / "last.pt", buffer.getbuffer())
 
     # --- loop ----------------------------------------------------------------------------------------------
 

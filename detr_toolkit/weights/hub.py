@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ..errors import CheckpointError, SourceError
+from ..errors import CheckpointError, OutputError, SourceError
+from ..files import atomic_file
 
 RELEASES = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 OFFICIAL_WEIGHTS = {name: f"{RELEASES}/{name}" for name in ("rtdetr-l.pt", "rtdetr-x.pt")}
@@ -25,18 +25,18 @@ def download(url: str, subdir: str = "", timeout: float = 30.0) -> Path:
     target = cache_dir() / subdir / (Path(unquote(urlparse(url).path)).name or "download")
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with (
+            atomic_file(target) as tmp,
+            open(tmp, "wb") as out,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+        ):
             shutil.copyfileobj(response, out)
-        os.replace(tmp, target)
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
+    except (urllib.error.URLError, TimeoutError) as error:
         reason = getattr(error, "reason", error)
         raise SourceError(f"{url}: download failed ({reason}); put the file at {target} to use it offline") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write the download ({error.strerror or error})") from None
     return target
 
 

@@ -1,0 +1,99 @@
+"""Writing outputs without losing anything: whole files only (written beside their place, then renamed in one
+step), created with the user's usual file mode, under free names when a name is taken, in run folders that do
+not stay behind empty when a run fails.
+
+Every failure to write (a read-only folder, a full disk, a name that is a folder) is an `OutputError` naming
+the path, in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputError
+
+INCREMENT_SEPARATOR = "-"  # taken names are numbered name-2, name-3, ..., as ultralytics numbers them
+
+
+def user_file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def make_dirs(folder: str | Path) -> Path:
+    """Create `folder` and its parents; OutputError naming it when that is impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot create the folder ({error.strerror or error})") from None
+    return folder
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write to; on success it replaces `path` in one step, so a reader
+    (or a run killed mid-write) never sees half a file. The file gets the user's usual mode, not mkstemp's 0600."""
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)  # errors of the writer itself pass through as they are
+        try:
+            os.chmod(tmp, user_file_mode())
+            os.replace(tmp, path)
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_file(path: str | Path, data: bytes | bytearray | memoryview) -> Path:
+    """Write `data` to `path` atomically (see `atomic_file`). Serialise to bytes first and write them here: a full
+    disk then fails as an OutputError naming the file, not as an opaque error from inside a library's writer."""
+    with atomic_file(path) as tmp:
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+    return Path(path)
+
+
+def free_path(path: str | Path, taken: set[Path] | None = None) -> Path:
+    """`path` if no file has that name (and it is not in `taken`), else `stem-2.ext`, `stem-3.ext`, ..."""
+    path = Path(path)
+    candidate, n = path, 2
+    while candidate.exists() or (taken is not None and candidate in taken):
+        candidate, n = path.with_name(f"{path.stem}{INCREMENT_SEPARATOR}{n}{path.suffix}"), n + 1
+    return candidate
+
+
+def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
+    """project/name, or the first free of name-2, name-3, ... (project/name itself when `exist_ok`); created."""
+    base = Path(project) / name
+    path, n = base, 2
+    while path.exists() and not exist_ok:
+        path, n = base.with_name(f"{name}{INCREMENT_SEPARATOR}{n}"), n + 1
+    return make_dirs(path)
+
+
+def remove_if_unused(folder: Path, keep_if_present: str | None = None) -> None:
+    """Remove a run folder a failed run made: when it is empty, or when it lacks `keep_if_present` (the file that
+    would make it worth keeping, e.g. a resumable checkpoint)."""
+    if not folder.is_dir():
+        return
+    if not any(folder.iterdir()) or (keep_if_present is not None and not (folder / keep_if_present).exists()):
+        shutil.rmtree(folder, ignore_errors=True)
