@@ -20,7 +20,7 @@ from . import weights
 from .engine.device import select_device
 from .engine.predictor import PredictOptions, Predictor, inference_dtype
 from .engine.saver import PredictionSaver
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError, DetrToolkitError
 from .nn import Detector, build_model
 from .results import Results
 
@@ -37,16 +37,16 @@ class RTDETR:
 
     def __init__(self, model: str | Path | dict = "rtdetr-l.pt", device: str | int | torch.device | None = None):
         config, state = weights.load(model)
+        source = "model config" if isinstance(model, dict) else str(model)
         self.names: dict[int, str] = config.pop("names", None) or {i: str(i) for i in range(config.get("nc", 0))}
         self.config = config
-        self.model: Detector = build_model(config)
+        try:
+            self.model: Detector = build_model(config)
+        except DetrToolkitError as error:  # a bad or oversized config: name the file it came from
+            raise type(error)(f"{source}: {error}") from None
         self.pretrained = state is not None  # False: random weights from a config
         if state is not None:
-            try:
-                self.model.load_state_dict(state)
-            except RuntimeError as error:
-                first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-                raise CheckpointError(f"{model}: weights do not fit the model config ({first})") from None
+            weights.load_state(self.model, state, source)
         self.ckpt_path = str(model) if not isinstance(model, dict) else None
         self.model.eval().to(select_device(device))
         self._predictor: Predictor | None = None

@@ -9,7 +9,7 @@ from conftest import TINY_CONFIG
 
 from detr_toolkit import RTDETR
 from detr_toolkit.config import load_model_config
-from detr_toolkit.errors import ConfigError
+from detr_toolkit.errors import ConfigError, LimitError
 from detr_toolkit.nn import build_model
 
 
@@ -32,7 +32,7 @@ def test_shipped_names_resolve():
     "edit, message",
     [
         (lambda c: c.update(colour="red"), r"unknown model config key\(s\) \['colour'\]"),
-        (lambda c: c["backbone"].update(depth=3), r"backbone: unknown key\(s\) \['depth'\]"),
+        (lambda c: c["backbone"].update(depth=3), r"backbone \(hgnetv2\): unknown key\(s\) \['depth'\]"),
         (lambda c: c["encoder"].update(type="transformer"), r"encoder: unknown type 'transformer'"),
         (lambda c: c["decoder"].update(feat_strides=[8, 16]), r"decoder: feat_strides"),
         (lambda c: c.update(nc=0), r"nc \(number of classes\) >= 1"),
@@ -45,6 +45,55 @@ def test_bad_configs_are_named(edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message):
         build_model(config)
+
+
+@pytest.mark.parametrize(
+    "edit, error, message",
+    [
+        (
+            lambda c: c["decoder"].update(num_queries="300"),
+            ConfigError,
+            r"decoder \(rtdetr\): num_queries='300' must be int",
+        ),
+        (lambda c: c["encoder"].update(num_heads=True), ConfigError, r"num_heads=True must be int"),
+        (lambda c: c["decoder"].update(num_layers=-1), ConfigError, r"num_layers=-1 must not be negative"),
+        (lambda c: c["backbone"]["stages"][2].update(downsample=False), ConfigError, r"parts do not fit together"),
+        (lambda c: c["decoder"].update(num_points=0), ConfigError, r"parts do not fit together"),
+        (
+            lambda c: c.update(imgsz=100),
+            ConfigError,
+            r"imgsz=100: must be a positive multiple of the model's stride 32",
+        ),
+        (lambda c: c.update(mean=[0.5, "x", 0.5]), ConfigError, r"mean must be a list of 3 numbers"),
+        (lambda c: c["decoder"].update(num_layers=10**6), LimitError, r"num_layers=1000000: 1,000,000 layers"),
+        (lambda c: c["decoder"].update(num_queries=10**7), LimitError, r"DETR_TOOLKIT_MAX_MODEL_QUERIES"),
+        (lambda c: c["encoder"].update(hidden_dim=60000, ffn_dim=60000), LimitError, r"MODEL_PARAMETERS"),
+    ],
+    ids=["text", "bool", "negative", "stages", "zero-points", "stride", "mean", "layers", "queries", "parameters"],
+)
+def test_malformed_and_oversized_configs_fail_before_allocating(edit, error, message):
+    """Types from the constructors' signatures, value limits, the parameter count and a forward pass of shapes on
+    the meta device: each fails in one line, in bounded time, without allocating the model."""
+    import time
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config.pop("names")
+    edit(config)
+    start = time.perf_counter()
+    with pytest.raises(error, match=message):
+        build_model(config)
+    assert time.perf_counter() - start < 20
+
+
+def test_limits_can_be_raised(monkeypatch):
+    config = copy.deepcopy(TINY_CONFIG)
+    config.pop("names")
+    config["decoder"]["num_layers"] = 5
+    monkeypatch.setenv("DETR_TOOLKIT_MAX_MODEL_LAYERS", "4")
+    with pytest.raises(LimitError, match="num_layers=5: 5 layers.* above the limit of 4 .set DETR_TOOLKIT_MAX_MODEL_LAY"):
+        build_model(config)
+    monkeypatch.setenv("DETR_TOOLKIT_MAX_MODEL_LAYERS", "5")
+    assert len(build_model(config).decoder.layers) == 5
 
 
 def test_bad_yaml_files(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from conftest import PHOTOS
 
 from detr_toolkit import RTDETR
-from detr_toolkit.errors import CheckpointError
+from detr_toolkit.errors import CheckpointError, LimitError
 
 
 class RunsCommand:
@@ -127,3 +127,161 @@ def test_weights_that_do_not_fit_the_config(tmp_path, tiny_weights):
     bad = save_weights(state, config, tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointError, match="do not fit the model config"):
         RTDETR(bad)
+
+
+# --- hostile and malformed checkpoints: one CheckpointError naming the file, in bounded time and memory ----------
+
+
+def _long(n: int) -> bytes:
+    """A pickle LONG1 opcode for the integer n."""
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+def _patched_checkpoint(path, old: bytes, new: bytes) -> None:
+    """torch.save of {"model": a 4-element tensor}, with `old` replaced by `new` in its pickle."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"model": torch.zeros(4)}, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as source, zipfile.ZipFile(path, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename.endswith("data.pkl"):
+                assert old in data
+                data = data.replace(old, new)
+            target.writestr(entry.filename, data)
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (b"QK\x00K\x04\x85", b"QK\x00" + _long(10**11) + b"\x85", "a tensor of 100,000,000,000 elements over"),
+        (
+            b"K\x04\x85q\x08K\x01\x85",
+            _long(10**11) + b"\x85q\x08K\x00\x85",
+            "a tensor of 100,000,000,000 elements over",
+        ),
+        (b"K\x04tq", _long(10**11) + b"tq", "corrupt checkpoint"),
+    ],
+    ids=["view-beyond-storage", "stride-0-view", "storage-size-lie"],
+)
+def test_small_checkpoint_asking_for_gigabytes(tmp_path, old, new, message):
+    path = tmp_path / "greedy.pt"
+    _patched_checkpoint(path, old, new)
+    assert path.stat().st_size < 2000
+    with pytest.raises(CheckpointError, match=message):
+        RTDETR(path)
+
+
+def test_numpy_array_from_nothing_is_refused(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    class HugeArray:
+        def __reduce__(self):
+            return np._core.multiarray._reconstruct, (np.ndarray, (10**11,), b"b")
+
+    path = tmp_path / "numpy.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"model": HugeArray()}, protocol=2))
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+    with pytest.raises(CheckpointError, match=r"numpy array of shape \(100000000000,\)"):
+        RTDETR(path)
+
+
+def test_zip_bomb_is_refused_before_inflating(tmp_path):
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/data/0", b"\0" * (64 << 20))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(LimitError, match="archive/data/0 expands.*DETR_TOOLKIT_MAX_CHECKPOINT_EXPANSION"):
+        RTDETR(path)
+
+
+@pytest.mark.parametrize("content", [[1, 2, 3], "text", 5, {"model": 3, "args": None}, {"ema": torch.zeros(3)}])
+def test_odd_pickles_are_not_tracebacks(tmp_path, content):
+    """rf-detr's and ultralytics' format checks look inside only what has the right type."""
+    path = tmp_path / "odd.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="not an RT-DETR checkpoint of a known format"):
+        RTDETR(path)
+
+
+def test_cyclic_module_tree_is_malformed_not_endless(tmp_path, ultralytics_l):
+    """A module tree whose child is its own parent (a pickle can say so): refused, not walked forever."""
+    from detr_toolkit.weights.safe_pickle import ForeignObject, module_tree_state
+
+    node = ForeignObject()
+    node.__dict__.update(_parameters={"w": torch.zeros(1)}, _buffers={}, _modules={})
+    node._modules["child"] = node
+    assert list(module_tree_state(node)) == ["w"]
+
+
+def _hf_folder(tmp_path):
+    import peers
+
+    folder, _ = peers.transformers_checkpoint(tmp_path, "lw_detr")
+    return folder
+
+
+def test_transformers_folder_with_an_unknown_or_missing_tensor(tmp_path):
+    """The rename rules claim only the decoder's own modules: a tensor no rule knows is named as it is in the file,
+    and a tensor the model needs but the file lacks is named too."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _hf_folder(tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({**tensors, "model.extra_head.weight": torch.zeros(2)}, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"unexpected tensor 'model\.extra_head\.weight'"):
+        RTDETR(folder)
+    dropped = next(k for k in tensors if k.endswith("class_embed.bias"))
+    save_file({k: v for k, v in tensors.items() if k != dropped}, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"do not fit the model config \(missing: decoder\.score_head"):
+        RTDETR(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.pop("backbone_config"), "malformed transformers model folder"),
+        (lambda c: c["backbone_config"].update(num_hidden_layers="many"), "malformed transformers model folder"),
+        (
+            lambda c: c.update(decoder_layers=10**6),
+            r"num_layers=1000000: 1,000,000 layers.*DETR_TOOLKIT_MAX_MODEL_LAYERS",
+        ),
+        (lambda c: c.update(d_model=60000), r"parameters, above the limit.*DETR_TOOLKIT_MAX_MODEL_PARAMETERS"),
+    ],
+    ids=["no-backbone", "text-depth", "million-layers", "billions-of-parameters"],
+)
+def test_transformers_config_that_is_malformed_or_asks_too_much(tmp_path, edit, message):
+    import json
+    import time
+
+    folder = _hf_folder(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError if "malformed" in message else LimitError, match=message) as raised:
+        RTDETR(folder)
+    assert str(folder) in str(raised.value)
+    assert time.perf_counter() - start < 30
+
+
+def test_our_file_with_a_broken_config_inside(tmp_path, tiny_weights):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(tiny_weights), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    for config, message in [("{not json", "not JSON"), ('["a list"]', "not a mapping"),
+                            ('{"nc": 4, "backbone": {"type": "hgnetv2", "stem": "wide"}}', "backbone")]:  # fmt: skip
+        path = tmp_path / "broken.safetensors"
+        save_file(tensors, path, metadata={**metadata, "config": config})
+        with pytest.raises((CheckpointError, ValueError), match=message) as raised:
+            RTDETR(path)
+        assert str(path) in str(raised.value)

@@ -14,7 +14,6 @@ Channel counts flow from one part to the next; nothing else is implied.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from .backbones import BACKBONES
 from .decoder import RTDETRDecoder
 from .encoder import HybridEncoder
 from .lwdetr_decoder import LWDETRDecoder
+from .validation import CONSTRUCTION_ERRORS, check_arguments, check_config_values, check_on_meta, is_number
 
 
 class NoEncoder(nn.Module):
@@ -41,6 +41,7 @@ class NoEncoder(nn.Module):
 ENCODERS = {"hybrid": HybridEncoder, "none": NoEncoder}
 DECODERS = {"rtdetr": RTDETRDecoder, "lwdetr": LWDETRDecoder}
 MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder"}
+DEFAULT_IMGSZ = 640  # a config without imgsz is checked at this input size
 # Arguments a part receives from the parts before it, never from its config section.
 DERIVED = {"in_channels", "num_classes"}
 
@@ -78,38 +79,50 @@ class Detector(nn.Module):
 
 
 def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where: str, **derived: Any) -> nn.Module:
-    """Instantiate `registry[section['type']]` with the section's keys, refusing keys it does not take."""
+    """Instantiate `registry[section['type']]` with the section's keys, checked against its signature first."""
     if not isinstance(section, dict) or "type" not in section:
         raise ConfigError(f"{where}: needs a mapping with a 'type' (one of {sorted(registry)})")
     kwargs = dict(section)
     kind = kwargs.pop("type")
-    if kind not in registry:
+    if not isinstance(kind, str) or kind not in registry:
         raise ConfigError(f"{where}: unknown type {kind!r} (known: {sorted(registry)})")
     cls = registry[kind]
-    accepted = set(inspect.signature(cls).parameters) - DERIVED
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {kind} (known: {sorted(accepted)})")
+    check_arguments(cls, kwargs, f"{where} ({kind})", derived=DERIVED)
     try:
         return cls(**kwargs, **derived)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from None
+    except CONSTRUCTION_ERRORS as error:
+        raise ConfigError(f"{where}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
 
 
 def build_model(config: dict[str, Any]) -> Detector:
-    """Build a randomly initialised detector from a model config (see the module docstring)."""
+    """Build a randomly initialised detector from a model config (see the module docstring).
+
+    The config is checked before anything is allocated (see `validation`): keys and types, value limits, the
+    parameter count, and a forward pass of shapes only, so that a malformed or hostile config fails with one
+    line naming the problem instead of a traceback or exhausted memory.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"a model config must be a mapping of keys, got {type(config).__name__}")
     unknown = sorted(set(config) - MODEL_KEYS)
     if unknown:
         raise ConfigError(f"unknown model config key(s) {unknown} (known: {sorted(MODEL_KEYS)})")
-    if not isinstance(config.get("nc"), int) or config["nc"] < 1:
+    if not isinstance(config.get("nc"), int) or isinstance(config["nc"], bool) or config["nc"] < 1:
         raise ConfigError(f"model config needs nc (number of classes) >= 1, got {config.get('nc')!r}")
+    for key in ("mean", "std"):
+        value = config.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(is_number(v) for v in value)):
+            raise ConfigError(f"model config {key} must be a list of 3 numbers (R, G, B), got {value!r}")
+    check_config_values({k: v for k, v in config.items() if k != "names"})
+    if torch.get_default_device().type != "meta":
+        with torch.device("meta"):
+            check_on_meta(_build(config), config.get("imgsz", DEFAULT_IMGSZ))
+    return _build(config)
+
+
+def _build(config: dict[str, Any]) -> Detector:
     backbone = _build_part(BACKBONES, config.get("backbone"), "backbone")
     encoder = _build_part(ENCODERS, config.get("encoder"), "encoder", in_channels=backbone.out_channels)
     decoder = _build_part(
         DECODERS, config.get("decoder"), "decoder", in_channels=encoder.out_channels, num_classes=config["nc"]
     )
-    for key in ("mean", "std"):
-        value = config.get(key)
-        if value is not None and (not isinstance(value, list) or len(value) != 3):
-            raise ConfigError(f"model config {key} must be a list of 3 numbers (R, G, B), got {value!r}")
     return Detector(backbone, encoder, decoder, config.get("mean"), config.get("std"))

@@ -6,19 +6,26 @@ Each foreign format is one module of key mapping (`ultralytics.py`, `huggingface
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import load_model_config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DetrToolkitError
 from . import huggingface, roboflow, ultralytics
 from .hub import resolve_weights
 from .native import load_weights, save_weights
 from .safe_pickle import load_foreign_checkpoint
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+OPTIONAL_SUFFIX = "num_batches_tracked"  # batch norms start counting from 0 without it, as torch's loading does
+# What a converter raises on a file of the right format whose contents are not what the format promises
+# (a missing key, a string where a number belongs, a list too short): the file is malformed, not our code.
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError)
 
 
 def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
@@ -28,16 +35,52 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
     if str(source).endswith(CONFIG_SUFFIXES):
         return load_model_config(source), None
     if huggingface.is_hf_folder(Path(source)):
-        return huggingface.load_folder(Path(source))
+        with _malformed_is_named(source, "transformers model folder"):
+            return huggingface.load_folder(Path(source))
     path = resolve_weights(source)
     if path.suffix == ".safetensors":
-        return load_weights(path)
+        with _malformed_is_named(path, "detr-toolkit weights file"):
+            return load_weights(path)
     checkpoint = load_foreign_checkpoint(path)
     if ultralytics.is_ultralytics_checkpoint(checkpoint):
-        return ultralytics.convert(checkpoint, path)
+        with _malformed_is_named(path, "ultralytics checkpoint"):
+            return ultralytics.convert(checkpoint, path)
     if roboflow.is_rfdetr_checkpoint(checkpoint):
-        return roboflow.convert(checkpoint, path)
+        with _malformed_is_named(path, "rf-detr checkpoint"):
+            return roboflow.convert(checkpoint, path)
     raise CheckpointError(f"{path}: not an RT-DETR checkpoint of a known format (ultralytics, rf-detr, detr-toolkit)")
 
 
-__all__ = ["load", "load_weights", "save_weights"]
+@contextmanager
+def _malformed_is_named(path: str | Path, kind: str) -> Iterator[None]:
+    """A converter's error on a file whose contents are not what its format promises becomes one CheckpointError."""
+    try:
+        yield
+    except DetrToolkitError:
+        raise
+    except MALFORMED as error:
+        detail = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise CheckpointError(f"{path}: a malformed {kind} ({detail})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> None:
+    """Load `state` into `model` exactly: every tensor the model has, nothing else, shapes equal. Otherwise one
+    CheckpointError naming the tensors that do not fit (a few of each kind, and how many)."""
+    own = model.state_dict()
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    problems = []
+    for kind, keys in (
+        ("unexpected", sorted(k for k in state if k not in own)),
+        ("missing", sorted(k for k in own if k not in state and not k.endswith(OPTIONAL_SUFFIX))),
+        ("not tensors", sorted(k for k in state if k in own and k not in tensors)),
+        ("of other shapes", sorted(k for k in tensors if k in own and tensors[k].shape != own[k].shape)),
+    ):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+            problems.append(f"{kind}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source}: the weights do not fit the model config ({'; '.join(problems)})")
+    model.load_state_dict(state)
+
+
+__all__ = ["load", "load_state", "load_weights", "save_weights"]

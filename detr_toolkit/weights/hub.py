@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..config import packaged_configs
 from ..errors import CheckpointError, OutputError, SourceError
 from ..files import atomic_file
 
@@ -56,4 +57,5 @@ def resolve_weights(name: str | Path) -> Path:
                 f"{name}: not found locally and the download from {OFFICIAL_WEIGHTS[str(name)]} failed "
                 f"(offline?); download it elsewhere and put it at {cached}"
             ) from None
-    raise CheckpointError(f"{path}: no such checkpoint file")
+    hint = f" (the shipped config is {path.name}.yaml)" if (packaged_configs() / f"{path.name}.yaml").is_file() else ""
+    raise CheckpointError(f"{path}: no such checkpoint file{hint}")

@@ -24,6 +24,9 @@ from .mapping import Rule, apply_rules, unpack_in_proj
 MODEL_TYPES = ("rf_detr", "lw_detr")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
+# The decoder's modules, in any spelling below (each also under `model.` or `transformer.`).
+DECODER_PARTS = ("decoder", "enc_output", "enc_output_norm", "enc_out_bbox_embed", "enc_out_class_embed", "class_embed",
+                 "bbox_embed", "query_feat", "reference_point_embed", "refpoint_embed")  # fmt: skip
 # Three spellings reach us: transformers' module names (`model.backbone.backbone...`), the names its
 # `save_pretrained` writes back (RF-DETR: roboflow's original `backbone.0.encoder.encoder...` layout, the
 # same as in rf-detr's .pth files; LW-DETR: `attention.attention.query...`), and mixtures of these.
@@ -31,7 +34,7 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 _PARTS: list[tuple[str, str]] = [
     (r"^(model\.backbone\.backbone|backbone\.0\.encoder\.encoder)\.", "backbone."),
     (r"^(model\.backbone|backbone\.0)\.projector\.", "backbone.projector."),
-    (r"^(model\.|transformer\.)?", "decoder."),
+    (r"^(model\.|transformer\.)?(?=(" + "|".join(DECODER_PARTS) + r")\.)", "decoder."),
 ]
 _VIT_RULES: list[Rule] = [
     (r"^backbone\.embeddings\.(patch_embeddings\.)?projection\.", "backbone.patch_embed."),

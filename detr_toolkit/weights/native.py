@@ -34,6 +34,11 @@ def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
-    config = json.loads(metadata["config"])
-    config["names"] = {int(k): v for k, v in config.get("names", {}).items()}
+    try:
+        config = json.loads(metadata["config"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: the model config inside is missing or not JSON") from None
+    if not isinstance(config, dict) or not isinstance(config.get("names", {}), dict):
+        raise CheckpointError(f"{path}: the model config inside is not a mapping with a names mapping")
+    config["names"] = {int(k): str(v) for k, v in config.get("names", {}).items()}
     return config, state

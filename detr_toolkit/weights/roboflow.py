@@ -21,7 +21,10 @@ C2F_BLOCK_KEY = re.compile(r"^backbone\.0\.projector\.stages\.0\.0\.m\.(\d+)\.")
 
 
 def is_rfdetr_checkpoint(checkpoint: Any) -> bool:
-    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    """True for the dict rf-detr saves: {"model": state dict, "args": its training arguments (a Namespace)}."""
+    if not isinstance(checkpoint, dict):
+        return False
+    args = checkpoint.get("args")
     return isinstance(checkpoint.get("model"), dict) and hasattr(args, "encoder") and hasattr(args, "dec_layers")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 import pickle
 import types
 import zipfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .. import limits
 from ..errors import CheckpointError
 
 # Modules whose classes may appear as nodes of a pickled module tree; never imported, only named.
@@ -27,13 +29,23 @@ MODULE_TREE_PREFIXES = ("torch.nn.modules.", "ultralytics.")
 # Plain records that checkpoints carry as metadata (rf-detr's training arguments); also stand-ins.
 RECORD_CLASSES = {("argparse", "Namespace")}
 
+
+def _rebuild_tensor(storage: Any, storage_offset: int, size: tuple, stride: tuple, *args: Any) -> torch.Tensor:
+    """torch's `_rebuild_tensor_v2`, refusing a tensor that claims more elements than its storage holds: a view a
+    small file could use to ask for gigabytes once anything copies it."""
+    elements, held = math.prod(size), storage._untyped_storage.nbytes() // storage.dtype.itemsize
+    if elements > held:
+        raise pickle.UnpicklingError(f"a tensor of {elements:,} elements over a storage of {held:,}")
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, *args)
+
+
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("__builtin__", "set"): set,
     ("__builtin__", "frozenset"): frozenset,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
     ("torch", "Size"): torch.Size,
@@ -49,9 +61,17 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 
     multiarray = getattr(np, "_core", None) or np.core
     found: dict[tuple[str, str], Any] = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
+
+    def reconstruct(subtype: type, shape: Any, dtype: Any) -> Any:
+        """numpy's `_reconstruct`, which numpy's own pickles call with shape (0,) before setting the data; any other
+        shape would allocate that much from a few bytes of pickle."""
+        if tuple(shape) != (0,):
+            raise pickle.UnpicklingError(f"it rebuilds a numpy array of shape {tuple(shape)} from nothing")
+        return multiarray.multiarray._reconstruct(subtype, shape, dtype)
+
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         found[(module, "scalar")] = multiarray.multiarray.scalar
-        found[(module, "_reconstruct")] = multiarray.multiarray._reconstruct
+        found[(module, "_reconstruct")] = reconstruct
     for name in ("float64", "float32", "float16", "int64", "int32", "bool_"):
         found[("numpy", name)] = getattr(np, name)
     found.update({("numpy.dtypes", cls.__name__): cls for cls in vars(np.dtypes).values() if isinstance(cls, type)})
@@ -112,6 +132,7 @@ def load_foreign_checkpoint(path: str | Path) -> Any:
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (expected a torch.save zip archive)")
+    _check_expansion(path)
     try:
         # weights_only=False only because torch's weights-only unpickler cannot stand in for foreign
         # classes; the restricted unpickler above is the gate, and it refuses any other global.
@@ -122,14 +143,36 @@ def load_foreign_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(error).__name__}: {error})") from None
 
 
-def module_tree_state(node: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The `state_dict()` a pickled module tree would have: persistent parameters and buffers by dotted name."""
+def _check_expansion(path: Path) -> None:
+    """LimitError for an archive entry that inflates far beyond its stored size (a zip bomb): torch writes
+    checkpoints uncompressed, so a real one expands by nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({error})") from None
+    for entry in entries:
+        if entry.file_size > (1 << 20):
+            ratio = entry.file_size // max(entry.compress_size, 1)
+            limits.CHECKPOINT_EXPANSION.check(ratio, f"{path}: archive entry {entry.filename} expands")
+
+
+def module_tree_state(root: Any) -> dict[str, torch.Tensor]:
+    """The `state_dict()` a pickled module tree would have: persistent parameters and buffers by dotted name.
+
+    Walked without recursion, each node once: a hostile pickle may nest modules deeply or in a cycle.
+    """
     state: dict[str, torch.Tensor] = {}
-    skip = getattr(node, "_non_persistent_buffers_set", set())
-    for name, tensor in {**getattr(node, "_parameters", {}), **getattr(node, "_buffers", {})}.items():
-        if tensor is not None and name not in skip:
-            state[prefix + name] = tensor.detach() if isinstance(tensor, torch.Tensor) else tensor
-    for name, child in getattr(node, "_modules", {}).items():
-        if child is not None:
-            state.update(module_tree_state(child, f"{prefix}{name}."))
+    stack, seen = [("", root)], set()
+    while stack:
+        prefix, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        skip = getattr(node, "_non_persistent_buffers_set", set())
+        for name, tensor in {**getattr(node, "_parameters", {}), **getattr(node, "_buffers", {})}.items():
+            if tensor is not None and name not in skip:
+                state[prefix + name] = tensor.detach() if isinstance(tensor, torch.Tensor) else tensor
+        children = [(f"{prefix}{name}.", child) for name, child in getattr(node, "_modules", {}).items() if child]
+        stack.extend(reversed(children))
     return state

@@ -35,17 +35,23 @@ DECODER_ARGS = {
 }  # fmt: skip
 
 
+def _module_tree(checkpoint: dict) -> Any:
+    """The checkpoint's model: its EMA when it has one (ultralytics saves both during training)."""
+    ema = checkpoint.get("ema")
+    return ema if isinstance(ema, ForeignObject) else checkpoint.get("model")
+
+
 def is_ultralytics_checkpoint(checkpoint: Any) -> bool:
     """True for the dict ultralytics saves: {'model' or 'ema': <ultralytics module tree>, ...}."""
     if not isinstance(checkpoint, dict):
         return False
-    model = checkpoint.get("ema") or checkpoint.get("model")
+    model = _module_tree(checkpoint)
     return isinstance(model, ForeignObject) and model.foreign_name.startswith("ultralytics.")
 
 
 def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """ultralytics checkpoint -> (our model config with class names, our state dict in float32)."""
-    model = checkpoint.get("ema") or checkpoint["model"]
+    model = _module_tree(checkpoint)
     if not model.foreign_name.endswith("RTDETRDetectionModel"):
         kind = model.foreign_name.rsplit(".", 1)[-1]
         raise CheckpointError(f"{path}: holds an ultralytics {kind}, not an RT-DETR model")
@@ -84,9 +90,12 @@ def _eval_anchors(decoder: Any, config: dict) -> dict[str, torch.Tensor]:
 
 def _batch_norm_eps(node: Any) -> float:
     """The eps of the first BatchNorm2d in the tree (ultralytics sets 1e-3 on all of them)."""
-    stack = [node]
+    stack, seen = [node], set()
     while stack:
         node = stack.pop()
+        if id(node) in seen:  # a hostile pickle may hold a cycle
+            continue
+        seen.add(id(node))
         if getattr(node, "foreign_name", "").endswith("BatchNorm2d"):
             return float(node.eps)
         stack.extend(reversed([m for m in getattr(node, "_modules", {}).values() if m is not None]))
