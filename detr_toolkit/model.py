@@ -8,7 +8,7 @@ results[0].show()
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import weights
 from .engine.device import select_device
-from .engine.predictor import PredictOptions, Predictor, inference_dtype
+from .engine.predictor import Predictor, inference_dtype
 from .engine.saver import PredictionSaver
 from .errors import ConfigError, DetrToolkitError
 from .nn import Detector, build_model
 from .results import Results
+from .settings import ExportArgs, PredictArgs, TrainArgs, ValArgs
+
+DEFAULT_IMGSZ = 640  # for a model config without imgsz
 
 
 class RTDETR:
@@ -54,53 +57,43 @@ class RTDETR:
     # --- predict -----------------------------------------------------------------------------------------
 
     def predict(
-        self,
-        source: Any = None,
-        *,
-        conf: float = 0.25,
-        imgsz: int | None = None,
-        max_det: int = 300,
-        classes: Sequence[int] | None = None,
-        device: str | int | torch.device | None = None,
-        batch: int = 1,
-        half: bool = False,
-        stream: bool = False,
-        save: bool = False,
-        save_txt: bool = False,
-        save_conf: bool = False,
-        project: str | Path = "runs",
-        name: str = "predict",
-        verbose: bool = True,
+        self, source: Any = None, *, stream: bool = False, **settings: Any
     ) -> list[Results] | Iterator[Results]:
         """Detect objects in `source` (path, directory, glob, URL, list, PIL, numpy BGR, tensor, video).
 
-        Returns a list of Results, or a generator of them with `stream=True` (for long videos).
-        `save`/`save_txt` write plotted images / YOLO labels to `project/name` (incremented as ultralytics does: predict-2, ...).
+        Returns a list of Results, or a generator of them with `stream=True` (for long videos). Settings (see
+        `settings.PredictArgs`): conf, imgsz, max_det, classes, batch, device, half, save, save_txt, save_conf,
+        save_crop, project, name, verbose. Saved outputs go to `project/name` (incremented: predict-2, ...).
         """
-        options = PredictOptions(conf, imgsz or self.config.get("imgsz", 640), max_det, classes, batch)
-        if options.classes is not None and not set(options.classes) <= set(self.names):
-            raise ConfigError(f"classes={options.classes}: the model has classes 0..{len(self.names) - 1}")
-        predictor = self._get_predictor(device, half)
-        saver = PredictionSaver(project, name, save, save_txt, save_conf) if save or save_txt else None
-        generator = self._predict_stream(predictor, source, options, saver, verbose)
+        args = PredictArgs.create(**settings)
+        args.imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
+        if args.imgsz % self.model.stride:
+            raise ConfigError(f"imgsz={args.imgsz}: must be a multiple of {self.model.stride} for this model")
+        if args.classes is not None and not set(args.classes) <= set(self.names):
+            raise ConfigError(f"classes={args.classes}: the model has classes 0..{len(self.names) - 1}")
+        predictor = self._get_predictor(args.device, args.half)
+        saving = args.save or args.save_txt or args.save_crop
+        saver = PredictionSaver(args.project, args.name, args.save, args.save_txt, args.save_conf, args.save_crop)
+        generator = self._predict_stream(predictor, source, args, saver if saving else None)
         return generator if stream else list(generator)
 
     __call__ = predict
 
     def _get_predictor(self, device: Any, half: bool) -> Predictor:
-        """The cached predictor, rebuilt when the device or precision asked for changes."""
+        """The cached predictor, rebuilt when the device or precision asked for changes, or the model's weights
+        (`model.model.load_state_dict(...)`, training in between)."""
         target = select_device(device) if device is not None else self.device
-        dtype = inference_dtype(target, half)
-        if self._predictor is None or (self._predictor.device, self._predictor.dtype) != (target, dtype):
+        if self._predictor is None or not self._predictor.serves(self.model, target, inference_dtype(target, half)):
             self._predictor = Predictor(self.model, self.names, target, half)
         return self._predictor
 
     @staticmethod
     def _predict_stream(
-        predictor: Predictor, source: Any, options: PredictOptions, saver: PredictionSaver | None, verbose: bool
+        predictor: Predictor, source: Any, args: PredictArgs, saver: PredictionSaver | None
     ) -> Iterator[Results]:
+        verbose = args.verbose
         try:
-            for frame, result, (height, width) in predictor.stream(source, options):
+            for frame, result, (height, width) in predictor.stream(source, args):
                 if saver:
                     saver.add(frame, result)
                 if verbose:
@@ -115,66 +108,70 @@ class RTDETR:
 
     # --- train / val --------------------------------------------------------------------------------------
 
-    def train(self, cfg: str | Path | None = None, **kwargs: Any) -> Path:
-        """Train on `data=` (see `engine.train_args.TrainArgs` for every setting); returns the run folder.
-
-        The model then holds the best weights (EMA, by val mAP50-95). A dataset with another class count
+    def train(self, cfg: str | Path | None = None, **settings: Any) -> Path:
+        """Train on `data=` (see `settings.TrainArgs` for every setting; `cfg` a YAML file of them); returns the run
+        folder. The model then holds the best weights (EMA, by val mAP50-95). A dataset with another class count
         re-initialises the class heads only (fine-tuning).
         """
-        from .engine.train_args import TrainArgs
         from .engine.trainer import Trainer
 
-        args = TrainArgs.create(cfg, {"imgsz": self.config.get("imgsz", 640)}, **kwargs)
-        state = self.model.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
-        trainer = Trainer({**self.config, "names": self.names}, state, args)
-        save_dir = trainer.train()
-        trained = save_dir / "weights" / ("best.safetensors" if args.val else "last.safetensors")
-        self.__init__(trained, device=trainer.device)
+        args = TrainArgs.from_sources(cfg, {"imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}, **settings)
+        if args.resume:
+            save_dir = Trainer.resume(args)
+        else:
+            state = self.model.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
+            save_dir = Trainer({**self.config, "names": self.names}, state, args).train()
+        weights_dir = save_dir / "weights"
+        trained = weights_dir / "best.safetensors" if (weights_dir / "best.safetensors").is_file() else None
+        self.__init__(trained or weights_dir / "last.safetensors", device=args.device)
         return save_dir
 
-    def val(self, data: str | Path, split: str = "val", batch: int = 8, imgsz: int | None = None,
-            device: str | int | torch.device | None = None, verbose: bool = True, half: bool = False,
-            **data_kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    def val(self, data: str | Path | None = None, **settings: Any) -> dict[str, Any]:
         """COCO metrics on a dataset split -> {"metrics": {mAP50-95, mAP50, ...}, "per_class": {name: AP50-95}}.
 
-        half: compute as `predict(half=True)` does (float16 on CUDA, bfloat16 on CPUs with native bf16).
+        Settings (see `settings.ValArgs`): split, batch, imgsz, device, half (compute as `predict(half=True)`
+        does), verbose, and the dataset subset (categories, max_images, images, on_bad_label).
         """
         from .data.dataset import DetectionDataset
         from .data.splits import load_split
         from .engine.validator import evaluate
 
-        annotations, names = load_split(data, split, **data_kwargs)
+        args = ValArgs.create(**({"data": data} if data is not None else {}), **settings)
+        annotations, names = load_split(args.data, args.split, **args.dataset)
         if len(names) != len(self.names):
-            raise ConfigError(f"{data}: {len(names)} classes, but the model has {len(self.names)}")
-        dataset = DetectionDataset(annotations, names, imgsz or self.config.get("imgsz", 640))
-        target = select_device(device) if device is not None else self.device
-        stats, per_class = evaluate(self.model.to(target), dataset, batch, target, dtype=inference_dtype(target, half))
-        if verbose:
-            print(f"{data} ({split}, {len(dataset)} images): " + "  ".join(
+            raise ConfigError(f"{args.data}: {len(names)} classes, but the model has {len(self.names)}")
+        imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
+        if imgsz % self.model.stride:
+            raise ConfigError(f"imgsz={imgsz}: must be a multiple of {self.model.stride} for this model")
+        dataset = DetectionDataset(annotations, names, imgsz)
+        target = select_device(args.device) if args.device is not None else self.device
+        dtype = inference_dtype(target, args.half)
+        stats, per_class = evaluate(self.model.to(target), dataset, args.batch, target, dtype=dtype)
+        if args.verbose:
+            print(f"{args.data} ({args.split}, {len(dataset)} images): " + "  ".join(
                 f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip
         return {"metrics": stats, "per_class": {names[c]: ap for c, ap in per_class.items()}}
 
     # --- export ------------------------------------------------------------------------------------------
 
-    def export(self, format: str = "onnx", imgsz: int | None = None, batch: int = 1, dynamic: bool = False,
-               opset: int | None = None, file: str | Path | None = None) -> str:  # fmt: skip
+    def export(self, **settings: Any) -> str:
         """Write the model for deployment; -> the file's path (default: next to the checkpoint, `.onnx`).
 
-        ONNX: input `images` (batch, 3, imgsz, imgsz) RGB 0..1, output `output0` (batch, queries, 4 + classes):
-        cx cy w h in 0..1 and class scores, as ultralytics exports RT-DETR. dynamic: any batch size.
+        Settings (see `settings.ExportArgs`): format, imgsz, batch, dynamic, opset, file. ONNX: input `images`
+        (batch, 3, imgsz, imgsz) RGB 0..1, output `output0` (batch, queries, 4 + classes): cx cy w h in 0..1 and
+        class scores, as ultralytics exports RT-DETR. dynamic: any batch size.
         """
-        from .engine.exporter import DEFAULT_OPSET, FORMATS, export_onnx
+        from .engine.exporter import export_onnx
 
-        if format not in FORMATS:
-            raise ConfigError(f"format={format!r}: can export to {', '.join(FORMATS)}")
+        args = ExportArgs.create(**settings)
         source = Path(self.ckpt_path) if self.ckpt_path else Path("model")
-        file = Path(file) if file else source.with_suffix(f".{format}")
+        file = Path(args.file) if args.file else source.with_suffix(f".{args.format}")
         metadata = {
             "description": f"detr-toolkit {source.stem}", "task": "detect", "stride": str(self.model.stride),
             "names": str(self.names), "config": yaml.safe_dump(self.config, sort_keys=False),
         }  # fmt: skip
-        imgsz = imgsz or self.config.get("imgsz", 640)
-        return str(export_onnx(self.model, metadata, file, imgsz, batch, dynamic, opset or DEFAULT_OPSET))
+        imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
+        return str(export_onnx(self.model, metadata, file, imgsz, args.batch, args.dynamic, args.opset))
 
     # --- model -------------------------------------------------------------------------------------------
 
@@ -189,7 +186,7 @@ class RTDETR:
 
     def info(self, verbose: bool = True, imgsz: int | None = None) -> tuple[int, int, float]:
         """(parameters, trainable parameters, GFLOPs at imgsz); printed when verbose."""
-        imgsz = imgsz or self.config.get("imgsz", 640)
+        imgsz = imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
         params = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         with torch.device("meta"):  # count FLOPs without computing anything

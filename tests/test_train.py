@@ -136,7 +136,7 @@ def test_train_and_val_errors(shapes, tmp_path):
         (["train", "--model", config, "--data", tmp_path / "none.yaml", "workers=0"], "none.yaml: dataset file not"),
         (["train", "--model", config, "--data", data, "colour=red"], "unrecognised argument 'colour=red'"),
         (["train", "--resume", tmp_path / "absent.pt"], "absent.pt: no such checkpoint to resume"),
-        (["val", "--model", config], "val needs --data"),
+        (["val", "--model", config], "val needs data="),
     ]:
         process = detect(*args)
         assert process.wait(timeout=120) == 2, args

@@ -11,7 +11,10 @@ from torch import nn
 
 class ModelEMA:
     """ema = d * ema + (1 - d) * model after each optimizer step, d = decay * (1 - exp(-updates / tau)),
-    so early (noisy) weights are forgotten fast. Buffers (batch-norm statistics) are copied."""
+    so early (noisy) weights are forgotten fast.
+
+    Every floating-point tensor of the state is averaged, batch-norm statistics included, as RT-DETR's and
+    ultralytics' EMAs average them; integer buffers (`num_batches_tracked`) are copied."""
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, tau: int = 2000, updates: int = 0):
         self.module = copy.deepcopy(model).eval().requires_grad_(False)

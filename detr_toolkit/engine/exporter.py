@@ -23,9 +23,6 @@ from ..errors import ConfigError, DetrToolkitError
 from ..files import write_file
 from ..nn import Detector, fuse_model
 
-FORMATS = ("onnx",)
-DEFAULT_OPSET = 17  # GridSample (deformable attention) needs 16; 17 adds LayerNormalization
-
 
 class ExportOutputs(nn.Module):
     """The detector with its outputs in the export layout. Shapes: (B, 3, H, W) -> (B, Q, 4 + C)."""
@@ -44,14 +41,14 @@ def export_onnx(
     metadata: dict[str, str],
     file: str | Path,
     imgsz: int,
-    batch: int = 1,
-    dynamic: bool = False,
-    opset: int = DEFAULT_OPSET,
+    batch: int,
+    dynamic: bool,
+    opset: int,
 ) -> Path:
     """Write `detector` (fused, float32, CPU) as ONNX to `file`, atomically; -> the file's path.
 
     metadata: string key/values stored in the file (class names, input size, ...).
-    dynamic: leave the batch dimension free (the graph then runs any batch size).
+    dynamic: leave the batch dimension free (the graph then runs any batch size). opset: at least 16 (GridSample).
     """
     try:
         import onnx
@@ -59,8 +56,6 @@ def export_onnx(
         raise DetrToolkitError("ONNX export needs the onnx package: pip install 'detr-toolkit[export]'") from None
     if imgsz % detector.stride:
         raise ConfigError(f"imgsz={imgsz}: must be a multiple of {detector.stride} for this model")
-    if batch < 1:
-        raise ConfigError(f"batch={batch}: must be at least 1")
     model = ExportOutputs(fuse_model(copy.deepcopy(detector)).float().cpu().eval())
     for module in model.modules():  # input-size-dependent constants (ViT position embeddings) computed once here
         if callable(getattr(module, "fix_input_size", None)):

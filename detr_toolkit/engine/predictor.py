@@ -8,46 +8,25 @@ scaled to 0..1 without mean/std, and the top-k (query, class) pairs by sigmoid s
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from torch import nn
 from torchvision.ops import box_convert
 
 from ..data.sources import Frame, iter_frames
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelOutputError
 from ..nn import Detector, fuse_model
 from ..nn.packed_linear import can_pack_linears, pack_linears
 from ..results import Results
+from ..settings import PredictArgs
 from .cpu_memory import keep_freed_memory
-
-
-@dataclass
-class PredictOptions:
-    """What to keep and how to batch: ultralytics' names and defaults."""
-
-    conf: float = 0.25  # keep detections scoring above this
-    imgsz: int = 640  # square model input size (pixels, a multiple of the model's stride)
-    max_det: int = 300  # at most this many detections per image
-    classes: Sequence[int] | None = None  # keep only these class indices
-    batch: int = 1  # frames per forward pass
-
-    def __post_init__(self):
-        if not 0.0 <= self.conf <= 1.0:
-            raise ConfigError(f"conf={self.conf}: must be within 0..1")
-        if not isinstance(self.imgsz, int) or self.imgsz < 1:
-            raise ConfigError(f"imgsz={self.imgsz}: must be a positive integer")
-        if self.max_det < 1:
-            raise ConfigError(f"max_det={self.max_det}: must be at least 1")
-        if self.batch < 1:
-            raise ConfigError(f"batch={self.batch}: must be at least 1")
-        if self.classes is not None:
-            self.classes = [int(c) for c in ([self.classes] if isinstance(self.classes, int) else self.classes)]
 
 
 def preprocess(frames: Sequence[Frame], imgsz: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -98,10 +77,26 @@ def inference_dtype(device: torch.device, half: bool) -> torch.dtype:
     return torch.float32
 
 
+def weights_version(model: nn.Module) -> tuple:
+    """A value that changes whenever a parameter or buffer of `model` is replaced or changed in place
+    (`load_state_dict`, an optimizer step): torch counts each tensor's in-place changes in `_version`."""
+    return tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def check_finite(outputs: dict[str, torch.Tensor], where: str, dtype: torch.dtype) -> None:
+    """ModelOutputError when a model's boxes or logits hold NaN or inf: broken weights give no detections to trust
+    (and would score as a positive mAP)."""
+    if not all(bool(torch.isfinite(outputs[key]).all()) for key in ("boxes", "logits")):
+        cause = "broken weights, or values too large for half precision" if dtype != torch.float32 else "broken weights"
+        raise ModelOutputError(f"{where}: the model's outputs are not finite (NaN or inf): {cause}")
+
+
 class Predictor:
-    """Runs a detector on sources; holds a fused (conv + batch norm folded) copy of the model for speed."""
+    """Runs a detector on sources; holds a fused (conv + batch norm folded) copy of the model for speed, made
+    from the model's weights as they were when it was built (`serves` tells whether they still are)."""
 
     def __init__(self, model: Detector, names: dict[int, str], device: torch.device, half: bool = False):
+        self.built_from = weights_version(model)
         self.names = names
         self.device = device
         self.dtype = inference_dtype(device, half)
@@ -116,8 +111,12 @@ class Predictor:
             if can_pack_linears(self.dtype):  # last: a packed model cannot be moved or copied
                 pack_linears(self.model, self.dtype)
 
+    def serves(self, model: Detector, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether this predictor runs `model` as it is now, on `device` in `dtype`."""
+        return (self.device, self.dtype) == (device, dtype) and self.built_from == weights_version(model)
+
     @torch.inference_mode()
-    def predict_batch(self, frames: Sequence[Frame], options: PredictOptions) -> list[Results]:
+    def predict_batch(self, frames: Sequence[Frame], options: PredictArgs) -> list[Results]:
         stride = self.model.stride
         if frames[0].tensor is None and options.imgsz % stride:
             raise ConfigError(f"imgsz={options.imgsz}: must be a multiple of {stride} for this model")
@@ -129,6 +128,7 @@ class Predictor:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             outputs = self.model(images)
         inferred = time.perf_counter()
+        check_finite(outputs, frames[0].path, self.dtype)
         detections = postprocess(outputs["boxes"].float(), outputs["logits"].float(), self.model.decoder.num_queries)
         results = []
         for frame, image_detections in zip(frames, detections):
@@ -147,7 +147,7 @@ class Predictor:
             result.speed = speed
         return results
 
-    def stream(self, source: Any, options: PredictOptions) -> Iterator[tuple[Frame, Results, tuple[int, int]]]:
+    def stream(self, source: Any, options: PredictArgs) -> Iterator[tuple[Frame, Results, tuple[int, int]]]:
         """Yield (frame, its Results, model input (h, w)) for every frame of `source`, `batch` frames at a time."""
         frames = iter_frames(source)
         while chunk := list(islice(frames, options.batch)):

@@ -1,4 +1,4 @@
-"""Writing predictions to a run folder: plotted images, plotted videos, YOLO-format label files.
+"""Writing predictions to a run folder: plotted images, plotted videos, YOLO-format label files, crops.
 
 The folder (`project/name`, incremented as ultralytics does: name-2, name-3, ...) is made when the first output is written, so a run
 that fails before saving anything leaves no empty folder. Every source keeps its outputs: two sources with the
@@ -23,9 +23,10 @@ DEFAULT_IMAGE_SUFFIX = ".jpg"  # for sources without a suffix OpenCV can write (
 class PredictionSaver:
     """Saves each (frame, result) into `project/name`: images as files, video frames into one video per source."""
 
-    def __init__(self, project: str | Path, name: str, save_images: bool, save_txt: bool, save_conf: bool = False):
+    def __init__(self, project: str | Path, name: str, save_images: bool, save_txt: bool, save_conf: bool = False,
+                 save_crop: bool = False):  # fmt: skip
         self.project, self.name = project, name
-        self.save_images, self.save_txt, self.save_conf = save_images, save_txt, save_conf
+        self.save_images, self.save_txt, self.save_conf, self.save_crop = save_images, save_txt, save_conf, save_crop
         self.save_dir: Path | None = None  # made on the first write
         self._stems: dict[str, str] = {}  # source -> the file stem its outputs are saved under
         self._writers: dict[str, cv2.VideoWriter] = {}
@@ -47,6 +48,9 @@ class PredictionSaver:
         if self.save_txt:
             suffix = "" if frame.video_frame is None else f"_{frame.video_frame}"
             result.save_txt(self.save_dir / "labels" / f"{stem}{suffix}.txt", save_conf=self.save_conf)
+        if self.save_crop:
+            suffix = "" if frame.video_frame is None else f"_{frame.video_frame}"
+            result.save_crop(self.save_dir / "crops", f"{stem}{suffix}")
         if not self.save_images:
             return
         if frame.video_frame is None:

@@ -11,7 +11,13 @@ validation, a line of results.csv and atomically written checkpoints.
         pr_curve.png, confusion_matrix.png    of the best weights on the val split
 
 Runs are reproducible: every epoch reseeds from (seed, epoch), so a run resumed from last.pt continues
-exactly as the uninterrupted run would have.
+exactly as the uninterrupted run would have (see the README for what `seed=` guarantees).
+
+Numerical trouble is caught, never trained on: a batch whose loss is not finite is left out (its window's other
+batches still count) and a step whose gradients are not finite is not taken; under DDP the ranks agree on every
+such skip. Skips are counted per epoch (results.csv `skipped`). A loss that stays non-finite, or weights that
+become non-finite, stop the run with a message; a model whose validation outputs are not finite never becomes
+best.safetensors.
 
 Under `torchrun --nproc_per_node N` training is data-parallel (DistributedDataParallel, gloo on CPU, nccl on
 CUDA): each process takes batch / N images of every step through a DistributedSampler; rank 0 alone
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import math
 import os
 import random
@@ -38,22 +43,26 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
-from ..errors import CheckpointError
-from ..files import increment_dir, write_file
+from ..errors import ConfigError, ModelOutputError
+from ..files import increment_dir, make_dirs, remove_if_unused, write_file
 from ..loss import DetectionCriterion
 from ..nn import Detector, build_model
 from ..nn.lwdetr_decoder import LWDETRDecoder
+from ..settings import TrainArgs
 from ..weights import load_weights, save_weights
+from .checkpoint import find_checkpoint, read_checkpoint, resumed_args, write_checkpoint
 from .coco_metrics import coco_metrics
 from .confusion import confusion_matrix
 from .cpu_memory import keep_freed_memory
 from .device import select_device
 from .ema import ModelEMA
 from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
-from .train_args import TrainArgs
 from .validator import evaluate, predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
+# Consecutive batches with a non-finite loss after which a run is taken to have diverged (or a whole epoch's, if
+# an epoch has fewer batches).
+NONFINITE_STREAK = 20
 
 
 def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: int) -> tuple[Detector, list[str]]:
@@ -72,15 +81,17 @@ def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: in
 
 
 def parameter_groups(model: Detector, lr: float, lr_backbone: float, weight_decay: float) -> list[dict]:
-    """AdamW groups: backbone at its own rate; no weight decay on norms, biases and embeddings (1-D tensors)."""
+    """AdamW groups, each named by its learning rate's role ("backbone" or "head"): the backbone at its own rate;
+    no weight decay on norms, biases and embeddings (1-D tensors)."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
             groups.setdefault((name.startswith("backbone."), param.ndim <= 1), []).append(param)
     return [
-        {"params": params, "lr": lr_backbone if backbone else lr, "weight_decay": 0.0 if flat else weight_decay}
+        {"params": params, "name": "backbone" if backbone else "head", "lr": lr_backbone if backbone else lr,
+         "weight_decay": 0.0 if flat else weight_decay}
         for (backbone, flat), params in groups.items()
-    ]
+    ]  # fmt: skip
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, final: float) -> float:
@@ -110,31 +121,30 @@ def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
 
 
 class Trainer:
-    """Trains `model` (with its `config` and class `names`) on `args.data`; `train()` returns the run folder."""
+    """Trains a model (its `config` with class `names`, from `state` or fresh) on `args.data`; `train()` returns the
+    run folder. `Trainer.resume(args)` continues a run from its weights/last.pt."""
 
-    def __init__(self, config: dict, state: dict[str, torch.Tensor] | None, args: TrainArgs):
+    def __init__(
+        self,
+        config: dict,
+        state: dict[str, torch.Tensor] | None,
+        args: TrainArgs,
+        checkpoint: dict[str, Any] | None = None,
+        save_dir: Path | None = None,
+    ):
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
         if self.device.type == "cpu":
             keep_freed_memory()
-        self.start_epoch, self.best_fitness, self.checkpoint = 0, -1.0, None
-        if args.resume:
-            self.checkpoint = self._load_resume(args.resume)
-            self.args = args = TrainArgs.create(**{**self.checkpoint["train_args"], "resume": False})
-            config = self.checkpoint["config"]
-        kw = {"on_error": args.on_bad_label, "categories": args.categories, "max_images": args.max_images,
-              "images": args.images}  # fmt: skip
-        train, self.names = load_split(args.data, "train", **kw)
+        train, self.names = load_split(args.data, "train", **args.dataset)
         self.train_set = DetectionDataset(train, self.names, args.imgsz, args.augment)
         self.val_set = None
         if args.val:
-            val, _ = load_split(args.data, "val", **kw)
+            val, _ = load_split(args.data, "val", **args.dataset)
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
         config = {k: v for k, v in config.items() if k != "names"}
         torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
-        if self.checkpoint is not None:
-            state = self.checkpoint["model"]
         self.model, reset = adapt_to_classes(config, state, len(self.names))
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
@@ -152,41 +162,36 @@ class Trainer:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if self.checkpoint is not None:
-            self.save_dir = Path(self.checkpoint["save_dir"])
-            self._restore(self.checkpoint)
-        elif self.main:
-            self.save_dir = (
-                increment_dir(args.project, args.name) if not args.exist_ok else Path(args.project) / args.name
-            )
+        self.start_epoch, self.best_fitness, self.best_epoch, self.skipped = 0, -1.0, -1, 0
+        self.steps_per_epoch = math.ceil(len(self._loader(0)) / args.accumulate)
+        self.resumed = checkpoint is not None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if self.main:
+            self.save_dir = save_dir or increment_dir(args.project, args.name, exist_ok=args.exist_ok)
         if self.world > 1:  # every rank learns rank 0's run folder
             shared = [str(getattr(self, "save_dir", ""))]
             dist.broadcast_object_list(shared, src=0)
             self.save_dir = Path(shared[0])
         if self.main:
-            (self.save_dir / "weights").mkdir(parents=True, exist_ok=True)
-            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.args.to_dict(), sort_keys=False))
-        self.skipped_steps = 0
+            make_dirs(self.save_dir / "weights")
+            write_file(self.save_dir / "args.yaml", yaml.safe_dump(self.args.to_dict(), sort_keys=False).encode())
+
+    @classmethod
+    def resume(cls, args: TrainArgs) -> Path:
+        """Continue the run whose weights/last.pt `args.resume` names (True: the newest under `args.project`), in
+        the folder that file is in now, with the settings it ran with (RESUMABLE ones changed as `args` says)."""
+        path = find_checkpoint(args.resume, args.project)
+        checkpoint = read_checkpoint(path)
+        resumed = resumed_args(checkpoint["train_args"], args, path)
+        if resumed.epochs <= checkpoint["epoch"] + 1:
+            raise ConfigError(
+                f"{path}: the run has trained all of its {resumed.epochs} epochs; give epochs= more to continue"
+            )
+        config = {**checkpoint["config"], "names": checkpoint["names"]}
+        return cls(config, checkpoint["model"], resumed, checkpoint, path.parent.parent).train()
 
     # --- checkpoints ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _load_resume(resume: str | bool) -> dict[str, Any]:
-        path = Path(resume) if isinstance(resume, str) else None
-        if path is None:
-            candidates = sorted(Path("runs/train").glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
-            if not candidates:
-                raise CheckpointError("resume=True: no runs/train/*/weights/last.pt to resume")
-            path = candidates[-1]
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint to resume")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 (any unreadable file is the same user error)
-            raise CheckpointError(f"{path}: not a training checkpoint ({type(error).__name__})") from None
-        if not isinstance(checkpoint, dict) or "optimizer" not in checkpoint:
-            raise CheckpointError(f"{path}: not a training checkpoint of ours (no optimizer state)")
-        return checkpoint
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.ema.module.load_state_dict(checkpoint["ema"])
@@ -194,33 +199,25 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.start_epoch = checkpoint["epoch"] + 1
-        self.best_fitness = checkpoint["best_fitness"]
+        self.best_fitness = checkpoint.get("best_fitness", -1.0)
+        self.best_epoch = checkpoint.get("best_epoch", -1)
         if self.args.verbose and self.main:
-            print(f"resuming {self.save_dir} from epoch {self.start_epoch + 1}")
+            print(f"resuming from epoch {self.start_epoch + 1}")
 
-    def _save(self, epoch: int, fitness: float) -> None:
+    def _save(self, epoch: int, fitness: float | None) -> None:
+        """last.pt and last.safetensors; best.safetensors when `fitness` (val mAP50-95) is the best yet."""
         weights = self.save_dir / "weights"
         model_config = {**self.config, "names": self.names}
         save_weights(self.ema.module.state_dict(), model_config, weights / "last.safetensors")
-        if fitness > self.best_fitness:
-            self.best_fitness = fitness
+        if fitness is not None and fitness > self.best_fitness:
+            self.best_fitness, self.best_epoch = fitness, epoch
             save_weights(self.ema.module.state_dict(), model_config, weights / "best.safetensors")
-        state = {
-            "epoch": epoch,
-            "best_fitness": self.best_fitness,
-            "model": self.model.state_dict(),
-            "ema": self.ema.module.state_dict(),
-            "ema_updates": self.ema.updates,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "config": self.config,
-            "names": self.names,
-            "train_args": self.args.to_dict(),
-            "save_dir": str(self.save_dir),
-        }
-        buffer = io.BytesIO()  # serialised first: a full disk then fails in our writer, with a clear message
-        torch.save(state, buffer)
-        write_file(weights / "last.pt", buffer.getbuffer())
+        write_checkpoint(weights / "last.pt", {
+            "epoch": epoch, "best_fitness": self.best_fitness, "best_epoch": self.best_epoch,
+            "model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "config": self.config,
+            "names": self.names, "train_args": self.args.to_dict(), "save_dir": str(self.save_dir),
+        })  # fmt: skip
 
     # --- loop ----------------------------------------------------------------------------------------------
 
@@ -250,8 +247,32 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
+    def _agree(self, ok: bool) -> bool:
+        """True when `ok` holds on every rank: a decision all ranks take together (one rank alone skipping a
+        step while the others all-reduce would hang the job)."""
+        if self.world == 1:
+            return ok
+        flag = torch.tensor([float(ok)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _step(self, step: int, total_steps: int) -> bool:
+        """One optimizer step on the accumulated gradients, unless they are not finite; -> whether it was taken."""
+        self._set_lr(step, total_steps)
+        self.scaler.unscale_(self.optimizer)
+        # The norm is the same on every rank (DDP averaged the gradients), so every rank decides alike.
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_grad or math.inf)
+        finite = bool(torch.isfinite(norm))
+        if finite or self.scaler.is_enabled():  # the fp16 scaler skips a non-finite step itself, and adapts
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if finite:
+            self.ema.update(self.model)
+        return finite
+
     def train_epoch(self, epoch: int, total_steps: int) -> dict[str, float]:
-        """One pass over the training set -> mean losses and throughput."""
+        """One pass over the training set -> mean losses, throughput, skipped batches and learning rates."""
         from tqdm import tqdm
 
         args = self.args
@@ -259,74 +280,109 @@ class Trainer:
         random.seed(args.seed + epoch)
         self.model.train()
         loader = self._loader(epoch)
+        batches, accumulated, skipped, streak = len(loader), 0, 0, 0
         sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (args.verbose and self.main))
-        step = epoch * (len(loader) // args.accumulate)
+        step = epoch * self.steps_per_epoch
         for i, (images, targets) in enumerate(bar):
             if epoch == 0 and i == 0 and self.main and args.plots:  # what the model sees, augmentation included
                 plot_batch(images, targets, self.names, self.save_dir / "train_batch0.jpg")
+            window_start = i - i % args.accumulate  # the accumulation window of this batch, shorter at the end
+            window = min(args.accumulate, batches - window_start)
             images = images.to(self.device, non_blocking=True)
             targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
             with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 outputs = self.train_model(images, targets)
             losses = self.criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
             loss = sum(losses.values())
-            if not torch.isfinite(loss):  # skip the batch rather than poison the weights (AMP overflow, bad data)
-                self.skipped_steps += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                continue
-            self.scaler.scale(loss / args.accumulate).backward()
-            if (i + 1) % args.accumulate == 0:
-                self._set_lr(step, total_steps)
-                self.scaler.unscale_(self.optimizer)
-                if args.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip_grad)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.ema.update(self.model)
-                step += 1
-            seen += len(images)
-            for key in LOSS_KEYS:
-                sums[key] += losses[key].item() * len(images)
-            sums["loss"] += loss.item() * len(images)
-            bar.set_postfix({k.removeprefix("loss_"): f"{v / seen:.3f}" for k, v in sums.items()}
+            if self._agree(bool(torch.isfinite(loss))):
+                self.scaler.scale(loss / window).backward()
+                accumulated += 1
+                streak = 0
+                seen += len(images)
+                for key in LOSS_KEYS:
+                    sums[key] += losses[key].item() * len(images)
+                sums["loss"] += loss.item() * len(images)
+            else:  # left out; the window's other batches still count
+                skipped, streak = skipped + 1, streak + 1
+                if streak >= min(NONFINITE_STREAK, batches):
+                    raise ModelOutputError(
+                        f"training diverged: the loss was not finite for {streak} batches in a row (epoch "
+                        f"{epoch + 1}); lower lr={args.lr:g} or check the data"
+                    )
+            if i + 1 == window_start + window and accumulated:  # the window is complete: step
+                skipped += not self._step(step, total_steps)
+                step, accumulated = step + 1, 0
+            bar.set_postfix({k.removeprefix("loss_"): f"{v / max(seen, 1):.3f}" for k, v in sums.items()}
                             | {"img/s": f"{seen / (time.perf_counter() - start):.1f}"})  # fmt: skip
         elapsed = time.perf_counter() - start
-        means = {k: v / max(seen, 1) for k, v in sums.items()}
-        return {**means, "images_per_s": seen / elapsed, "lr": self.optimizer.param_groups[0]["lr"]}
+        means = {k: v / max(seen, 1) if seen else math.nan for k, v in sums.items()}
+        rates = {f"lr/{group['name']}": group["lr"] for group in self.optimizer.param_groups}
+        self.skipped += skipped
+        return {**means, "images_per_s": seen / elapsed, "skipped": skipped, **rates}
 
     def train(self) -> Path:
+        """Every epoch from the first (or the resumed one) to `args.epochs`; -> the run folder. A run that fails
+        before writing a checkpoint leaves no run folder behind."""
+        try:
+            self._train()
+        except BaseException:
+            if self.main and not self.resumed:
+                remove_if_unused(self.save_dir, keep_if_present="weights/last.pt")
+            raise
+        return self.save_dir
+
+    def _train(self) -> None:
         args = self.args
-        steps_per_epoch = max(len(self._loader(0)) // args.accumulate, 1)
-        total_steps = steps_per_epoch * args.epochs
+        total_steps = self.steps_per_epoch * args.epochs
         for epoch in range(self.start_epoch, args.epochs):
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch, total_steps)}
+            if not all(bool(torch.isfinite(p).all()) for p in self.ema.module.parameters()):
+                raise ModelOutputError(f"training diverged at epoch {epoch + 1}: the weights are no longer finite; "
+                                       f"lower lr={args.lr:g}")  # fmt: skip
             if self.main:
                 self._end_epoch(epoch, row)
+            stop = not self._agree(not self._patience_ran_out(epoch))
             if self.world > 1:
                 dist.barrier()
+            if stop:
+                if args.verbose and self.main:
+                    print(f"stopping early: no better val mAP50-95 for {args.patience} epochs (best: epoch "
+                          f"{self.best_epoch + 1})")  # fmt: skip
+                break
         if self.world > 1:
             self._check_in_sync()
         if self.main:
             self.finish()
-        return self.save_dir
+
+    def _patience_ran_out(self, epoch: int) -> bool:
+        """Early stopping: `patience` epochs validated since the best one (rank 0 knows; the others follow)."""
+        return bool(self.main and self.args.patience and self.val_set is not None
+                    and epoch - self.best_epoch >= self.args.patience)  # fmt: skip
 
     def _end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """Validate, save the checkpoints, append to results.csv and redraw results.png."""
-        fitness = 0.0
+        fitness = None
         if self.val_set is not None:
-            stats, _ = evaluate(self.ema.module, self.val_set, self.args.batch, self.device)
+            try:
+                stats, _ = evaluate(self.ema.module, self.val_set, self.args.batch, self.device)
+                fitness = stats["mAP50-95"]
+            except ModelOutputError as error:  # never the best model; the run goes on (it may recover)
+                print(f"warning: epoch {epoch + 1}: {error}")
+                stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
             row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
-            fitness = stats["mAP50-95"]
+        if row["skipped"] and self.args.verbose:
+            print(
+                f"warning: epoch {epoch + 1}: {row['skipped']} batches or steps skipped (non-finite loss or gradients)"
+            )
         self._save(epoch, fitness)
         results_csv = self.save_dir / "results.csv"
         with results_csv.open("w" if epoch == 0 else "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
             if epoch == 0:
                 writer.writeheader()
-            writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+            writer.writerow({k: round(v, 7) if isinstance(v, float) else v for k, v in row.items()})
         if self.args.plots:
             plot_results(results_csv)
 
@@ -346,12 +402,13 @@ class Trainer:
         args = self.args
         if args.verbose:
             print(f"\n{args.epochs} epochs done; results in {self.save_dir}")
-            if self.skipped_steps:
-                print(f"warning: {self.skipped_steps} batches skipped for non-finite losses")
-        if self.val_set is None:
+            if self.skipped:
+                print(f"warning: {self.skipped} batches or steps skipped for non-finite losses or gradients")
+        best_file = self.save_dir / "weights" / "best.safetensors"
+        if self.val_set is None or not best_file.is_file():
             return
         best = copy.deepcopy(self.ema.module)
-        best.load_state_dict(load_weights(self.save_dir / "weights" / "best.safetensors")[1])
+        best.load_state_dict(load_weights(best_file)[1])
         detections = predict_dataset(best, self.val_set, args.batch, self.device)
         curves: dict[int, Any] = {}
         stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves)

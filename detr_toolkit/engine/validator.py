@@ -10,7 +10,7 @@ from ..data.dataset import Collate, DetectionDataset
 from ..nn import Detector
 from .coco_metrics import coco_metrics
 from .cpu_memory import keep_freed_memory
-from .predictor import postprocess
+from .predictor import check_finite, postprocess
 
 
 @torch.inference_mode()
@@ -28,6 +28,7 @@ def predict_dataset(model: Detector, dataset: DetectionDataset, batch: int, devi
     for images, targets in loader:
         with torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
             outputs = model(images.to(device))
+        check_finite(outputs, str(dataset.annotations[targets[0]["index"]].image), dtype)
         rows = postprocess(outputs["boxes"].float(), outputs["logits"].float(), outputs["boxes"].shape[1])
         for target, image_rows in zip(targets, rows.cpu()):
             height, width = target["orig_size"]

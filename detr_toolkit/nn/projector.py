@@ -64,13 +64,14 @@ def resampler(channels: int, scale: float, norm: str, norm_eps: float) -> tuple[
 class ProjectorLevel(nn.Module):
     """One output scale. Shapes: [(B, C_i, H, W)] -> (B, out_channels, H * scale, W * scale)."""
 
-    def __init__(self, in_channels: list[int], out_channels: int, scale: float, blocks, expansion, act, norm, norm_eps):
+    def __init__(self, in_channels: list[int], out_channels: int, scale: float, blocks, expansion, act, norm, norm_eps,
+                 out_norm_eps):  # fmt: skip
         super().__init__()
         resamplers = [resampler(c, scale, norm, norm_eps) for c in in_channels]
         self.resample = nn.ModuleList(module for module, _ in resamplers)
         fused_in = sum(channels for _, channels in resamplers)
         self.c2f = C2f(fused_in, out_channels, blocks, expansion, act, norm, norm_eps)
-        self.norm = LayerNorm2d(out_channels, eps=1e-6)
+        self.norm = LayerNorm2d(out_channels, eps=out_norm_eps)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         resampled = [resample(f) for resample, f in zip(self.resample, features)]
@@ -85,7 +86,9 @@ class MultiScaleProjector(nn.Module):
         out_channels: channels of every output map (the decoder's width).
         blocks, expansion: C2f depth and hidden width (as a fraction of out_channels).
         act: activation of the C2f convolutions.
-        norm: "batch" (LW-DETR) or "layer" (RF-DETR) normalisation in the convolutions.
+        norm, norm_eps: "batch" (LW-DETR) or "layer" (RF-DETR) normalisation in the convolutions, and its epsilon.
+        out_norm_eps: epsilon of each level's closing LayerNorm, its own setting: RF-DETR and LW-DETR (roboflow's and
+            transformers' code) keep it at 1e-6 whatever the convolutions use.
     """
 
     def __init__(
@@ -98,13 +101,15 @@ class MultiScaleProjector(nn.Module):
         act: str = "silu",
         norm: str = "layer",
         norm_eps: float = 1e-5,
+        out_norm_eps: float = 1e-6,
     ):
         super().__init__()
         unknown = [s for s in scale_factors if s not in SCALES]
         if unknown:
             raise ValueError(f"projector scale_factors {unknown} not supported (use {list(SCALES)})")
         self.levels = nn.ModuleList(
-            ProjectorLevel(in_channels, out_channels, s, blocks, expansion, act, norm, norm_eps) for s in scale_factors
+            ProjectorLevel(in_channels, out_channels, s, blocks, expansion, act, norm, norm_eps, out_norm_eps)
+            for s in scale_factors
         )
         self.out_channels = [out_channels] * len(scale_factors)
 
