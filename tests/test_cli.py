@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import PHOTOS
 
+from detr_toolkit.cli import main
+
 
 def detect(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -83,3 +85,51 @@ def test_official_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setitem(hub.OFFICIAL_WEIGHTS, "rtdetr-l.pt", "http://127.0.0.1:9/rtdetr-l.pt")
     with pytest.raises(CheckpointError, match=f"put it at {tmp_path / 'weights' / 'rtdetr-l.pt'}"):
         hub.resolve_weights("rtdetr-l.pt")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", PHOTOS[0], "conf=2"], "conf=2: must be within 0..1"),
+        (["predict", PHOTOS[0], "iou=-1"], "iou=-1: must be within 0..1"),
+        (["predict", PHOTOS[0], "imgsz=0"], "imgsz=0: must be at least 1"),
+        (["predict", PHOTOS[0], "--imgsz", "abc"], "imgsz='abc': must be an integer"),
+        (["predict", PHOTOS[0], "max_det=2.5"], "max_det='2.5': must be an integer"),
+        (["predict", PHOTOS[0], "save=maybe"], "save='maybe': must be true or false"),
+        (["predict", PHOTOS[0], "classes=[0, x]"], "classes[1]='x': must be an integer"),
+        (
+            ["predict", PHOTOS[0], "imgsz=99999"],
+            "imgsz=99999: 99,999 pixels a side, above the limit of 16,384 (set DETR_TOOLKIT_MAX_IMAGE_SIZE to raise it)",
+        ),
+        (["train", "--data", "d.yaml", "epochs=abc"], "epochs='abc': must be an integer"),
+        (["train", "--data", "d.yaml", "ema_decay=1.5"], "ema_decay=1.5: must be at least 0 and below 1"),
+        (["train", "--data", "d.yaml", "lr=0"], "lr=0: must be above 0"),
+        (["train", "--data", "d.yaml", "schedule=fast"], "schedule='fast': must be one of cosine, linear, constant"),
+        (["val", "--data", "d.yaml", "max_images=-1"], "max_images=-1: must be at least 1"),
+        (["export", "opset=11"], "opset=11: must be within 16..23"),
+        (["predict", PHOTOS[0], "--bogus"], "unrecognised arguments: --bogus"),
+    ],
+)
+def test_every_setting_is_validated_with_its_name_and_range(args, message, tiny_weights, capsys):
+    """Settings errors name the setting and what it allows, in one line, before any model or data is read."""
+    assert main([*map(str, args), "--model", str(tiny_weights)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_numbers_in_yaml_spelling_are_numbers(tmp_path, tiny_weights, capsys):
+    """YAML reads `1e-4` as text (it wants a dot): settings from key=value, --options and cfg files are numbers."""
+    from detr_toolkit.settings import TrainArgs
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("lr: 1e-4\nlr_backbone: 1E-5\nepochs: '3'\nmulti_scale: [64, 96]\n")
+    args = TrainArgs.from_sources(cfg, data="d.yaml", weight_decay="5e-2")
+    assert (args.lr, args.lr_backbone, args.epochs, args.multi_scale, args.weight_decay) == (
+        1e-4,
+        1e-5,
+        3,
+        [64, 96],
+        0.05,
+    )
+    assert args.given == {"lr", "lr_backbone", "epochs", "multi_scale", "data", "weight_decay"}
+    assert main(["predict", str(PHOTOS[0]), "--model", str(tiny_weights), "conf=1e-3", "--max-det", "2"]) == 0
+    assert "bus.jpg: 128x128 " in capsys.readouterr().out
