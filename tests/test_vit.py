@@ -116,3 +116,21 @@ def test_windows_are_independent_until_a_global_block():
     assert torch.equal(local[..., :4, :], local2[..., :4, :]) and torch.equal(local[..., :, :6], local2[..., :, :6])
     assert not torch.equal(local[..., 4:, 6:], local2[..., 4:, 6:])
     assert not torch.allclose(mixed[..., :4, :6], mixed2[..., :4, :6])  # the global block lets it through
+
+
+@pytest.mark.parametrize("kind", ["rf_detr", "lw_detr"])
+def test_projector_norm_epsilons_are_the_peers(kind):
+    """The projector's convolution norms take norm_eps; each level's closing LayerNorm takes out_norm_eps, which
+    RF-DETR and LW-DETR keep at 1e-6 whatever norm_eps is (transformers' modules, compared here)."""
+    import peers
+    from torch import nn
+
+    peer, _ = peers.transformers_model(kind)
+    theirs = [m.eps for n, m in peer.named_modules() if "projector" in n and n.endswith("layer_norm")]
+    ours = MultiScaleProjector([32, 32], scale_factors=[1.0], out_channels=16, blocks=1, norm="batch", norm_eps=1e-3,
+                               out_norm_eps=1e-4)  # fmt: skip
+    assert ours.levels[0].norm.eps == 1e-4
+    assert {m.eps for m in ours.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-3}
+    converted = convert_config(peer.config.to_dict(), None)
+    default = MultiScaleProjector([32], **converted["backbone"]["projector"])
+    assert [level.norm.eps for level in default.levels] == theirs
