@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from . import limits
 from .errors import ConfigError
 
 # A wheel ships the configs inside the package (`detr_toolkit.configs`); a source checkout or an editable
@@ -36,17 +37,58 @@ def find_config(name: str | Path) -> Path:
     raise ConfigError(f"{name}: no such config file (shipped configs: {', '.join(known)})")
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes `node` stands for once its aliases are expanded (an alias repeats its anchor's whole subtree)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError("a YAML anchor contains itself")
+    open_nodes.add(key)
+    children = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes)
+        if size > limits.YAML_NODES.value:  # stop counting early: a billion-laughs file is huge only expanded
+            break
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; ConfigError naming the file if it is missing, malformed or not a mapping."""
+    """Read a YAML mapping; ConfigError naming the file if it is missing, malformed or not a mapping, LimitError if
+    it is larger than limits.YAML_BYTES or its aliases expand beyond limits.YAML_NODES (checked before anything is
+    built from it)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        limits.YAML_BYTES.check(path.stat().st_size, f"{path}: a file")
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                limits.YAML_NODES.check(_expanded_size(node, {}, set()), f"{path}: its content")
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     return data

@@ -48,6 +48,7 @@ class Limit:
 # PIL's own decompression-bomb threshold (2x Image.MAX_IMAGE_PIXELS): about 13400 x 13400.
 IMAGE_PIXELS = Limit("IMAGE_PIXELS", 178_956_970, "pixels")
 YAML_NODES = Limit("YAML_NODES", 1_000_000, "YAML nodes, aliases expanded")
+YAML_BYTES = Limit("YAML_BYTES", 64 << 20, "bytes")
 MODEL_PARAMETERS = Limit("MODEL_PARAMETERS", 2_000_000_000, "parameters")
 # Model config values, by what they count (see nn.detector.check_config_values).
 MODEL_LAYERS = Limit("MODEL_LAYERS", 1024, "layers, blocks, heads or points")

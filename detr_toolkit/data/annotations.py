@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import DatasetError
+from .images import header_size
 
 ON_ERROR = ("error", "skip")
 EDGE_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in label tools)
@@ -30,18 +30,14 @@ class Annotation:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header (EXIF rotation applied); DatasetError if missing or unreadable."""
+    """(height, width) from the image header (EXIF rotation applied); DatasetError if missing or unreadable,
+    LimitError if it has more pixels than limits.IMAGE_PIXELS."""
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"{path}: not a readable image ({error})") from None
-    except Exception:  # noqa: BLE001 (ultralytics, once imported, patches PIL to pip-install plugins here)
-        raise DatasetError(f"{path}: not a readable image") from None
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+    size = header_size(path)
+    if size is None:
+        raise DatasetError(f"{path}: not a readable image")
+    return size
 
 
 class LabelChecker:

@@ -7,7 +7,9 @@ Paths are checked up front (a missing file fails before any work); pixels are re
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,7 @@ def _resolve(source: Any) -> list[Path | np.ndarray | torch.Tensor]:
 
         return [download(text, subdir="sources")]
     if any(c in text for c in "*?["):
-        files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if _is_media(Path(p))]
+        files = [p for p in expand_glob(text) if _is_media(p)]
         if not files:
             raise SourceError(f"{text}: the pattern matches no image or video")
         return files
@@ -88,6 +90,29 @@ def _resolve(source: Any) -> list[Path | np.ndarray | torch.Tensor]:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     return [path]
+
+
+def expand_glob(pattern: str) -> list[Path]:
+    """The files `pattern` matches, sorted; `**` spans any depth. Symlinked folders are followed, each real folder
+    once, so links that loop (a/b/up -> a) end the walk instead of repeating it without end."""
+    if "**" not in pattern:  # a fixed depth: glob cannot loop
+        return sorted(Path(p) for p in glob.glob(pattern) if os.path.isfile(p))
+    head, _, tail = pattern.partition("**")
+    tail = tail.lstrip("/" + os.sep) or "*"
+    roots = glob.glob(head) if any(c in head for c in "*?[") else [head or "."]
+    found, seen = set(), set()
+    for root in roots:
+        for folder, subfolders, names in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:
+                subfolders.clear()
+                continue
+            seen.add(real)
+            for name in names:
+                relative = os.path.relpath(os.path.join(folder, name), root)
+                if fnmatch.fnmatch(relative, tail) or fnmatch.fnmatch(relative, f"*/{tail}"):
+                    found.add(Path(folder) / name)
+    return sorted(found)
 
 
 def _is_media(path: Path) -> bool:

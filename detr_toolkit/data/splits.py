@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import load_yaml
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
+from ..settings import ValArgs
 from .annotations import Annotation
 from .coco import load_coco
 from .yolo import load_yolo
@@ -45,11 +46,17 @@ def load_split(
     if not isinstance(part, dict) or "instances" not in part or "images" not in part:
         raise DatasetError(f"{data}: split {split!r} needs {{instances: FILE.json, images: FOLDER}}")
     root = data.parent / str(spec.get("path", "."))
+    subset = ValArgs.settings()  # the data yaml's subset keys are settings like any other: validated alike
+    try:
+        spec_categories = subset["categories"].parse("categories", spec.get("categories"))
+        spec_max_images = subset["max_images"].parse("max_images", spec.get("max_images"))
+    except ConfigError as error:
+        raise DatasetError(f"{data}: {error}") from None
     return load_coco(
-        root / part["instances"],
-        root / part["images"],
-        categories if categories is not None else spec.get("categories"),
+        root / str(part["instances"]),
+        root / str(part["images"]),
+        categories if categories is not None else spec_categories,
         None,
-        max_images if max_images is not None else spec.get("max_images"),
+        max_images if max_images is not None else spec_max_images,
         on_error,
     )

@@ -9,6 +9,7 @@ class names; one `labels/<name>.txt` beside each `images/<name>.jpg` with lines 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,36 @@ from .images import IMAGE_SUFFIXES
 
 
 def class_names(data: dict, where: Path) -> dict[int, str]:
+    """The data yaml's `names` (a list, or a mapping of indices 0..n-1) -> {index: name}."""
     names = data.get("names")
     if isinstance(names, list):
         names = dict(enumerate(names))
     if not isinstance(names, dict) or not names:
         raise DatasetError(f"{where}: needs `names` (a list or {{index: name}} mapping of the classes)")
-    return {int(k): str(v) for k, v in names.items()}
+    try:
+        names = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: `names` keys must be class indices 0..{len(names) - 1}") from None
+    if sorted(names) != list(range(len(names))):
+        raise DatasetError(f"{where}: `names` keys must be the class indices 0..{len(names) - 1}, got {sorted(names)}")
+    return names
+
+
+def read_text(path: Path) -> str:
+    """A text file as written by any usual tool: UTF-8 (with or without a BOM) or UTF-16 with a BOM; DatasetError
+    naming the file for anything else (a binary file where text belongs)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror})") from None
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a text file (binary, or an encoding other than UTF-8/UTF-16)") from None
+    if "\x00" in text:
+        raise DatasetError(f"{path}: not a text file (it holds NUL bytes)")
+    return text
 
 
 def image_files(entry: str | list, root: Path, where: Path) -> list[Path]:
@@ -36,7 +61,7 @@ def image_files(entry: str | list, root: Path, where: Path) -> list[Path]:
         if path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.is_file() and path.suffix == ".txt":
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            lines = [line.strip() for line in read_text(path).splitlines() if line.strip()]
             files += [(path.parent / line).resolve() if not Path(line).is_absolute() else Path(line) for line in lines]
         else:
             raise DatasetError(f"{where}: split entry {item!r} -> {path} is neither a folder nor a list file")
@@ -55,25 +80,46 @@ def label_file(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def _row_box(values: list[float], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A label row's values after the class -> pixel box x1 y1 x2 y2: `cx cy w h`, or a polygon `x1 y1 x2 y2 ...`
+    (ultralytics' segmentation labels) by its bounding box."""
+    height, width = size
+    if len(values) == 4:
+        cx, cy, w, h = values
+        return (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
+    xs, ys = values[0::2], values[1::2]
+    return min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height
+
+
 def read_labels(path: Path, size: tuple[int, int], checker: LabelChecker) -> tuple[np.ndarray, np.ndarray]:
-    """A YOLO label file -> (boxes (N, 4) xyxy pixels, classes (N,)); no file means no objects."""
+    """A YOLO label file -> (boxes (N, 4) xyxy pixels, classes (N,)); no file means no objects.
+
+    A row is `class cx cy w h` (normalised), or `class x1 y1 x2 y2 ... xn yn` (a polygon of 3 or more points,
+    as ultralytics' segmentation labels are), which becomes the polygon's box.
+    """
     boxes, classes = [], []
     if not path.is_file():
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-    height, width = size
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}:{number}"
         try:
-            if len(fields) != 5:
-                raise ValueError(f"expected 5 fields 'class cx cy w h', got {len(fields)}")
-            cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:])
+            if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+                raise ValueError(
+                    f"expected 'class cx cy w h' or a polygon 'class x1 y1 ... xn yn', got {len(fields)} values"
+                )
+            number_class = float(fields[0])
+            if not number_class.is_integer():
+                raise ValueError(f"class {fields[0]} is not an integer")
+            values = [float(v) for v in fields[1:]]
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError("a value is not a finite number")
         except ValueError as error:
-            checker.problem(where, f"malformed label line {line.strip()!r} ({error})")
+            checker.problem(where, f"malformed label line {line.strip()[:80]!r} ({error})")
             continue
-        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        cls, box = int(number_class), _row_box(values, size)
         if checker.box_ok(where, cls, box, size):
             boxes.append(box)
             classes.append(cls)
