@@ -90,7 +90,9 @@ def test_limits_can_be_raised(monkeypatch):
     config.pop("names")
     config["decoder"]["num_layers"] = 5
     monkeypatch.setenv("DETR_TOOLKIT_MAX_MODEL_LAYERS", "4")
-    with pytest.raises(LimitError, match="num_layers=5: 5 layers.* above the limit of 4 .set DETR_TOOLKIT_MAX_MODEL_LAY"):
+    with pytest.raises(
+        LimitError, match="num_layers=5: 5 layers.* above the limit of 4 .set DETR_TOOLKIT_MAX_MODEL_LAY"
+    ):
         build_model(config)
     monkeypatch.setenv("DETR_TOOLKIT_MAX_MODEL_LAYERS", "5")
     assert len(build_model(config).decoder.layers) == 5

@@ -168,3 +168,20 @@ def test_a_diverging_run_stops_and_never_keeps_a_broken_best(shapes, tmp_path, c
     if best.exists():  # an epoch before the divergence may have been the best; it is finite
         finite = RTDETR(best).model.state_dict().values()
         assert all(torch.isfinite(t).all() for t in finite if t.is_floating_point())
+
+
+def test_a_seeded_run_repeats_its_losses_and_weights(shapes, tmp_path):
+    """What the README promises for seed=: on the same machine and thread count, a run repeats its losses and
+    weights bit for bit, with augmentation drawn in a data-loader worker process and compute on 2 threads."""
+    data, config = shapes
+    runs, threads = [], torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name in ("first", "second"):
+            run = RTDETR(config).train(data=data, epochs=2, project=tmp_path, name=name, **{**QUICK, "workers": 1})
+            runs.append(run)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["loss"] for r in rows(runs[0])] == [r["loss"] for r in rows(runs[1])]
+    first, second = (torch.load(run / "weights" / "last.pt", weights_only=True)["model"] for run in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
