@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,15 @@ import yaml
 from . import limits
 from .errors import ConfigError
 
-# A wheel ships the configs inside the package (`detr_toolkit.configs`); a source checkout or an editable
+# A wheel ships the model configs inside the package (detr_toolkit/configs/); a source checkout or an editable
 # install has them in configs/ beside the package.
+_INSTALLED_CONFIGS = Path(__file__).resolve().parent / "configs"
 _CHECKOUT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def packaged_configs() -> Path:
     """The folder holding the shipped model configs."""
-    try:
-        return Path(str(resources.files("detr_toolkit.configs")))
-    except ModuleNotFoundError:
-        return _CHECKOUT_CONFIGS
+    return _INSTALLED_CONFIGS if _INSTALLED_CONFIGS.is_dir() else _CHECKOUT_CONFIGS
 
 
 def find_config(name: str | Path) -> Path:
