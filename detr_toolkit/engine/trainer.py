@@ -164,7 +164,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.best_fitness, self.best_epoch, self.skipped = 0, -1.0, -1, 0
         self.steps_per_epoch = math.ceil(len(self._loader(0)) / args.accumulate)
-        self.resumed = checkpoint is not None
+        # Only a run folder this run made may be removed when it fails (not a resumed one, nor one reused by exist_ok).
+        self.made_run_dir = checkpoint is None and not (args.exist_ok and (Path(args.project) / args.name).exists())
         if checkpoint is not None:
             self._restore(checkpoint)
         if self.main:
@@ -173,9 +174,6 @@ class Trainer:
             shared = [str(getattr(self, "save_dir", ""))]
             dist.broadcast_object_list(shared, src=0)
             self.save_dir = Path(shared[0])
-        if self.main:
-            make_dirs(self.save_dir / "weights")
-            write_file(self.save_dir / "args.yaml", yaml.safe_dump(self.args.to_dict(), sort_keys=False).encode())
 
     @classmethod
     def resume(cls, args: TrainArgs) -> Path:
@@ -326,9 +324,12 @@ class Trainer:
         """Every epoch from the first (or the resumed one) to `args.epochs`; -> the run folder. A run that fails
         before writing a checkpoint leaves no run folder behind."""
         try:
+            if self.main:
+                make_dirs(self.save_dir / "weights")
+                write_file(self.save_dir / "args.yaml", yaml.safe_dump(self.args.to_dict(), sort_keys=False).encode())
             self._train()
         except BaseException:
-            if self.main and not self.resumed:
+            if self.main and self.made_run_dir:
                 remove_if_unused(self.save_dir, keep_if_present="weights/last.pt")
             raise
         return self.save_dir
