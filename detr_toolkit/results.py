@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ from .plotting import draw_detections
 
 # Crops are widened as ultralytics' save_one_box widens them: width and height x 1.02 + 10 pixels.
 CROP_GAIN, CROP_PAD = 1.02, 10
+
+
+def folder_name(name: str) -> str:
+    """A class name as a folder name inside the save folder: path separators and control characters replaced, no
+    leading dots (a checkpoint's class names are not trusted to stay inside)."""
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).lstrip(".").strip() or "_"
 
 
 class Boxes:
@@ -318,7 +325,7 @@ class Results:
         written = []
         for (x1, y1, x2, y2), cls in zip(corners.tolist(), boxes.cls.astype(int).tolist()):
             if x2 > x1 and y2 > y1:
-                folder = Path(save_dir) / str(self.names.get(cls, cls))
+                folder = Path(save_dir) / folder_name(str(self.names.get(cls, cls)))
                 path = free_path(folder / f"{Path(file_name).stem}.jpg")
                 written.append(str(write_image(path, self.orig_img[y1:y2, x1:x2])))
         return written

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import pytest
@@ -125,3 +126,17 @@ def test_errors_in_data_loader_workers_name_their_file(tmp_path, capsys):
     assert code == 2 and err.splitlines() == [err], err
     assert victim.name in err and "Traceback" not in err
     assert not (tmp_path / "runs" / "exp").exists()
+
+
+def test_crops_stay_inside_their_folder_whatever_the_class_names(tmp_path):
+    """Class names come from checkpoints: '../../outside' must not lead a crop out of the save folder."""
+    import torch
+
+    from detr_toolkit import Results
+
+    image = cv2.imread(str(PHOTOS[0]))
+    result = Results(image, "bus.jpg", {0: "../../outside", 1: "a/b"}, torch.tensor([[10.0, 10, 50, 50, 0.9, 0],
+                                                                                    [5, 5, 40, 40, 0.8, 1]]))  # fmt: skip
+    written = result.save_crop(tmp_path / "crops" / "inner")
+    assert len(written) == 2
+    assert all((tmp_path / "crops" / "inner").resolve() in Path(p).resolve().parents for p in written)
