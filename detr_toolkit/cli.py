@@ -15,8 +15,10 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,9 +169,26 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(message: object) -> str:
+    """A message as one line: a path may hold a newline."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _quiet_native_logs() -> None:
+    """For the command line: warnings print as one `warning: ...` line each, and native libraries (OpenCV, FFmpeg)
+    keep their own log lines to themselves: the problems they log are reported here, in one line."""
+    warnings.showwarning = lambda message, *_: print(f"warning: {_one_line(message)}", file=sys.stderr)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when OpenCV first opens a video
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:
+        _quiet_native_logs()
     try:
         parser = _build_parser()
         # key=value words are set aside first, so that `source=bus.jpg` is not taken for the positional SOURCE.
@@ -181,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DetrToolkitError as error:
         if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:  # the machine's refusal (permissions, a full disk) rather than a bug of ours
         if debug:
             raise
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error} (--debug shows where)", file=sys.stderr)
+        print(f"error: {_one_line(where)}{error.strerror or error} (--debug shows where)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

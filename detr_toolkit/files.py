@@ -42,6 +42,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write to; on success it replaces `path` in one step, so a reader
     (or a run killed mid-write) never sees half a file. The file gets the user's usual mode, not mkstemp's 0600."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a device (/dev/full), a FIFO: never replaced by a file
+        raise OutputError(f"{path}: exists and is not a regular file")
     make_dirs(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -58,6 +60,22 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(path: str | Path) -> Path:
+    """OutputError now, before any work, if `path` could not be written later: it is a folder or a device, or the
+    nearest existing folder above it is not a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path}: exists and is not a regular file")
+    for folder in path.absolute().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError(f"{folder}: cannot create the folder (a file is in the way)")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise OutputError(f"{folder}: cannot write here (permission denied)")
+            break
+    return path
 
 
 def write_file(path: str | Path, data: bytes | bytearray | memoryview) -> Path:
@@ -90,10 +108,29 @@ def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pat
     return make_dirs(path)
 
 
-def remove_if_unused(folder: Path, keep_if_present: str | None = None) -> None:
+def first_missing(path: str | Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (the first one `make_dirs(path)` would create)."""
+    path = Path(path).absolute()
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_if_unused(folder: Path, keep_if_present: str | None = None, made_from: Path | None = None) -> None:
     """Remove a run folder a failed run made: when it is empty, or when it lacks `keep_if_present` (the file that
-    would make it worth keeping, e.g. a resumable checkpoint)."""
+    would make it worth keeping, e.g. a resumable checkpoint). Then the empty folders above it, up to `made_from`
+    (the outermost one the run created: `runs/` of a first run), go too."""
     if not folder.is_dir():
         return
     if not any(folder.iterdir()) or (keep_if_present is not None and not (folder / keep_if_present).exists()):
         shutil.rmtree(folder, ignore_errors=True)
+    if made_from is None:
+        return
+    made_from = made_from.absolute()
+    for parent in folder.absolute().parents:
+        if made_from not in (parent, *parent.parents) or not parent.is_dir() or any(parent.iterdir()):
+            break
+        parent.rmdir()

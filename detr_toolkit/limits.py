@@ -48,13 +48,14 @@ class Limit:
 # PIL's own decompression-bomb threshold (2x Image.MAX_IMAGE_PIXELS): about 13400 x 13400.
 IMAGE_PIXELS = Limit("IMAGE_PIXELS", 178_956_970, "pixels")
 YAML_NODES = Limit("YAML_NODES", 1_000_000, "YAML nodes, aliases expanded")
-YAML_BYTES = Limit("YAML_BYTES", 64 << 20, "bytes")
+YAML_BYTES = Limit("YAML_BYTES", 4 << 20, "bytes")  # configs and data yamls are kilobytes; lists of images go in .txt
 MODEL_PARAMETERS = Limit("MODEL_PARAMETERS", 2_000_000_000, "parameters")
 # Model config values, by what they count (see nn.detector.check_config_values).
 MODEL_LAYERS = Limit("MODEL_LAYERS", 1024, "layers, blocks, heads or points")
 MODEL_WIDTH = Limit("MODEL_WIDTH", 65_536, "channels")
 MODEL_QUERIES = Limit("MODEL_QUERIES", 10_000, "queries")
 MODEL_CLASSES = Limit("MODEL_CLASSES", 100_000, "classes")
-IMAGE_SIZE = Limit("IMAGE_SIZE", 16_384, "pixels a side")
+# A model input side (imgsz, eval_size): 4096 px already needs gigabytes of activations; slice larger images (SAHI).
+IMAGE_SIZE = Limit("IMAGE_SIZE", 4096, "pixels a side")
 # A checkpoint archive entry may expand this many times over its compressed size (torch stores them uncompressed).
 CHECKPOINT_EXPANSION = Limit("CHECKPOINT_EXPANSION", 20, "times its compressed size")

@@ -17,6 +17,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import weights
+from .config import class_names
 from .engine.device import select_device
 from .engine.predictor import Predictor, inference_dtype
 from .engine.saver import PredictionSaver
@@ -41,10 +42,11 @@ class RTDETR:
     def __init__(self, model: str | Path | dict = "rtdetr-l.pt", device: str | int | torch.device | None = None):
         config, state = weights.load(model)
         source = "model config" if isinstance(model, dict) else str(model)
-        self.names: dict[int, str] = config.pop("names", None) or {i: str(i) for i in range(config.get("nc", 0))}
+        names = config.pop("names", None)
         self.config = config
         try:
             self.model: Detector = build_model(config)
+            self.names: dict[int, str] = class_names(names, config["nc"], "model config")
         except DetrToolkitError as error:  # a bad or oversized config: name the file it came from
             raise type(error)(f"{source}: {error}") from None
         self.pretrained = state is not None  # False: random weights from a config

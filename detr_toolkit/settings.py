@@ -28,6 +28,7 @@ from .config import load_yaml
 from .errors import ConfigError
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+MAX_INTEGER = 2**31 - 1  # integer settings reach C code (sizes, seeds) that overflows beyond this
 Args = TypeVar("Args", bound="SettingsGroup")
 
 
@@ -143,6 +144,8 @@ class Setting:
         return value
 
     def _in_range(self, name: str, number: float) -> float:
+        if isinstance(number, int) and abs(number) > MAX_INTEGER:
+            raise ConfigError(f"{name}={number}: must be at most {MAX_INTEGER}")
         low_fails = self.low is not None and (number <= self.low if self.low_open else number < self.low)
         high_fails = self.high is not None and (number >= self.high if self.high_open else number > self.high)
         if low_fails or high_fails:
@@ -212,7 +215,13 @@ VERBOSE = Setting(True, "print progress and results", bool)
 
 
 def _batch(default: int, help: str) -> Setting:
-    return Setting(default, help, int, low=1)
+    return Setting(default, help, int, low=1, high=65_536)
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder inside `project`: no path separators, not '.' or '..'."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ConfigError(f"name={name!r}: must be a single folder name (no path separators; set project= for where)")
 
 
 # --- the groups ------------------------------------------------------------------------------------------------
@@ -239,6 +248,9 @@ class PredictArgs(SettingsGroup):
     project: str = Setting("runs", "folder of saved runs").field()
     name: str = Setting("predict", "run name, incremented if taken (predict-2, ...)").field()
     verbose: bool = VERBOSE.field()
+
+    def check(self) -> None:
+        check_run_name(self.name)
 
 
 class _ReadsDataset:
@@ -302,14 +314,14 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
     batch: int = _batch(8, "images per optimizer step, over all processes").field()
     imgsz: int = Setting(640, "training and validation size", int, low=1, limit=limits.IMAGE_SIZE).field()
     workers: int = Setting(0 if (os.cpu_count() or 1) <= 2 else 2, "data-loading processes (0: in the training "
-                           "process, fastest on 2 cores)", int, low=0).field()  # fmt: skip
+                           "process, fastest on 2 cores)", int, low=0, high=256).field()  # fmt: skip
     device: str | None = DEVICE.field()
     project: str = Setting("runs/train", "folder of training runs").field()
     name: str = Setting("exp", "run name, incremented if taken (exp-2, ...)").field()
     exist_ok: bool = Setting(False, "reuse project/name instead of incrementing it", bool).field()
     resume: str | bool = Setting(False, "continue a run: true for the last one, or its weights/last.pt", str,
                                  or_bool=True).field()  # fmt: skip
-    seed: int = Setting(0, "seed of initial weights, data order and augmentation", int, low=0).field()
+    seed: int = Setting(0, "seed of initial weights, data order and augmentation", int, low=0, high=2**31 - 1).field()
     lr: float = Setting(1e-4, "AdamW learning rate of everything but the backbone", float, low=0, low_open=True).field()
     lr_backbone: float = Setting(1e-5, "AdamW learning rate of the backbone", float, low=0).field()
     weight_decay: float = Setting(1e-4, "AdamW weight decay (not on norms and biases)", float, low=0).field()
@@ -347,6 +359,7 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
     def check(self) -> None:
         if not self.data and not self.resume:
             raise ConfigError("training needs data= (a YOLO data.yaml, a COCO data yaml or an instances .json)")
+        check_run_name(self.name)
 
     @property
     def augment(self) -> dict[str, float]:

@@ -99,7 +99,7 @@ def test_official_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
         (["predict", PHOTOS[0], "classes=[0, x]"], "classes[1]='x': must be an integer"),
         (
             ["predict", PHOTOS[0], "imgsz=99999"],
-            "imgsz=99999: 99,999 pixels a side, above the limit of 16,384 (set DETR_TOOLKIT_MAX_IMAGE_SIZE to raise it)",
+            "imgsz=99999: 99,999 pixels a side, above the limit of 4,096 (set DETR_TOOLKIT_MAX_IMAGE_SIZE to raise it)",
         ),
         (["train", "--data", "d.yaml", "epochs=abc"], "epochs='abc': must be an integer"),
         (["train", "--data", "d.yaml", "ema_decay=1.5"], "ema_decay=1.5: must be at least 0 and below 1"),

@@ -56,9 +56,9 @@ def test_bad_configs_are_named(edit, message):
             r"decoder \(rtdetr\): num_queries='300' must be int",
         ),
         (lambda c: c["encoder"].update(num_heads=True), ConfigError, r"num_heads=True must be int"),
-        (lambda c: c["decoder"].update(num_layers=-1), ConfigError, r"num_layers=-1 must not be negative"),
+        (lambda c: c["decoder"].update(num_layers=-1), ConfigError, r"decoder num_layers: -1 must be at least 1"),
         (lambda c: c["backbone"]["stages"][2].update(downsample=False), ConfigError, r"parts do not fit together"),
-        (lambda c: c["decoder"].update(num_points=0), ConfigError, r"parts do not fit together"),
+        (lambda c: c["decoder"].update(num_points=0), ConfigError, r"decoder num_points: 0 must be at least 1"),
         (
             lambda c: c.update(imgsz=100),
             ConfigError,
@@ -111,7 +111,7 @@ def test_bad_yaml_files(tmp_path):
     import yaml
 
     wrong_names.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="exactly nc=4 class names"):
+    with pytest.raises(ConfigError, match=r"names must name exactly the classes 0\.\.3"):
         RTDETR(wrong_names)
 
 

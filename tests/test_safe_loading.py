@@ -123,7 +123,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path, tiny_weights):
     from detr_toolkit.weights import load_weights, save_weights
 
     config, state = load_weights(tiny_weights)
-    config["nc"] = 7
+    config["nc"], config["names"] = 7, {}
     bad = save_weights(state, config, tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointError, match="do not fit the model config"):
         RTDETR(bad)

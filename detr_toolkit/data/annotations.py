@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
-from .images import header_size
+from ..errors import DatasetError, SourceError
+from .images import header_size, read_image
 
 ON_ERROR = ("error", "skip")
 EDGE_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in label tools)
@@ -35,8 +35,11 @@ def image_size(path: Path) -> tuple[int, int]:
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
     size = header_size(path)
-    if size is None:
-        raise DatasetError(f"{path}: not a readable image")
+    if size is None:  # a format PIL does not read (float TIFF, PFM, ...): OpenCV decodes it, as training will
+        try:
+            size = read_image(path).shape[:2]
+        except SourceError:
+            raise DatasetError(f"{path}: not a readable image") from None
     return size
 
 

@@ -27,6 +27,8 @@ from .annotations import Annotation, LabelChecker, image_size
 
 
 def _read(instances: Path) -> dict:
+    if not instances.is_file():
+        raise DatasetError(f"{instances}: no such instances file")
     try:
         data = json.loads(instances.read_text(encoding="utf-8"))
     except OSError as error:

@@ -123,7 +123,7 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Encode a BGR uint8 image in the format of `path`'s extension and write it atomically; OutputError naming
     the file when OpenCV cannot write that format or the file cannot be written."""
     path = Path(path)
-    if not path.suffix or not cv2.haveImageWriter(str(path)):
+    if not path.suffix.isascii() or not cv2.haveImageWriter(f"image{path.suffix}"):
         raise OutputError(f"{path}: cannot write images of this format (use .jpg, .png, .bmp, .tif or .webp)")
     ok, encoded = cv2.imencode(path.suffix, image)
     if not ok:

@@ -21,7 +21,9 @@ from ..settings import TrainArgs
 # Settings a resumed run may change; any other must stay as the run was started (a new lr, batch or dataset
 # would be another run, not this one continued).
 RESUMABLE = ("epochs", "patience", "workers", "device", "verbose", "plots")
-KEYS = ("epoch", "model", "ema", "ema_updates", "optimizer", "scaler", "config", "names", "train_args")
+# What a checkpoint holds, and of which type.
+KEYS = {"epoch": int, "model": dict, "ema": dict, "ema_updates": int, "optimizer": dict, "scaler": dict,
+        "config": dict, "names": dict, "train_args": dict}  # fmt: skip
 
 
 def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -51,9 +53,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file is the same user error)
         raise CheckpointError(f"{path}: not a training checkpoint ({type(error).__name__})") from None
-    missing = [key for key in KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path}: not a training checkpoint of ours (no {', '.join(missing)})")
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint of ours")
+    wrong = [key for key, kind in KEYS.items() if not isinstance(checkpoint.get(key), kind)
+             or isinstance(checkpoint.get(key), bool)]  # fmt: skip
+    if wrong:
+        raise CheckpointError(f"{path}: not a training checkpoint of ours ({', '.join(wrong)} missing or malformed)")
+    if checkpoint["epoch"] < 0 or checkpoint["ema_updates"] < 0:
+        raise CheckpointError(f"{path}: not a training checkpoint of ours (a negative epoch or EMA count)")
     return checkpoint
 
 
@@ -61,7 +68,10 @@ def resumed_args(stored: dict[str, Any], given: TrainArgs, path: Path) -> TrainA
     """The settings of the run in `path`, with the user's changes to RESUMABLE settings applied; a change to any
     other setting is refused by name."""
     known = TrainArgs.settings()
-    args = TrainArgs.create(**{k: v for k, v in stored.items() if k in known and k != "resume"})
+    try:
+        args = TrainArgs.create(**{k: v for k, v in stored.items() if k in known and k != "resume"})
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its training settings are malformed ({error})") from None
     changes = {
         name: getattr(given, name) for name in given.given - {"resume"} if getattr(given, name) != getattr(args, name)
     }

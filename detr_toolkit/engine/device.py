@@ -18,6 +18,8 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
     try:
         selected = torch.device(text)
     except RuntimeError:
+        selected = None
+    if selected is None or selected.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device {device!r}: expected cpu, cuda, cuda:N, N or mps") from None
     if selected.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r}: CUDA is not available on this machine (use device=cpu)")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DetrToolkitError
-from ..files import write_file
+from ..files import check_writable, write_file
 from ..nn import Detector, fuse_model
 
 
@@ -56,6 +56,7 @@ def export_onnx(
         raise DetrToolkitError("ONNX export needs the onnx package: pip install 'detr-toolkit[export]'") from None
     if imgsz % detector.stride:
         raise ConfigError(f"imgsz={imgsz}: must be a multiple of {detector.stride} for this model")
+    check_writable(file)  # before the export's work, not after it
     model = ExportOutputs(fuse_model(copy.deepcopy(detector)).float().cpu().eval())
     for module in model.modules():  # input-size-dependent constants (ViT position embeddings) computed once here
         if callable(getattr(module, "fix_input_size", None)):
@@ -67,6 +68,7 @@ def export_onnx(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes become constants: H and W are fixed
         warnings.filterwarnings("ignore", "Constant folding - Only steps=1")  # strided slices stay ops
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.onnx's notes about its own internals
         torch.onnx.export(model, (images,), buffer, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output0"], dynamic_axes=dynamic_axes)  # fmt: skip
     graph = onnx.load_from_string(buffer.getvalue())

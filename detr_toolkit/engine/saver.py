@@ -79,3 +79,6 @@ class PredictionSaver:
         for writer in self._writers.values():
             writer.release()
         self._writers.clear()
+        if self.save_dir is not None and not any(self.save_dir.iterdir()):  # nothing was saved (no detections)
+            self.save_dir.rmdir()
+            self.save_dir = None

@@ -43,13 +43,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
-from ..errors import ConfigError, ModelOutputError
-from ..files import increment_dir, make_dirs, remove_if_unused, write_file
+from ..errors import CheckpointError, ConfigError, ModelOutputError
+from ..files import check_writable, first_missing, increment_dir, make_dirs, remove_if_unused, write_file
 from ..loss import DetectionCriterion
 from ..nn import Detector, build_model
 from ..nn.lwdetr_decoder import LWDETRDecoder
 from ..settings import TrainArgs
-from ..weights import load_weights, save_weights
+from ..weights import load_state, load_weights, save_weights
 from .checkpoint import find_checkpoint, read_checkpoint, resumed_args, write_checkpoint
 from .coco_metrics import coco_metrics
 from .confusion import confusion_matrix
@@ -135,6 +135,8 @@ class Trainer:
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
+        if self.main and save_dir is None:
+            check_writable(Path(args.project) / args.name / "args.yaml")  # before loading data and models
         if self.device.type == "cpu":
             keep_freed_memory()
         train, self.names = load_split(args.data, "train", **args.dataset)
@@ -145,10 +147,16 @@ class Trainer:
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
         config = {k: v for k, v in config.items() if k != "names"}
         torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
-        self.model, reset = adapt_to_classes(config, state, len(self.names))
+        self.model, reset = adapt_to_classes(config, state if checkpoint is None else None, len(self.names))
+        if checkpoint is not None:  # a resumed model is the checkpoint's, exactly
+            load_state(self.model, checkpoint["model"], f"{save_dir}/weights/last.pt")
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
             print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
+        stride = self.model.stride
+        for size in (args.imgsz, *args.multi_scale):
+            if size % stride:
+                raise ConfigError(f"imgsz={size}: training sizes must be multiples of {stride} for this model")
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         # Each family trains with its own classification loss: IoU-aware BCE for LW-DETR/RF-DETR's decoder.
@@ -166,8 +174,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self._loader(0)) / args.accumulate)
         # Only a run folder this run made may be removed when it fails (not a resumed one, nor one reused by exist_ok).
         self.made_run_dir = checkpoint is None and not (args.exist_ok and (Path(args.project) / args.name).exists())
+        self.made_from = first_missing(Path(args.project) / args.name) if self.made_run_dir else None
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self._restore(checkpoint, save_dir)
         if self.main:
             self.save_dir = save_dir or increment_dir(args.project, args.name, exist_ok=args.exist_ok)
         if self.world > 1:  # every rank learns rank 0's run folder
@@ -191,11 +200,15 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------------------------
 
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        self.ema.module.load_state_dict(checkpoint["ema"])
+    def _restore(self, checkpoint: dict[str, Any], save_dir: Path | None) -> None:
+        source = f"{save_dir}/weights/last.pt"
+        load_state(self.ema.module, checkpoint["ema"], source)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as error:
+            raise CheckpointError(f"{source}: its optimizer state does not fit the model ({error})") from None
         self.ema.updates = checkpoint["ema_updates"]
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
         self.start_epoch = checkpoint["epoch"] + 1
         self.best_fitness = checkpoint.get("best_fitness", -1.0)
         self.best_epoch = checkpoint.get("best_epoch", -1)
@@ -330,7 +343,7 @@ class Trainer:
             self._train()
         except BaseException:
             if self.main and self.made_run_dir:
-                remove_if_unused(self.save_dir, keep_if_present="weights/last.pt")
+                remove_if_unused(self.save_dir, keep_if_present="weights/last.pt", made_from=self.made_from)
             raise
         return self.save_dir
 

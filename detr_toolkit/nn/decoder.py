@@ -137,6 +137,12 @@ class RTDETRDecoder(nn.Module):
         super().__init__()
         if len(feat_strides) != len(in_channels):
             raise ValueError(f"feat_strides {list(feat_strides)} must give one stride per level ({len(in_channels)})")
+        if not -num_layers <= eval_idx < num_layers:
+            raise ValueError(
+                f"eval_idx={eval_idx} must name one of the {num_layers} layers (-{num_layers}..{num_layers - 1})"
+            )
+        if eval_size and eval_size % max(feat_strides):
+            raise ValueError(f"eval_size={eval_size} must be a multiple of the largest stride {max(feat_strides)}")
         self.num_queries = num_queries
         self.num_classes = num_classes
         self.eval_idx = eval_idx % num_layers

@@ -14,6 +14,7 @@ Channel counts flow from one part to the next; nothing else is implied.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -114,7 +115,8 @@ def build_model(config: dict[str, Any]) -> Detector:
             raise ConfigError(f"model config {key} must be a list of 3 numbers (R, G, B), got {value!r}")
     check_config_values({k: v for k, v in config.items() if k != "names"})
     if torch.get_default_device().type != "meta":
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a config that does not fit is reported once, by check_on_meta
             check_on_meta(_build(config), config.get("imgsz", DEFAULT_IMGSZ))
     return _build(config)
 

@@ -14,6 +14,7 @@ import inspect
 import math
 import types
 import typing
+import warnings
 from typing import Any
 
 import torch
@@ -33,7 +34,10 @@ VALUE_LIMITS = {
     **dict.fromkeys(("depth", "num_layers", "blocks", "layers_per_block", "csp_blocks", "num_groups", "num_heads",
                      "cross_heads", "num_points"), limits.MODEL_LAYERS),
 }  # fmt: skip
-SIGNED_KEYS = {"eval_idx"}  # integers that may be negative (Python-style indices)
+# Integers of a model config count something (layers, channels, heads, points) and are at least 1, but for these:
+SIGNED_KEYS = {"eval_idx"}  # Python-style indices, negative from the end
+ZERO_OK_KEYS = {"num_registers", "num_denoising"}  # may be none
+INDEX_LIST_KEYS = {"out_indices", "global_blocks", "return_stages"}  # lists of indices, from 0
 
 
 def is_number(value: Any) -> bool:
@@ -80,26 +84,34 @@ def check_arguments(cls: type, kwargs: dict[str, Any], where: str, derived: set[
         if key in hints and not _fits(value, hints[key]):
             raise ConfigError(f"{where}: {key}={value!r} must be {_describe(hints[key])}")
         numbers = value if isinstance(value, (list, tuple)) else [value]
-        if key not in SIGNED_KEYS and any(is_number(v) and v < 0 for v in numbers):
+        if any(isinstance(v, float) and v < 0 for v in numbers):
             raise ConfigError(f"{where}: {key}={value!r} must not be negative")
 
 
-def check_config_values(node: Any, where: str = "model config") -> None:
-    """LimitError for a value (or list length) above its limit, before anything is built from it: a config of a
-    few bytes must not ask for a million layers."""
+def _check_integer(value: int, key: str, where: str, in_list: bool = False) -> None:
+    """An integer of a model config against its lower bound (see the key sets above) and its limit."""
+    low = 0 if (in_list and key in INDEX_LIST_KEYS) or key in ZERO_OK_KEYS else 1
+    if key not in SIGNED_KEYS and value < low:
+        raise ConfigError(f"{where}: {value} must be at least {low}")
+    VALUE_LIMITS.get(key, limits.MODEL_WIDTH).check(abs(value), f"{where}={value}" if not in_list else where)
+
+
+def check_config_values(node: Any, where: str = "model config", key: str = "") -> None:
+    """ConfigError for a count below 1 (or an index below 0), LimitError for a value (or list length) above its
+    limit, before anything is built from it: a config of a few bytes must not ask for a million layers."""
     if isinstance(node, dict):
-        for key, value in node.items():
+        for name, value in node.items():
             if isinstance(value, int) and not isinstance(value, bool):
-                VALUE_LIMITS.get(key, limits.MODEL_WIDTH).check(value, f"{where} {key}={value}")
+                _check_integer(value, name, f"{where} {name}")
             else:
-                check_config_values(value, f"{where} {key}")
+                check_config_values(value, f"{where} {name}", name)
     elif isinstance(node, list):
         limits.MODEL_LAYERS.check(len(node), f"{where}: a list of {len(node)}")
         for item in node:
             if isinstance(item, int) and not isinstance(item, bool):
-                limits.MODEL_WIDTH.check(item, f"{where}: value {item}")
+                _check_integer(item, key, f"{where}: value {item}", in_list=True)
             else:
-                check_config_values(item, where)
+                check_config_values(item, where, key)
 
 
 def check_on_meta(model: nn.Module, imgsz: Any) -> None:
@@ -112,7 +124,8 @@ def check_on_meta(model: nn.Module, imgsz: Any) -> None:
     if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 1 or imgsz % stride:
         raise ConfigError(f"model config imgsz={imgsz!r}: must be a positive multiple of the model's stride {stride}")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what does not fit is reported once, below, not as a warning too
             model.eval()(torch.zeros(1, 3, imgsz, imgsz, device="meta"))
     except CONSTRUCTION_ERRORS as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

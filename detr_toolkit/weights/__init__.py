@@ -25,7 +25,7 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 OPTIONAL_SUFFIX = "num_batches_tracked"  # batch norms start counting from 0 without it, as torch's loading does
 # What a converter raises on a file of the right format whose contents are not what the format promises
 # (a missing key, a string where a number belongs, a list too short): the file is malformed, not our code.
-MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError)
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError)
 
 
 def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
@@ -56,8 +56,10 @@ def _malformed_is_named(path: str | Path, kind: str) -> Iterator[None]:
     """A converter's error on a file whose contents are not what its format promises becomes one CheckpointError."""
     try:
         yield
-    except DetrToolkitError:
-        raise
+    except DetrToolkitError as error:
+        if str(path) in str(error):
+            raise
+        raise type(error)(f"{path}: {error}") from None
     except MALFORMED as error:
         detail = f"{type(error).__name__}: {error}".splitlines()[0]
         raise CheckpointError(f"{path}: a malformed {kind} ({detail})") from None

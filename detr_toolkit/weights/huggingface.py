@@ -18,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .. import limits
+from ..config import class_names
 from ..errors import CheckpointError
 from .mapping import Rule, apply_rules, unpack_in_proj
 
@@ -105,17 +107,33 @@ def rename(key: str) -> str | None:
     raise KeyError(key)
 
 
+def _block_count(value: Any, name: str, most: int | None = None) -> int:
+    """A block count or index of the config: an integer, at most `most` (or the layer limit)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"config.json {name}: {value!r} is not a count or index of blocks")
+    if most is not None and value > most:
+        raise ValueError(f"config.json {name}: {value} is beyond the {most} blocks")
+    limits.MODEL_LAYERS.check(value, f"config.json {name}={value}")
+    return value
+
+
 def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> dict[str, Any]:
     """A transformers RfDetrConfig / LwDetrConfig (as JSON) -> our model config."""
     kind = hf.get("model_type")
     vit = hf.get("backbone_config") or {}
-    depth = vit["num_hidden_layers"]
-    taps = [stage - 1 for stage in vit["out_indices"]]  # stage i is the output of block i - 1
+    # The numbers that sizes below are computed from are checked first: a config of a few bytes must not make a
+    # list of ten billion block indices before the model config's own checks run.
+    depth = _block_count(vit["num_hidden_layers"], "backbone_config.num_hidden_layers")
+    stages = [_block_count(stage, "backbone_config.out_indices", depth + 1) for stage in vit["out_indices"]]
+    taps = [stage - 1 for stage in stages]  # stage i is the output of block i - 1
     if kind == "rf_detr":
         if vit.get("use_swiglu_ffn"):
             raise CheckpointError("RF-DETR with a SwiGLU ViT is not supported yet")
-        windowed = set(
-            vit.get("window_block_indexes") or set(range(vit["out_indices"][-1] + 1)) - set(vit["out_indices"])
+        listed = vit.get("window_block_indexes")
+        windowed = (
+            {_block_count(i, "backbone_config.window_block_indexes", depth) for i in listed}
+            if listed
+            else set(range(max(stages, default=0) + 1)) - set(stages)
         )
         backbone = {
             "patch_size": vit["patch_size"],
@@ -129,7 +147,10 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         projector = {"scale_factors": [1.0], "norm": "layer", "norm_eps": hf.get("layer_norm_eps", 1e-5)}
     else:
         pretrain = vit.get("pretrain_image_size", 224)
-        windowed = set(vit.get("window_block_indices") or [])
+        windowed = {
+            _block_count(i, "backbone_config.window_block_indices", depth)
+            for i in vit.get("window_block_indices") or []
+        }
         backbone = {
             "patch_size": vit["patch_size"],
             "pos_embed_size": (pretrain if isinstance(pretrain, int) else pretrain[0]) // vit["patch_size"],
@@ -178,8 +199,8 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "num_groups": hf.get("group_detr", 13),
     }
     id2label = hf.get("id2label") or {}
-    nc = len(id2label) or hf.get("num_labels", 91)
-    names = {int(k): v for k, v in id2label.items()} or {i: str(i) for i in range(nc)}
+    nc = len(id2label) if isinstance(id2label, dict) and id2label else hf.get("num_labels", 91)
+    names = class_names(id2label, nc, "config.json")
     preprocessor = preprocessor or {}
     size = preprocessor.get("size") or {}
     stride = backbone["patch_size"] * backbone["window_grid"]
@@ -204,6 +225,9 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     )
     state: dict[str, torch.Tensor] = {}
     for name in files:
+        if not isinstance(name, str) or Path(name).name != name or not (folder / name).is_file():
+            # a missing file, one outside the folder, a folder, or a FIFO that would block the read
+            raise CheckpointError(f"{folder}: the weights file {name!r} is not a file in the folder")
         try:
             state.update(load_file(folder / name))
         except (SafetensorError, OSError) as error:

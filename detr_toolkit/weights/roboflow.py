@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import limits
 from ..errors import CheckpointError
 from . import huggingface
 
@@ -43,6 +44,7 @@ def convert(checkpoint: dict[str, Any], path) -> tuple[dict[str, Any], dict[str,
     depth = 1 + max(int(m[1]) for key in state if (m := BLOCK_KEY.match(key)))
     c2f_blocks = 1 + max(int(m[1]) for key in state if (m := C2F_BLOCK_KEY.match(key)))
     num_labels = state["class_embed.weight"].shape[0]
+    limits.MODEL_CLASSES.check(num_labels, f"{path}: class_embed.weight")
     names = args.get("class_names") or [str(i) for i in range(num_labels)]
     hf_style = {
         "model_type": "rf_detr",

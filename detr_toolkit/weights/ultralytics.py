@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..config import class_names
 from ..errors import CheckpointError
 from ..nn.decoder import generate_anchors, level_shapes
 from .mapping import apply_rules, unpack_in_proj
@@ -61,10 +62,7 @@ def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.T
     state = {k: v.float() for k, v in module_tree_state(model).items() if isinstance(v, torch.Tensor)}
     norm_eps = _batch_norm_eps(model)
     config, layers = _translate_layers(spec, norm_eps, path)
-    names = {int(k): str(v) for k, v in (getattr(model, "names", None) or {}).items()}
-    if not names:
-        names = {i: str(i) for i in range(config["nc"])}
-    config["names"] = names
+    config["names"] = class_names(getattr(model, "names", None), config["nc"], str(path))
     state = _rename_state(state, layers, norm_eps)
     decoder_node = model._modules["model"]._modules[str(len(spec["backbone"]) + len(HEAD_LAYOUT) - 1)]
     for name in ("num_denoising", "label_noise_ratio", "box_noise_scale"):  # training settings it carries
