@@ -239,14 +239,18 @@ def load_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A `save_pretrained` folder -> (our model config with names, our state dict)."""
     try:
         hf = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise CheckpointError(f"{folder / 'config.json'}: cannot read ({error})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{folder / 'config.json'}: not a mapping of model settings")
     if hf.get("model_type") not in MODEL_TYPES:
         raise CheckpointError(
             f"{folder}: a transformers model of type {hf.get('model_type')!r}; supported: {', '.join(MODEL_TYPES)}"
         )
     preprocessor_file = folder / "preprocessor_config.json"
     preprocessor = json.loads(preprocessor_file.read_text()) if preprocessor_file.is_file() else None
+    if preprocessor is not None and not isinstance(preprocessor, dict):
+        raise CheckpointError(f"{preprocessor_file}: not a mapping of preprocessing settings")
     return convert_config(hf, preprocessor), convert_state(_read_tensors(folder), f"{folder} ({hf['model_type']})")
 
 
