@@ -19,7 +19,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from .errors import ConfigError, DetrToolkitError
@@ -174,21 +175,47 @@ def _one_line(message: object) -> str:
     return str(message).replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _quiet_native_logs() -> None:
-    """For the command line: warnings print as one `warning: ...` line each, and native libraries (OpenCV, FFmpeg)
-    keep their own log lines to themselves: the problems they log are reported here, in one line."""
+@contextmanager
+def _quiet_native_logs() -> Iterator[None]:
+    """For the command line: warnings print as one `warning: ...` line each, and native libraries (libpng,
+    libjpeg, FFmpeg, OpenCV) keep their own stderr lines to themselves: the problems they print about are
+    reported here, in one line. Python's stderr moves to a copy of the terminal's; the process's native stderr
+    (file descriptor 2) goes to /dev/null until the command ends. `--debug` leaves everything as it is."""
+    showwarning = warnings.showwarning
     warnings.showwarning = lambda message, *_: print(f"warning: {_one_line(message)}", file=sys.stderr)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when OpenCV first opens a video
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    stderr, saved = sys.stderr, None
+    try:
+        real = stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # stderr already captured (pytest, a notebook)
+        real = False
+    if real:
+        stderr.flush()
+        saved = os.dup(2)
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=stderr.encoding, errors="backslashreplace")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    try:
+        yield
+    finally:
+        warnings.showwarning = showwarning
+        if saved is not None:
+            sys.stderr.flush()
+            sys.stderr.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sys.stderr = stderr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if not debug:
-        _quiet_native_logs()
+    with nullcontext() if debug else _quiet_native_logs():
+        return _main(argv, debug)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
         parser = _build_parser()
         # key=value words are set aside first, so that `source=bus.jpg` is not taken for the positional SOURCE.

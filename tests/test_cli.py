@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PHOTOS
+from conftest import ASSETS, PHOTOS
 
 from detr_toolkit.cli import main
 
@@ -133,3 +133,22 @@ def test_numbers_in_yaml_spelling_are_numbers(tmp_path, tiny_weights, capsys):
     assert args.given == {"lr", "lr_backbone", "epochs", "multi_scale", "data", "weight_decay"}
     assert main(["predict", str(PHOTOS[0]), "--model", str(tiny_weights), "conf=1e-3", "--max-det", "2"]) == 0
     assert "bus.jpg: 128x128 " in capsys.readouterr().out
+
+
+def test_native_libraries_add_no_lines_to_an_error(tmp_path):
+    """libpng prints its own warning and error for a PNG whose header says it is 0 pixels wide; the command still
+    says what is wrong in one line (with --debug, everything is shown)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    image = tmp_path / "zero-width.png"
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0))
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    run = detect("predict", image, "--model", ASSETS / "rtdetr-tiny-shapes.safetensors")
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"error: {image}: not a readable image (corrupt or unsupported format)"]
+    debug = detect("--debug", "predict", image, "--model", ASSETS / "rtdetr-tiny-shapes.safetensors")
+    assert "libpng" in debug.stderr and "Traceback" in debug.stderr

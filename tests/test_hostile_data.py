@@ -171,8 +171,9 @@ def test_label_files_of_every_kind(yolo, content, outcome):
     "spec, message",
     [
         ({"train": "nowhere", "names": ["a"]}, "neither a folder nor a list file"),
-        ({"train": "images", "names": {"a": "cat"}}, "`names` keys must be class indices"),
-        ({"train": "images", "names": {0: "cat", 2: "dog"}}, r"must be the class indices 0\.\.1, got \[0, 2\]"),
+        ({"train": "images", "names": {"a": "cat"}}, r"names must name exactly the classes 0\.\.0, got keys \['a'\]"),
+        ({"train": "images", "names": {0: "cat", 2: "dog"}}, r"names must name exactly the classes 0\.\.1"),
+        ({"train": "images", "names": {0.0: "cat", 1.5: "dog"}}, r"names must name exactly the classes 0\.\.1"),
         ({"train": "images"}, "needs `names`"),
         ({"train": "list.txt", "names": ["a"]}, r"list\.txt: not a text file"),
     ],

@@ -14,26 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import load_yaml
-from ..errors import DatasetError
+from ..config import class_names, load_yaml
+from ..errors import DatasetError, DetrToolkitError
 from .annotations import Annotation, LabelChecker, image_size
 from .images import IMAGE_SUFFIXES
 
 
-def class_names(data: dict, where: Path) -> dict[int, str]:
-    """The data yaml's `names` (a list, or a mapping of indices 0..n-1) -> {index: name}."""
+def dataset_names(data: dict, where: Path) -> dict[int, str]:
+    """The data yaml's `names` (a list, or a mapping of the indices 0..n-1) -> {index: name}."""
     names = data.get("names")
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names:
+    if not isinstance(names, (list, dict)) or not names:
         raise DatasetError(f"{where}: needs `names` (a list or {{index: name}} mapping of the classes)")
     try:
-        names = {int(k): str(v) for k, v in names.items()}
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: `names` keys must be class indices 0..{len(names) - 1}") from None
-    if sorted(names) != list(range(len(names))):
-        raise DatasetError(f"{where}: `names` keys must be the class indices 0..{len(names) - 1}, got {sorted(names)}")
-    return names
+        return class_names(names, len(names), str(where))
+    except DetrToolkitError as error:
+        raise DatasetError(str(error)) from None
 
 
 def read_text(path: Path) -> str:
@@ -130,7 +125,7 @@ def load_yolo(data_yaml: str | Path, split: str = "train", on_error: str = "erro
     """-> (one Annotation per image of `split`, class names)."""
     data_yaml = Path(data_yaml)
     data = load_yaml(data_yaml)
-    names = class_names(data, data_yaml)
+    names = dataset_names(data, data_yaml)
     if split not in data:
         raise DatasetError(f"{data_yaml}: no {split!r} split (has: {sorted(k for k in data if k != 'names')})")
     root = data_yaml.parent / str(data.get("path", "."))

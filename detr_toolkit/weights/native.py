@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from safetensors.torch import load, save
 
 from ..errors import CheckpointError
 from ..files import write_file
@@ -24,16 +24,28 @@ def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | 
     return write_file(path, save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)}))
 
 
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file. safetensors opens only UTF-8 file names; a name that is not
+    (bytes a filesystem allows) is read from the file's bytes instead."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        data = path.read_bytes()
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        return (header.get("__metadata__") or {}) if isinstance(header, dict) else {}, load(data)
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}, {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not iterable)
+
+
 def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a file written by `save_weights` -> (config, state dict)."""
+    path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: a safetensors file, but not a detr-toolkit model (no config inside)")
-            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except (SafetensorError, OSError) as error:
+        metadata, state = _read(path)
+    except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a safetensors file, but not a detr-toolkit model (no config inside)")
     try:
         config = json.loads(metadata["config"])
     except (KeyError, json.JSONDecodeError):
