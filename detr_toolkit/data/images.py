@@ -74,7 +74,10 @@ def read_image(path: str | Path) -> np.ndarray:
         raise SourceError(f"{path}: empty file")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    except cv2.error as error:  # OpenCV's own checks (its pixel limit, for formats PIL cannot read)
+    except cv2.error as error:  # OpenCV's own checks: its pixel limit, for formats PIL cannot read (see __init__)
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            raise LimitError(f"{path}: {limits.IMAGE_PIXELS.unit} above the limit of {limits.IMAGE_PIXELS.value:,} "
+                             f"(set {limits.IMAGE_PIXELS.variable} to raise it)") from None  # fmt: skip
         raise SourceError(f"{path}: not a readable image ({str(error).strip().splitlines()[-1]})") from None
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt or unsupported format)")
@@ -92,12 +95,14 @@ def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
         return image
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * 255
-    if image.dtype.kind == "f":
-        image = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-        scale = 255.0 if image.max(initial=0.0) <= 1.0 else 1.0
-        return np.clip(image * scale, 0, 255).round().astype(np.uint8)
-    if image.dtype.kind in "iu":
-        image = np.clip(image.astype(np.int64), 0, None)
+    if image.dtype.kind == "f":  # in place on one float32 copy: a large image is not copied again per step
+        image = np.nan_to_num(image.astype(np.float32), copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        if image.max(initial=0.0) <= 1.0:
+            image *= 255.0
+        return np.clip(image, 0, 255, out=image).round(out=image).astype(np.uint8)
+    if image.dtype.kind in "iu":  # in the array's own type: no wider copies of a large 16-bit image
+        if image.dtype.kind == "i":
+            image = np.clip(image, 0, None)
         shift = max(int(image.max(initial=0)).bit_length() - 8, 0)
         return (image >> shift).astype(np.uint8)
     raise SourceError(f"{name}: unsupported pixel type {image.dtype}")

@@ -14,7 +14,7 @@ import cv2
 from ..data.images import write_image
 from ..data.sources import Frame
 from ..errors import OutputError
-from ..files import INCREMENT_SEPARATOR, increment_dir
+from ..files import INCREMENT_SEPARATOR, first_missing, increment_dir, remove_if_unused
 from ..results import Results
 
 DEFAULT_IMAGE_SUFFIX = ".jpg"  # for sources without a suffix OpenCV can write (URLs, arrays, .heic, .gif, ...)
@@ -28,6 +28,7 @@ class PredictionSaver:
         self.project, self.name = project, name
         self.save_images, self.save_txt, self.save_conf, self.save_crop = save_images, save_txt, save_conf, save_crop
         self.save_dir: Path | None = None  # made on the first write
+        self.made_from = first_missing(Path(project) / name)  # the outermost folder a first write would make
         self._stems: dict[str, str] = {}  # source -> the file stem its outputs are saved under
         self._writers: dict[str, cv2.VideoWriter] = {}
 
@@ -80,5 +81,5 @@ class PredictionSaver:
             writer.release()
         self._writers.clear()
         if self.save_dir is not None and not any(self.save_dir.iterdir()):  # nothing was saved (no detections)
-            self.save_dir.rmdir()
+            remove_if_unused(self.save_dir, made_from=self.made_from)
             self.save_dir = None

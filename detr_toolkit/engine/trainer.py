@@ -31,6 +31,7 @@ import csv
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ class Trainer:
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
+        self.progress_bar = args.verbose and sys.stderr.isatty()
         if self.main and save_dir is None:
             check_writable(Path(args.project) / args.name / "args.yaml")  # before loading data and models
         if self.device.type == "cpu":
@@ -294,7 +296,8 @@ class Trainer:
         batches, accumulated, skipped, streak = len(loader), 0, 0, 0
         sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (args.verbose and self.main))
+        # The bar draws on a terminal; logs and captured output get one line per epoch instead (see _end_epoch).
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (self.progress_bar and self.main))
         step = epoch * self.steps_per_epoch
         for i, (images, targets) in enumerate(bar):
             if epoch == 0 and i == 0 and self.main and args.plots:  # what the model sees, augmentation included
@@ -386,6 +389,9 @@ class Trainer:
                 print(f"warning: epoch {epoch + 1}: {error}")
                 stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
             row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
+        if self.args.verbose and not self.progress_bar:
+            print(f"epoch {epoch + 1}/{self.args.epochs}: " + "  ".join(
+                f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and not k.startswith("lr/")))  # fmt: skip
         if row["skipped"] and self.args.verbose:
             print(
                 f"warning: epoch {epoch + 1}: {row['skipped']} batches or steps skipped (non-finite loss or gradients)"
