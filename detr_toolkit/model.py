@@ -68,9 +68,7 @@ class RTDETR:
         save_crop, project, name, verbose. Saved outputs go to `project/name` (incremented: predict-2, ...).
         """
         args = PredictArgs.create(**settings)
-        args.imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
-        if args.imgsz % self.model.stride:
-            raise ConfigError(f"imgsz={args.imgsz}: must be a multiple of {self.model.stride} for this model")
+        args.imgsz = self.model.check_input_size(args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
         if args.classes is not None and not set(args.classes) <= set(self.names):
             raise ConfigError(f"classes={args.classes}: the model has classes 0..{len(self.names) - 1}")
         predictor = self._get_predictor(args.device, args.half)
@@ -142,9 +140,7 @@ class RTDETR:
         annotations, names = load_split(args.data, args.split, **args.dataset)
         if len(names) != len(self.names):
             raise ConfigError(f"{args.data}: {len(names)} classes, but the model has {len(self.names)}")
-        imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
-        if imgsz % self.model.stride:
-            raise ConfigError(f"imgsz={imgsz}: must be a multiple of {self.model.stride} for this model")
+        imgsz = self.model.check_input_size(args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
         dataset = DetectionDataset(annotations, names, imgsz)
         target = select_device(args.device) if args.device is not None else self.device
         dtype = inference_dtype(target, args.half)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DetrToolkitError
+from ..errors import DetrToolkitError
 from ..files import check_writable, write_file
 from ..nn import Detector, fuse_model
 
@@ -54,8 +54,7 @@ def export_onnx(
         import onnx
     except ImportError:
         raise DetrToolkitError("ONNX export needs the onnx package: pip install 'detr-toolkit[export]'") from None
-    if imgsz % detector.stride:
-        raise ConfigError(f"imgsz={imgsz}: must be a multiple of {detector.stride} for this model")
+    detector.check_input_size(imgsz)
     check_writable(file)  # before the export's work, not after it
     model = ExportOutputs(fuse_model(copy.deepcopy(detector)).float().cpu().eval())
     for module in model.modules():  # input-size-dependent constants (ViT position embeddings) computed once here

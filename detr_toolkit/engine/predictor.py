@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from ..data.sources import Frame, iter_frames
-from ..errors import ConfigError, ModelOutputError
+from ..errors import ModelOutputError
 from ..nn import Detector, fuse_model
 from ..nn.packed_linear import can_pack_linears, pack_linears
 from ..results import Results
@@ -117,9 +117,6 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_batch(self, frames: Sequence[Frame], options: PredictArgs) -> list[Results]:
-        stride = self.model.stride
-        if frames[0].tensor is None and options.imgsz % stride:
-            raise ConfigError(f"imgsz={options.imgsz}: must be a multiple of {stride} for this model")
         start = time.perf_counter()
         images = preprocess(frames, options.imgsz, self.device, self.input_dtype)
         if self.device.type == "cpu":

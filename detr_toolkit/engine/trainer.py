@@ -155,10 +155,9 @@ class Trainer:
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
             print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
-        stride = self.model.stride
-        for size in (args.imgsz, *args.multi_scale):
-            if size % stride:
-                raise ConfigError(f"imgsz={size}: training sizes must be multiples of {stride} for this model")
+        self.model.check_input_size(args.imgsz)
+        for size in args.multi_scale:
+            self.model.check_input_size(size, "multi_scale")
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         # Each family trains with its own classification loss: IoU-aware BCE for LW-DETR/RF-DETR's decoder.

@@ -71,6 +71,12 @@ class Detector(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
         self.register_buffer("std", torch.tensor(std or [1.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
 
+    def check_input_size(self, size: int, name: str = "imgsz") -> int:
+        """`size` if it is a multiple of the stride; ConfigError naming the setting otherwise."""
+        if size % self.stride:
+            raise ConfigError(f"{name}={size}: must be a multiple of {self.stride} for this model")
+        return size
+
     def forward(self, images: torch.Tensor, targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
         """`targets` (training only): per image {"boxes": (n, 4) cxcywh in 0..1, "labels": (n,)}, for denoising."""
         if self.mean is not None:
