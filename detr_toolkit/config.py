@@ -117,10 +117,41 @@ def class_names(names: Any, nc: Any, where: str) -> dict[int, str]:
     return {i: str(indices[i]) for i in range(nc)}
 
 
-def load_model_config(name: str | Path) -> dict[str, Any]:
-    """A model config by path or shipped name; class names default to '0', '1', ... when not given."""
-    path = find_config(name)
+BASE_DEPTH = 8  # configs a chain of `base:` keys may pass through
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys on top: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def _with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML at `path`, on top of the config its `base:` key names (a path beside it, or a shipped config)."""
     config = load_yaml(path)
+    base = config.pop("base", None)
+    if base is None:
+        return config
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must name a config file, got {base!r}")
+    beside = path.parent / base
+    base_path = find_config(beside if beside.is_file() else base)
+    if base_path.resolve() in chain or len(chain) >= BASE_DEPTH:
+        raise ConfigError(f"{path}: base {base!r} leads back to itself or through more than {BASE_DEPTH} configs")
+    return merge(_with_bases(base_path, (*chain, path.resolve())), config)
+
+
+def load_model_config(name: str | Path) -> dict[str, Any]:
+    """A model config by path or shipped name; class names default to '0', '1', ... when not given.
+
+    A config may start from another: `base: rtdetr-r50.yaml` (beside it, or shipped), whose keys it overrides.
+    """
+    path = find_config(name)
+    config = _with_bases(path)
     names = config.get("names")
     nc = config.get("nc", len(names) if isinstance(names, (list, dict)) else None)
     config["names"] = class_names(names, nc, str(path))

@@ -47,9 +47,19 @@ def make_realistic_(model: torch.nn.Module, images: torch.Tensor, seed: int = 0)
         for bn in batch_norms:
             bn.reset_running_stats()
             bn.momentum, bn.training = None, True  # cumulative average over this one batch
+        # Frozen batch norms (buffers only) take the statistics of what reaches them, before they apply them.
+        frozen = [m for m in model.modules() if type(m).__name__.endswith("FrozenBatchNorm2d")]
+        hooks = [m.register_forward_pre_hook(_take_statistics) for m in frozen]
         model(images)
+        for hook in hooks:
+            hook.remove()
         for bn in batch_norms:
             bn.momentum, bn.training = 0.03, False
+
+
+def _take_statistics(norm: torch.nn.Module, inputs: tuple[torch.Tensor]) -> None:
+    norm.running_mean.copy_(inputs[0].mean((0, 2, 3)))
+    norm.running_var.copy_(inputs[0].var((0, 2, 3)))
 
 
 def ultralytics_checkpoint(directory: Path, arch: str = "rtdetr-l", nc: int | None = None, seed: int = 0) -> Path:
@@ -95,7 +105,43 @@ TRANSFORMERS_SPECS = {
         "num_queries": 30, "group_detr": 3, "decoder_n_points": 2, "decoder_self_attention_heads": 4,
         "decoder_cross_attention_heads": 8, "c2f_num_blocks": 1,
     },
+    # RT-DETR with a basic-block ResNet-vd (R18/R34 style), trainable batch norms.
+    "rt_detr": {
+        "input_size": 192,
+        "backbone_config": {
+            "model_type": "rt_detr_resnet", "layer_type": "basic", "depths": [1, 1, 1, 1], "embedding_size": 32,
+            "hidden_sizes": [32, 64, 128, 256], "out_indices": [2, 3, 4],
+        },
+        "freeze_backbone_batch_norms": False, "encoder_in_channels": [64, 128, 256], "encoder_hidden_dim": 64,
+        "encoder_ffn_dim": 128, "encoder_attention_heads": 4, "hidden_expansion": 0.5, "d_model": 64,
+        "decoder_in_channels": [64, 64, 64], "decoder_ffn_dim": 128, "decoder_layers": 2,
+        "decoder_attention_heads": 4, "decoder_n_points": 2, "num_queries": 30,
+    },
+    # RT-DETRv2 with a bottleneck ResNet-vd (R50/R101 style) and frozen batch norms, an encoder wider than the
+    # decoder (as R101), 3 points per level at a non-default offset scale.
+    "rt_detr_v2": {
+        "input_size": 160,
+        "backbone_config": {
+            "model_type": "rt_detr_resnet", "layer_type": "bottleneck", "depths": [1, 2, 1, 1],
+            "embedding_size": 32, "hidden_sizes": [64, 128, 256, 512], "out_indices": [2, 3, 4],
+        },
+        "encoder_in_channels": [128, 256, 512], "encoder_hidden_dim": 96, "encoder_ffn_dim": 128,
+        "encoder_attention_heads": 4, "d_model": 64, "decoder_in_channels": [96, 96, 96], "decoder_ffn_dim": 128,
+        "decoder_layers": 3, "decoder_attention_heads": 4, "decoder_n_points": 3, "decoder_offset_scale": 0.7,
+        "num_queries": 30,
+    },
 }  # fmt: skip
+# The same RT-DETRv2 with "discrete" sampling (nearest pixels, no GridSample).
+TRANSFORMERS_SPECS["rt_detr_v2_discrete"] = {**TRANSFORMERS_SPECS["rt_detr_v2"], "decoder_method": "discrete"}
+# kind -> transformers' config, model and image processor classes, and whether the model takes ImageNet-normalised
+# pixels (RT-DETR takes 0..1 RGB as it is).
+TRANSFORMERS_CLASSES = {
+    "rf_detr": ("RfDetrConfig", "RfDetrForObjectDetection", "RfDetrImageProcessor", True),
+    "lw_detr": ("LwDetrConfig", "LwDetrForObjectDetection", "RfDetrImageProcessor", True),
+    "rt_detr": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", False),
+    "rt_detr_v2": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
+    "rt_detr_v2_discrete": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
+}
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -107,28 +153,37 @@ def transformers_model(kind: str, nc: int = 5, seed: int = 0):
 
     spec = dict(TRANSFORMERS_SPECS[kind])
     size = spec.pop("input_size")
-    config_class, model_class = {
-        "rf_detr": (transformers.RfDetrConfig, transformers.RfDetrForObjectDetection),
-        "lw_detr": (transformers.LwDetrConfig, transformers.LwDetrForObjectDetection),
-    }[kind]
-    config = config_class(**spec, num_labels=nc, id2label={i: f"class{i}" for i in range(nc)})
+    config_name, model_name, _, _ = TRANSFORMERS_CLASSES[kind]
+    config = getattr(transformers, config_name)(**spec, num_labels=nc, id2label={i: f"class{i}" for i in range(nc)})
     torch.manual_seed(seed)
-    model = model_class(config)
+    model = getattr(transformers, model_name)(config)
 
-    class Pixels(torch.nn.Module):  # our convention: 0..1 RGB in, the peer normalises
+    class Pixels(torch.nn.Module):  # our convention: 0..1 RGB in
         def __init__(self, peer):
             super().__init__()
             self.peer = peer
 
         def forward(self, images):
-            return self.peer(pixel_values=(images - IMAGENET_MEAN) / IMAGENET_STD)
+            return self.peer(pixel_values=pixel_values(kind, images))
 
     make_realistic_(Pixels(model), photos(size), seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "class_embed" in name:  # scores spread around a 5% prior, from query to query
-                param.normal_(math.log(0.05 / 0.95), 0.5) if name.endswith("bias") else param.normal_(0, 0.15)
+                param.normal_(math.log(0.05 / 0.95), 0.5) if name.endswith("bias") else param.normal_(0, 0.4)
     return model.eval(), size
+
+
+def pixel_values(kind: str, images: torch.Tensor) -> torch.Tensor:
+    """What transformers' model of `kind` takes for (B, 3, H, W) RGB in 0..1."""
+    return (images - IMAGENET_MEAN) / IMAGENET_STD if TRANSFORMERS_CLASSES[kind][3] else images
+
+
+def image_processor(kind: str):
+    """transformers' image processor of `kind` (for its post-processing), with its defaults."""
+    import transformers
+
+    return getattr(transformers, TRANSFORMERS_CLASSES[kind][2])()
 
 
 def transformers_checkpoint(directory: Path, kind: str, nc: int = 5, seed: int = 0) -> tuple[Path, int]:

@@ -34,7 +34,10 @@ def test_shipped_names_resolve():
         (lambda c: c.update(colour="red"), r"unknown model config key\(s\) \['colour'\]"),
         (lambda c: c["backbone"].update(depth=3), r"backbone \(hgnetv2\): unknown key\(s\) \['depth'\]"),
         (lambda c: c["encoder"].update(type="transformer"), r"encoder: unknown type 'transformer'"),
-        (lambda c: c["decoder"].update(feat_strides=[8, 16]), r"decoder: feat_strides"),
+        (
+            lambda c: c["decoder"].update(eval_size=100),
+            r"decoder: eval_size=100 must be a multiple of the largest stride 32",
+        ),
         (lambda c: c.update(nc=0), r"nc \(number of classes\) >= 1"),
         (lambda c: c.pop("backbone"), r"backbone: needs a mapping with a 'type'"),
     ],
@@ -120,3 +123,25 @@ def test_info_counts_parameters_and_flops():
     params, trainable, gflops = model.info(verbose=False)
     assert params == sum(p.numel() for p in model.model.parameters()) and trainable == params
     assert 0 < gflops < 1
+
+
+def test_a_config_overrides_its_base(tmp_path):
+    """`base:` names a config (beside it or shipped); mappings merge key by key, the rest replaces."""
+    (tmp_path / "small.yaml").write_text("base: rtdetr-r50.yaml\nnc: 3\ndecoder: {num_layers: 2}\n")
+    (tmp_path / "smaller.yaml").write_text("base: small.yaml\nbackbone: {depths: [1, 1, 1, 1]}\n")
+    config = load_model_config(tmp_path / "smaller.yaml")
+    shipped = load_model_config("rtdetr-r50")
+    assert config["nc"] == 3 and config["names"] == {0: "0", 1: "1", 2: "2"}
+    assert config["decoder"] == {**shipped["decoder"], "num_layers": 2}
+    assert config["backbone"] == {**shipped["backbone"], "depths": [1, 1, 1, 1]}
+    assert "base" not in config
+
+
+def test_a_base_that_leads_back_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"b.yaml: base 'a.yaml' leads back to itself"):
+        load_model_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: base must name a config file"):
+        load_model_config(tmp_path / "c.yaml")

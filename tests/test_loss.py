@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import TINY_VIT_CONFIG
 
-from detr_toolkit.loss import DetectionCriterion, HungarianMatcher
-from detr_toolkit.nn.denoising import denoising_queries
+from detr_toolkit.config import load_model_config
+from detr_toolkit.loss import DetectionCriterion, HungarianMatcher, build_criterion
+from detr_toolkit.nn.decoders.denoising import denoising_queries
 
 LAYERS, BATCH, QUERIES, CLASSES = 6, 3, 40, 5
 
@@ -65,7 +66,7 @@ def ultralytics_losses(outputs, targets, dn):
 def test_losses_equal_ultralytics(counts):
     """Every term (main, auxiliary, denoising) agrees to 1e-5 relative, with and without objects."""
     outputs, targets, dn = make_case(counts)
-    ours = DetectionCriterion(CLASSES)(outputs, targets)
+    ours = build_criterion(load_model_config("rtdetr-l")["loss"], CLASSES)(outputs, targets)  # the shipped config's
     theirs = ultralytics_losses(outputs, targets, dn)
     assert set(ours) == set(theirs)
     for key in theirs:
@@ -133,7 +134,7 @@ def test_group_losses_equal_transformers_lw_detr(counts):
     boxes, logits = random_boxes(layers, 2, groups * queries), torch.randn(layers, 2, groups * queries, CLASSES) * 2
     enc_boxes, enc_logits = random_boxes(2, groups * queries), torch.randn(2, groups * queries, CLASSES) * 2
     outputs = {"boxes": boxes, "logits": logits, "enc_boxes": enc_boxes, "enc_logits": enc_logits, "groups": groups}
-    ours = DetectionCriterion(CLASSES, class_loss="ia_bce")(outputs, targets)
+    ours = build_criterion(load_model_config("rfdetr-base")["loss"], CLASSES)(outputs, targets)
     config = LwDetrConfig(num_labels=CLASSES, group_detr=groups, decoder_layers=layers, num_queries=queries)
     labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
     total, terms, _ = LwDetrForObjectDetectionLoss(
@@ -143,3 +144,49 @@ def test_group_losses_equal_transformers_lw_detr(counts):
     assert torch.allclose(ours["loss_class"], terms["loss_ce"], rtol=1e-5)
     assert torch.allclose(ours["loss_bbox"], terms["loss_bbox"] * 5, rtol=1e-5, atol=1e-7)
     assert torch.allclose(ours["loss_giou"], terms["loss_giou"] * 2, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"class_loss": "dice"}, r"loss: class_loss='dice': use one of"),
+        ({"giou_wieght": 2.0}, r"loss: unknown key\(s\) \['giou_wieght'\]"),
+        ({"matcher": {"cost_class": 2.0}}, r"loss.matcher: unknown key\(s\) \['cost_class'\]"),
+    ],
+)
+def test_a_loss_section_is_checked_by_name(section, message):
+    from detr_toolkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build_criterion(section, CLASSES)
+
+
+@pytest.mark.parametrize("counts", [[3, 0, 5], [1, 2, 2], [4, 4, 1]])
+def test_losses_equal_transformers_rt_detr(counts):
+    """The loss a transformers RT-DETR folder converts to (the official recipe's: VFL alpha 0.75, gamma 2) equals
+    transformers' RTDetrForObjectDetectionLoss on identical predictions and denoising groups: total and
+    last-layer terms. The shipped official configs train with the same loss."""
+    from transformers import RTDetrConfig
+    from transformers.loss.loss_rt_detr import RTDetrForObjectDetectionLoss
+
+    from detr_toolkit.weights import hf_rtdetr
+
+    outputs, targets, dn = make_case(counts)
+    groups = 12 // max(counts)
+    assert all(torch.equal(t, torch.arange(len(t) // groups).repeat(groups)) for t in dn.target)
+    config = RTDetrConfig(num_labels=CLASSES, decoder_layers=LAYERS, num_queries=QUERIES)
+    section = hf_rtdetr.convert_config(config.to_dict(), None)["loss"]
+    assert section == load_model_config("rtdetr-r50")["loss"]
+    ours = build_criterion(section, CLASSES)(outputs, targets)
+    split = outputs["dn_boxes"].shape[2]
+    boxes = torch.cat([outputs["dn_boxes"], outputs["boxes"]], 2).transpose(0, 1)  # (B, L, D + Q, 4)
+    logits = torch.cat([outputs["dn_logits"], outputs["logits"]], 2).transpose(0, 1)
+    meta = {"dn_positive_idx": dn.positive, "dn_num_group": groups, "dn_num_split": [split, QUERIES]}
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+    total, terms, _ = RTDetrForObjectDetectionLoss(
+        logits[:, -1], labels, "cpu", boxes[:, -1], config, logits, boxes, outputs["enc_logits"],
+        outputs["enc_boxes"], meta,
+    )  # fmt: skip
+    assert torch.allclose(sum(ours.values()), total, rtol=1e-5)
+    for mine, theirs in (("loss_class", "loss_vfl"), ("loss_bbox", "loss_bbox"), ("loss_giou", "loss_giou")):
+        assert torch.allclose(ours[mine], terms[theirs], rtol=1e-5), mine

@@ -1,4 +1,5 @@
-"""Our ViT detectors against transformers' RF-DETR and LW-DETR on the same `save_pretrained` weights."""
+"""Our detectors against transformers' RF-DETR, LW-DETR, RT-DETR and RT-DETRv2 on the same `save_pretrained`
+weights (folders written by transformers, read by us without it)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from detr_toolkit.data.images import read_image
 from detr_toolkit.data.sources import Frame
 from detr_toolkit.engine.predictor import preprocess
 
-KINDS = ["rf_detr", "lw_detr"]
+KINDS = ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
 def peer(request, tmp_path_factory):
-    """(transformers model, its saved folder, input size)."""
+    """(kind, transformers model, its saved folder, input size)."""
     model, size = peers.transformers_model(request.param)
     folder = tmp_path_factory.mktemp("hf") / request.param
     model.save_pretrained(folder)
-    return model, folder, size
+    return request.param, model, folder, size
 
 
 def photo_batch(size: int) -> torch.Tensor:
@@ -32,11 +33,11 @@ def photo_batch(size: int) -> torch.Tensor:
 
 def test_raw_outputs_match(peer):
     """Same weights, same photos: logits and boxes agree to 1e-4 (float32 on both sides)."""
-    model, folder, size = peer
+    kind, model, folder, size = peer
     ours = RTDETR(folder)
     images = photo_batch(size)
     with torch.inference_mode():
-        theirs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+        theirs = model(pixel_values=peers.pixel_values(kind, images))
         mine = ours.model(images)
         fused = ours._get_predictor(None, False).model(images.contiguous(memory_format=torch.channels_last))
     assert theirs.logits.std() > 0.5, "peer scores do not spread: the test would prove little"
@@ -48,16 +49,15 @@ def test_raw_outputs_match(peer):
 @pytest.mark.parametrize("conf", [0.0, 0.3])
 def test_detections_match_post_processing(peer, conf):
     """Our predict() against the peer's `post_process_object_detection` on the same pixels."""
-    from transformers import RfDetrImageProcessor
-
-    model, folder, size = peer
+    kind, model, folder, size = peer
     ours = RTDETR(folder)
     assert ours.names == {i: f"class{i}" for i in range(5)}
     images = photo_batch(size)
     with torch.inference_mode():
-        outputs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+        outputs = model(pixel_values=peers.pixel_values(kind, images))
     shapes = [read_image(p).shape[:2] for p in PHOTOS]
-    expected = RfDetrImageProcessor().post_process_object_detection(outputs, threshold=conf, target_sizes=shapes)
+    processor = peers.image_processor(kind)
+    expected = processor.post_process_object_detection(outputs, threshold=conf, target_sizes=shapes)
     for photo, wanted in zip(PHOTOS, expected):
         result = ours.predict(photo, imgsz=size, conf=conf, verbose=False)[0]
         theirs = torch.cat([wanted["boxes"], wanted["scores"][:, None], wanted["labels"][:, None].float()], 1)
@@ -75,7 +75,7 @@ def test_non_square_input_matches_lw_detr(tmp_path):
     model.save_pretrained(tmp_path)
     images = photo_batch(size)[:, :, : size // 2]
     with torch.inference_mode():
-        theirs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+        theirs = model(pixel_values=peers.pixel_values("lw_detr", images))
         mine = RTDETR(tmp_path).model(images)
     assert (mine["logits"] - theirs.logits).abs().max() < 1e-4
     assert (mine["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
@@ -104,7 +104,7 @@ def test_roboflow_pth_layout_loads(tmp_path):
     assert ours.config["imgsz"] == size and ours.names[4] == "class4"
     images = photo_batch(size)
     with torch.inference_mode():
-        theirs = model(pixel_values=(images - peers.IMAGENET_MEAN) / peers.IMAGENET_STD)
+        theirs = model(pixel_values=peers.pixel_values("rf_detr", images))
         mine = ours.model(images)
     assert (mine["logits"] - theirs.logits).abs().max() < 1e-4
     assert (mine["boxes"] - theirs.pred_boxes).abs().max() < 1e-4

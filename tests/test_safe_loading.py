@@ -110,6 +110,18 @@ def test_our_format_round_trips(tmp_path, ultralytics_l):
     assert torch.equal(a, b)
 
 
+def test_files_of_earlier_versions_load(tmp_path, tiny_weights):
+    """Before backbones reported their strides, our files stored the decoder's `feat_strides`."""
+    from detr_toolkit.weights import load_weights, save_weights
+
+    config, state = load_weights(tiny_weights)
+    legacy = save_weights(state, {**config, "decoder": {**config["decoder"], "feat_strides": [8, 16, 32]}},
+                          tmp_path / "legacy.safetensors")  # fmt: skip
+    a = RTDETR(tiny_weights).predict(PHOTOS[0], conf=0.0, verbose=False)[0].boxes.data
+    b = RTDETR(legacy).predict(PHOTOS[0], conf=0.0, verbose=False)[0].boxes.data
+    assert torch.equal(a, b)
+
+
 def test_safetensors_of_another_library(tmp_path):
     from safetensors.torch import save_file
 

@@ -15,7 +15,7 @@ from detr_toolkit.errors import ConfigError
 from detr_toolkit.nn.backbones import BACKBONES, ViT
 from detr_toolkit.nn.detector import DECODERS, ENCODERS
 from detr_toolkit.nn.projector import MultiScaleProjector
-from detr_toolkit.weights.huggingface import convert_config
+from detr_toolkit.weights.hf_lwdetr import convert_config
 
 
 def with_defaults(section: dict, registry: dict) -> dict:
@@ -86,7 +86,7 @@ VIT_TINY = {
     },
     "encoder": {"type": "hybrid", "hidden_dim": 32, "ffn_dim": 64, "num_heads": 4, "csp_blocks": 1},
     "decoder": {"type": "rtdetr", "hidden_dim": 32, "num_queries": 20, "num_layers": 2, "num_heads": 4,
-                "num_points": 2, "ffn_dim": 64, "feat_strides": [7, 14, 28], "eval_size": None},
+                "num_points": 2, "ffn_dim": 64, "eval_size": None},
 }  # fmt: skip
 
 

@@ -46,9 +46,8 @@ from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
 from ..errors import CheckpointError, ConfigError, ModelOutputError
 from ..files import check_writable, first_missing, increment_dir, make_dirs, remove_if_unused, write_file
-from ..loss import DetectionCriterion
+from ..loss import build_criterion
 from ..nn import Detector, build_model
-from ..nn.lwdetr_decoder import LWDETRDecoder
 from ..settings import TrainArgs
 from ..weights import load_state, load_weights, save_weights
 from .checkpoint import find_checkpoint, read_checkpoint, resumed_args, write_checkpoint
@@ -160,9 +159,7 @@ class Trainer:
             self.model.check_input_size(size, "multi_scale")
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
-        # Each family trains with its own classification loss: IoU-aware BCE for LW-DETR/RF-DETR's decoder.
-        class_loss = "ia_bce" if isinstance(self.model.decoder, LWDETRDecoder) else "varifocal"
-        self.criterion = DetectionCriterion(len(self.names), class_loss=class_loss)
+        self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
         self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (CPU and CUDA)
             parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr, fused=True
         )

@@ -75,7 +75,8 @@ class DetectionCriterion(nn.Module):
     proposals, ..._dn for denoising (its last layer) and ..._aux_dn. With "groups": G (LW-DETR / RF-DETR's
     Group DETR), each of the G query groups is matched to the objects separately.
     `class_loss`: "varifocal" (RT-DETR; mean over queries, times queries / objects) or "ia_bce" (LW-DETR;
-    sum / objects).
+    sum / objects). `matcher`: keyword arguments of `HungarianMatcher` (its costs).
+    Every argument but `num_classes` comes from the `loss` section of the model's config (see `build_criterion`).
     """
 
     def __init__(
@@ -86,7 +87,7 @@ class DetectionCriterion(nn.Module):
         giou_weight: float = 2.0,
         alpha: float = 0.25,
         gamma: float = 1.5,
-        matcher: HungarianMatcher | None = None,
+        matcher: dict[str, float] | None = None,
         class_loss: str = "varifocal",
     ):
         super().__init__()
@@ -95,7 +96,7 @@ class DetectionCriterion(nn.Module):
         self.num_classes, self.class_loss = num_classes, class_loss
         self.weights = {"class": class_weight, "bbox": bbox_weight, "giou": giou_weight}
         self.alpha, self.gamma = alpha, gamma
-        self.matcher = matcher or HungarianMatcher()
+        self.matcher = HungarianMatcher(**(matcher or {}))
 
     def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int) -> Matches:
         """Hungarian matches of (..., B, Q, ...) predictions, per (leading index, image) as `HungarianMatcher`

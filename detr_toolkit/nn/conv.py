@@ -9,14 +9,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops import FrozenBatchNorm2d
 
 from .common import LayerNorm2d, activation
 
-NORMS = {"batch": nn.BatchNorm2d, "layer": LayerNorm2d}
+# "frozen_batch": a batch norm whose statistics and affine are fixed buffers (the official RT-DETR R50/R101 recipe)
+NORMS = {"batch": nn.BatchNorm2d, "frozen_batch": FrozenBatchNorm2d, "layer": LayerNorm2d}
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d (no bias) -> norm (BatchNorm2d, or LayerNorm2d with `norm="layer"`) -> activation.
+    """Conv2d (no bias) -> norm (a key of NORMS: BatchNorm2d by default) -> activation.
 
     `padding` defaults to 'same' for odd kernels.
 
@@ -49,7 +51,7 @@ class ConvNormAct(nn.Module):
     @torch.no_grad()
     def fuse(self) -> None:
         """Fold the batch norm into the convolution (inference only; the norm becomes an identity)."""
-        if isinstance(self.norm, nn.BatchNorm2d):
+        if isinstance(self.norm, (nn.BatchNorm2d, FrozenBatchNorm2d)):
             self.conv = fuse_conv_bn_eval(self.conv.eval(), self.norm.eval())
             self.norm = nn.Identity()
 

@@ -9,11 +9,13 @@ A config is plain data:
     backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (hgnetv2, vit)
     encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (hybrid, none)
     decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (rtdetr, lwdetr)
+    loss:     {class_loss: ...}      # training only: see `detr_toolkit.loss` (not read here)
 Channel counts flow from one part to the next; nothing else is implied.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -22,36 +24,34 @@ from torch import nn
 
 from ..errors import ConfigError
 from .backbones import BACKBONES
-from .decoder import RTDETRDecoder
+from .decoders import DECODERS
 from .encoder import HybridEncoder
-from .lwdetr_decoder import LWDETRDecoder
 from .validation import CONSTRUCTION_ERRORS, check_arguments, check_config_values, check_on_meta, is_number
 
 
 class NoEncoder(nn.Module):
     """For backbones whose own neck already fuses scales (the ViT's projector): maps pass through unchanged."""
 
-    def __init__(self, in_channels: list[int]):
+    def __init__(self, in_channels: list[int], in_strides: list[int]):
         super().__init__()
-        self.out_channels = list(in_channels)
+        self.out_channels, self.out_strides = list(in_channels), list(in_strides)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         return features
 
 
 ENCODERS = {"hybrid": HybridEncoder, "none": NoEncoder}
-DECODERS = {"rtdetr": RTDETRDecoder, "lwdetr": LWDETRDecoder}
-MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder"}
+MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder", "loss"}
 DEFAULT_IMGSZ = 640  # a config without imgsz is checked at this input size
 # Arguments a part receives from the parts before it, never from its config section.
-DERIVED = {"in_channels", "num_classes"}
+DERIVED = {"in_channels", "in_strides", "num_classes"}
 
 
 class Detector(nn.Module):
     """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}.
 
-    `mean`/`std` (per RGB channel), when given, normalise the images first; `stride` is what input sides
-    must be multiples of.
+    `mean`/`std` (per RGB channel), when given, normalise the images first; `stride` (the backbone's) is what
+    input sides must be multiples of.
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class Detector(nn.Module):
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
-        self.stride: int = getattr(backbone, "stride", 32)
+        self.stride: int = backbone.stride
         normalise = mean is not None or std is not None
         self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
         self.register_buffer("std", torch.tensor(std or [1.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
@@ -86,7 +86,8 @@ class Detector(nn.Module):
 
 
 def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where: str, **derived: Any) -> nn.Module:
-    """Instantiate `registry[section['type']]` with the section's keys, checked against its signature first."""
+    """Instantiate `registry[section['type']]` with the section's keys, checked against its signature first, and
+    those of the `derived` values (from the parts before) that it takes."""
     if not isinstance(section, dict) or "type" not in section:
         raise ConfigError(f"{where}: needs a mapping with a 'type' (one of {sorted(registry)})")
     kwargs = dict(section)
@@ -95,8 +96,9 @@ def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where
         raise ConfigError(f"{where}: unknown type {kind!r} (known: {sorted(registry)})")
     cls = registry[kind]
     check_arguments(cls, kwargs, f"{where} ({kind})", derived=DERIVED)
+    accepted = inspect.signature(cls).parameters
     try:
-        return cls(**kwargs, **derived)
+        return cls(**kwargs, **{name: value for name, value in derived.items() if name in accepted})
     except CONSTRUCTION_ERRORS as error:
         raise ConfigError(f"{where}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
 
@@ -119,7 +121,7 @@ def build_model(config: dict[str, Any]) -> Detector:
         value = config.get(key)
         if value is not None and not (isinstance(value, list) and len(value) == 3 and all(is_number(v) for v in value)):
             raise ConfigError(f"model config {key} must be a list of 3 numbers (R, G, B), got {value!r}")
-    check_config_values({k: v for k, v in config.items() if k != "names"})
+    check_config_values({k: v for k, v in config.items() if k not in ("names", "loss")})
     if torch.get_default_device().type != "meta":
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a config that does not fit is reported once, by check_on_meta
@@ -129,8 +131,9 @@ def build_model(config: dict[str, Any]) -> Detector:
 
 def _build(config: dict[str, Any]) -> Detector:
     backbone = _build_part(BACKBONES, config.get("backbone"), "backbone")
-    encoder = _build_part(ENCODERS, config.get("encoder"), "encoder", in_channels=backbone.out_channels)
-    decoder = _build_part(
-        DECODERS, config.get("decoder"), "decoder", in_channels=encoder.out_channels, num_classes=config["nc"]
+    encoder = _build_part(
+        ENCODERS, config.get("encoder"), "encoder", in_channels=backbone.out_channels, in_strides=backbone.out_strides
     )
+    decoder = _build_part(DECODERS, config.get("decoder"), "decoder", in_channels=encoder.out_channels,
+                          in_strides=encoder.out_strides, num_classes=config["nc"])  # fmt: skip
     return Detector(backbone, encoder, decoder, config.get("mean"), config.get("std"))

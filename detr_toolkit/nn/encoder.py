@@ -96,6 +96,7 @@ class HybridEncoder(nn.Module):
     def __init__(
         self,
         in_channels: list[int],
+        in_strides: list[int],
         hidden_dim: int = 256,
         ffn_dim: int = 1024,
         num_heads: int = 8,
@@ -123,6 +124,7 @@ class HybridEncoder(nn.Module):
             RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv) for _ in range(levels - 1)
         )
         self.out_channels = [hidden_dim] * levels
+        self.out_strides = list(in_strides)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         projected = [proj(f) for proj, f in zip(self.input_proj, features)]

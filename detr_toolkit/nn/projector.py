@@ -111,6 +111,7 @@ class MultiScaleProjector(nn.Module):
             ProjectorLevel(in_channels, out_channels, s, blocks, expansion, act, norm, norm_eps, out_norm_eps)
             for s in scale_factors
         )
+        self.scale_factors = list(scale_factors)
         self.out_channels = [out_channels] * len(scale_factors)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:

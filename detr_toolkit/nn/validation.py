@@ -36,7 +36,7 @@ VALUE_LIMITS = {
 }  # fmt: skip
 # Integers of a model config count something (layers, channels, heads, points) and are at least 1, but for these:
 SIGNED_KEYS = {"eval_idx"}  # Python-style indices, negative from the end
-ZERO_OK_KEYS = {"num_registers", "num_denoising"}  # may be none
+ZERO_OK_KEYS = {"num_registers", "num_denoising", "frozen_parts"}  # may be none
 INDEX_LIST_KEYS = {"out_indices", "global_blocks", "return_stages"}  # lists of indices, from 0
 
 

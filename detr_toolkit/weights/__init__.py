@@ -22,7 +22,9 @@ from .native import load_weights, save_weights
 from .safe_pickle import load_foreign_checkpoint
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
-OPTIONAL_SUFFIX = "num_batches_tracked"  # batch norms start counting from 0 without it, as torch's loading does
+# Tensors a file may leave out: batch norms start counting from 0 without their counter (as torch's loading does),
+# and a decoder computes its anchors for `eval_size` from its config.
+OPTIONAL_SUFFIXES = ("num_batches_tracked", "decoder.anchors", "decoder.valid_mask")
 # What a converter raises on a file of the right format whose contents are not what the format promises
 # (a missing key, a string where a number belongs, a list too short): the file is malformed, not our code.
 MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError)
@@ -73,7 +75,7 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
     problems = []
     for kind, keys in (
         ("unexpected", sorted(k for k in state if k not in own)),
-        ("missing", sorted(k for k in own if k not in state and not k.endswith(OPTIONAL_SUFFIX))),
+        ("missing", sorted(k for k in own if k not in state and not k.endswith(OPTIONAL_SUFFIXES))),
         ("not tensors", sorted(k for k in state if k in own and k not in tensors)),
         ("of other shapes", sorted(k for k in tensors if k in own and tensors[k].shape != own[k].shape)),
     ):
@@ -82,7 +84,7 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
             problems.append(f"{kind}: {shown}")
     if problems:
         raise CheckpointError(f"{source}: the weights do not fit the model config ({'; '.join(problems)})")
-    model.load_state_dict(state)
+    model.load_state_dict({**{k: v for k, v in own.items() if k.endswith(OPTIONAL_SUFFIXES)}, **state})
 
 
 __all__ = ["load", "load_state", "load_weights", "save_weights"]

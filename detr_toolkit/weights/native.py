@@ -16,6 +16,8 @@ from ..errors import CheckpointError
 from ..files import write_file
 
 FORMAT = "detr-toolkit/1"
+# Config keys earlier versions wrote that are now derived from the model's parts: (section, key).
+DERIVED_NOW = [("decoder", "feat_strides")]  # the strides the backbone reports
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], config: dict, path: str | Path) -> Path:
@@ -53,4 +55,7 @@ def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not isinstance(config, dict) or not isinstance(config.get("names", {}), dict):
         raise CheckpointError(f"{path}: the model config inside is not a mapping with a names mapping")
     config["names"] = {int(k): str(v) for k, v in config.get("names", {}).items()}
+    for section, key in DERIVED_NOW:
+        if isinstance(config.get(section), dict):
+            config[section].pop(key, None)
     return config, state

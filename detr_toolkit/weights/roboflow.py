@@ -1,7 +1,7 @@
 """Import of roboflow rf-detr checkpoints (`rf-detr-base.pth` ...): `{"model": state dict, "args": Namespace}`.
 
 The tensors use the same names as transformers' RF-DETR `save_pretrained` files, so the renaming is
-`huggingface.rename`; the training arguments are translated to a transformers-style config first.
+`hf_lwdetr.rename`; the training arguments are translated to a transformers-style config first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from .. import limits
 from ..errors import CheckpointError
-from . import huggingface
+from . import hf_lwdetr
 
 ENCODERS = ("dinov2_windowed_small", "dinov2_windowed_base")
 HEAD_DIM = 64  # DINOv2's attention heads are 64 wide at every size
@@ -68,5 +68,5 @@ def convert(checkpoint: dict[str, Any], path) -> tuple[dict[str, Any], dict[str,
         "group_detr": args.get("group_detr", 13),
         "id2label": {i: names[i] if i < len(names) else str(i) for i in range(num_labels)},
     }
-    config = huggingface.convert_config(hf_style, {"size": {"height": args["resolution"]}})
-    return config, huggingface.convert_state(state, f"{path} (rf-detr)")
+    config = hf_lwdetr.convert_config(hf_style, {"size": {"height": args["resolution"]}})
+    return config, hf_lwdetr.convert_state(state, f"{path} (rf-detr)")

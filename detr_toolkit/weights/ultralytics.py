@@ -10,6 +10,7 @@ Checkpoints saved after `fuse()` (conv and batch norm folded) are unfolded into 
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from ..config import class_names
 from ..errors import CheckpointError
-from ..nn.decoder import generate_anchors, level_shapes
+from ..nn.decoders.anchors import generate_anchors, level_shapes
 from .mapping import apply_rules, unpack_in_proj
 from .safe_pickle import ForeignObject, module_tree_state
 
@@ -28,6 +29,12 @@ HEAD_LAYOUT = [
     "nn.Upsample", "Conv", "Concat", "RepC3", "Conv", "Concat", "RepC3", "Conv", "Concat", "RepC3",
     "RTDETRDecoder",
 ]  # fmt: skip
+HEAD_STRIDES = [8, 16, 32]  # of the three maps the head reads (HGNetv2's last three stages)
+# ultralytics' RTDETRDetectionLoss: its loss gains, VarifocalLoss and HungarianMatcher settings.
+LOSS = {
+    "class_loss": "varifocal", "class_weight": 1.0, "bbox_weight": 5.0, "giou_weight": 2.0, "alpha": 0.25,
+    "gamma": 1.5, "matcher": {"class_weight": 2.0, "bbox_weight": 5.0, "giou_weight": 2.0, "alpha": 0.25, "gamma": 2.0},
+}  # fmt: skip
 HGBLOCK_DEFAULTS = [3, False, False]  # kernel, light, shortcut after (mid, out)
 # RTDETRDecoder's positional arguments in ultralytics, with their defaults, under our names.
 DECODER_ARGS = {
@@ -74,7 +81,7 @@ def convert(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, torch.T
 def _eval_anchors(decoder: Any, config: dict) -> dict[str, torch.Tensor]:
     """The decoder's anchors at eval size: those ultralytics cached in the checkpoint (its inference
     reuses them, rounded to fp16 by `save()`), else computed; sets `eval_size` to match."""
-    strides = config["decoder"]["feat_strides"]
+    strides = HEAD_STRIDES
     shapes = [tuple(s) for s in getattr(decoder, "shapes", [])]
     anchors = getattr(decoder, "anchors", None)
     size = shapes[-1][0] * strides[-1] if shapes else 0
@@ -161,7 +168,7 @@ def _translate_layers(spec: dict, norm_eps: float, path: str | Path) -> tuple[di
 
     decoder = {"type": "rtdetr", **DECODER_ARGS, **dict(zip(DECODER_ARGS, head_layers[18][3]))}
     decoder.pop("nc")
-    decoder.update(act="relu", eval_idx=-1, anchor_size=0.05, feat_strides=[8, 16, 32], norm_eps=norm_eps)
+    decoder.update(act="relu", eval_idx=-1, anchor_size=0.05, norm_eps=norm_eps)
     config = {
         "nc": nc,
         "imgsz": 640,
@@ -185,6 +192,7 @@ def _translate_layers(spec: dict, norm_eps: float, path: str | Path) -> tuple[di
             "norm_eps": norm_eps,
         },
         "decoder": decoder,
+        "loss": copy.deepcopy(LOSS),
     }
     return config, layers
 

@@ -13,6 +13,8 @@ from torch import nn
 
 from ..conv import ConvNormAct
 
+STEM_STRIDE = 4
+
 
 class HGStem(nn.Module):
     """Stride-4 stem with a max-pool branch and a conv branch.
@@ -136,13 +138,16 @@ class HGNetv2(nn.Module):
     ):
         super().__init__()
         self.stem = HGStem(in_channels, stem[0], stem[1], norm_eps)
-        channels = [stem[1]]
+        channels, strides = [stem[1]], [STEM_STRIDE]
         self.stages = nn.ModuleList()
         for stage in stages:
             self.stages.append(HGStage(channels[-1], layers=layers_per_block, norm_eps=norm_eps, **stage))
             channels.append(stage["out"])
+            strides.append(strides[-1] * (2 if stage.get("downsample") else 1))
         self.return_stages = list(return_stages)
         self.out_channels = [channels[i + 1] for i in self.return_stages]
+        self.out_strides = [strides[i + 1] for i in self.return_stages]
+        self.stride = max(strides)  # input sides are multiples of the coarsest stride
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)

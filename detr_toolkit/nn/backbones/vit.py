@@ -150,6 +150,8 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if out_norm else None
         self.projector = MultiScaleProjector([dim] * len(out_indices), **(projector or {}))
         self.out_channels = self.projector.out_channels
+        strides = [patch_size / scale for scale in self.projector.scale_factors]
+        self.out_strides = [int(s) if s.is_integer() else s for s in strides]
         self.stride = patch_size * window_grid  # inputs must tile into whole windows of whole patches
         self.fixed_position: tuple[torch.Tensor, torch.Tensor] | None = None  # see fix_input_size
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

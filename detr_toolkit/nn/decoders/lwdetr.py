@@ -18,8 +18,10 @@ import math
 import torch
 from torch import nn
 
-from .common import MLP, init_detection_heads
-from .decoder import DecoderLayer, anchor_boxes
+from ..common import MLP, init_detection_heads
+from .anchors import anchor_boxes
+from .layer import DecoderLayer
+from .queries import gather_tokens, top_k_indices
 
 
 def refine_boxes(boxes: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -105,9 +107,8 @@ class LWDETRDecoder(nn.Module):
         memory = self.enc_output[group](tokens * valid)
         scores = self.enc_score_head[group](memory).masked_fill(~valid, float("-inf"))
         proposals = refine_boxes(anchors, self.enc_bbox_head[group](memory))
-        index = scores.max(-1).values.topk(min(self.num_queries, memory.shape[1]), dim=1).indices
-        boxes = proposals.gather(1, index[..., None].expand(-1, -1, 4))
-        return boxes, scores.gather(1, index[..., None].expand(-1, -1, scores.shape[-1]))
+        index = top_k_indices(scores, self.num_queries)
+        return gather_tokens(proposals, index), gather_tokens(scores, index)
 
     def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
         """Inference: {"boxes", "logits"} of the first query group. Training: all groups and layers, see below.

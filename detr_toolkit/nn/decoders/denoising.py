@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import box_convert
 
-from .common import inverse_sigmoid
+from ..common import inverse_sigmoid
 
 
 @dataclass

@@ -12,98 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import MultiHeadAttention
-from .common import MLP, activation, init_detection_heads, inverse_sigmoid
-from .conv import ConvNormAct
-from .deformable_attention import MSDeformableAttention
+from ..common import MLP, init_detection_heads, inverse_sigmoid
+from ..conv import ConvNormAct
+from .anchors import generate_anchors, level_shapes
 from .denoising import denoising_queries
-
-
-def anchor_boxes(
-    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One anchor box per pixel of every level: its centre, with side `base_size * 2**level`.
-
-    Returns boxes (1, S, 4) cxcywh in 0..1 and valid (1, S, 1), False for boxes within `eps` of the border.
-    """
-    anchors = []
-    for level, (h, w) in enumerate(shapes):
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=device),
-            torch.arange(w, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
-        centres = torch.stack([(xs + 0.5) / w, (ys + 0.5) / h], dim=-1)
-        sizes = torch.full_like(centres, base_size * 2.0**level)
-        anchors.append(torch.cat([centres, sizes], dim=-1).view(1, h * w, 4))
-    anchors = torch.cat(anchors, dim=1)
-    return anchors, ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
-
-
-def generate_anchors(
-    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`anchor_boxes` in logit space, as RT-DETR refines them: (1, S, 4) logits (inf where invalid), valid (1, S, 1)."""
-    anchors, valid = anchor_boxes(shapes, base_size, eps, device)
-    return torch.log(anchors / (1 - anchors)).masked_fill(~valid, float("inf")), valid
-
-
-def level_shapes(image_size: int, strides: list[int] | tuple[int, ...]) -> list[tuple[int, int]]:
-    """(h, w) of each feature level for a square input of `image_size` pixels (ceil division, as convs pad)."""
-    return [(-(-image_size // s), -(-image_size // s)) for s in strides]
-
-
-class DecoderLayer(nn.Module):
-    """Self-attention over queries, deformable cross-attention into the encoder tokens, FFN (post-norm).
-
-    Shapes: queries (B, Q, D), reference boxes (B, Q, 4), query_pos (B, Q, D), tokens (B, S, D) -> (B, Q, D).
-    `cross_heads` defaults to `num_heads` (RT-DETR); LW-DETR and RF-DETR use 8 self- and 16 cross-attention heads.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ffn_dim: int,
-        num_levels: int,
-        num_points: int,
-        act: str,
-        dropout: float,
-        cross_heads: int | None = None,
-    ):
-        super().__init__()
-        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
-        self.norm1 = nn.LayerNorm(dim)
-        self.cross_attn = MSDeformableAttention(dim, cross_heads or num_heads, num_levels, num_points)
-        self.norm2 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.act = activation(act)
-        self.linear2 = nn.Linear(ffn_dim, dim)
-        self.norm3 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(
-        self,
-        queries: torch.Tensor,
-        reference_boxes: torch.Tensor,
-        query_pos: torch.Tensor,
-        tokens: torch.Tensor,
-        shapes: list[tuple[int, int]],
-        attn_mask: torch.Tensor | None = None,
-        groups: int = 1,
-    ) -> torch.Tensor:
-        """`groups` > 1: the queries are that many independent groups (Group DETR), attending only within their own."""
-        q = k = queries + query_pos
-        if groups == 1:
-            attended = self.self_attn(q, k, queries, attn_mask)
-        else:  # groups go to the batch axis: (B, G * Q, D) -> (B * G, Q, D) and back
-            q, k, v = (t.unflatten(1, (groups, -1)).flatten(0, 1) for t in (q, k, queries))
-            attended = self.self_attn(q, k, v, attn_mask).unflatten(0, (-1, groups)).flatten(1, 2)
-        queries = self.norm1(queries + self.dropout(attended))
-        attended = self.cross_attn(queries + query_pos, reference_boxes, tokens, shapes)
-        queries = self.norm2(queries + self.dropout(attended))
-        ffn = self.linear2(self.dropout(self.act(self.linear1(queries))))
-        return self.norm3(queries + self.dropout(ffn))
+from .layer import DecoderLayer
+from .queries import gather_tokens, top_k_indices
 
 
 class RTDETRDecoder(nn.Module):
@@ -111,17 +25,23 @@ class RTDETRDecoder(nn.Module):
 
     Shapes: [(B, in_channels[i], H_i, W_i)] -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, num_classes)},
     taken from decoder layer `eval_idx`.
+
+    RT-DETRv2's options of the cross-attention: `num_points` per level (a list), `offset_scale`, and
+    `sampling: discrete` (no GridSample in an exported graph); see `MSDeformableAttention`.
     """
 
     def __init__(
         self,
         in_channels: list[int],
+        in_strides: list[int],
         num_classes: int,
         hidden_dim: int = 256,
         num_queries: int = 300,
         num_layers: int = 6,
         num_heads: int = 8,
-        num_points: int = 4,
+        num_points: int | list[int] = 4,
+        offset_scale: float = 0.5,
+        sampling: str = "bilinear",
         ffn_dim: int = 1024,
         act: str = "relu",
         dropout: float = 0.0,
@@ -130,19 +50,16 @@ class RTDETRDecoder(nn.Module):
         label_noise_ratio: float = 0.5,
         box_noise_scale: float = 1.0,
         anchor_size: float = 0.05,
-        feat_strides: tuple[int, ...] = (8, 16, 32),
         eval_size: int | None = 640,
         norm_eps: float = 1e-5,
     ):
         super().__init__()
-        if len(feat_strides) != len(in_channels):
-            raise ValueError(f"feat_strides {list(feat_strides)} must give one stride per level ({len(in_channels)})")
         if not -num_layers <= eval_idx < num_layers:
             raise ValueError(
                 f"eval_idx={eval_idx} must name one of the {num_layers} layers (-{num_layers}..{num_layers - 1})"
             )
-        if eval_size and eval_size % max(feat_strides):
-            raise ValueError(f"eval_size={eval_size} must be a multiple of the largest stride {max(feat_strides)}")
+        if eval_size and eval_size % max(in_strides):
+            raise ValueError(f"eval_size={eval_size} must be a multiple of the largest stride {max(in_strides)}")
         self.num_queries = num_queries
         self.num_classes = num_classes
         self.eval_idx = eval_idx % num_layers
@@ -151,8 +68,9 @@ class RTDETRDecoder(nn.Module):
         self.label_noise_ratio = label_noise_ratio
         self.box_noise_scale = box_noise_scale
         self.input_proj = nn.ModuleList(ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels)
+        sampling_options = {"offset_scale": offset_scale, "sampling": sampling}
         self.layers = nn.ModuleList(
-            DecoderLayer(hidden_dim, num_heads, ffn_dim, len(in_channels), num_points, act, dropout)
+            DecoderLayer(hidden_dim, num_heads, ffn_dim, len(in_channels), num_points, act, dropout, **sampling_options)
             for _ in range(num_layers)
         )
         self.denoising_class_embed = nn.Embedding(num_classes, hidden_dim)
@@ -164,7 +82,7 @@ class RTDETRDecoder(nn.Module):
         self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, num_layers=3) for _ in range(num_layers))
         # Anchors for `eval_size` inputs are precomputed state, as in upstream RT-DETR (eval_spatial_size);
         # imported checkpoints may carry their own (ultralytics stores them rounded to fp16).
-        self.eval_shapes = level_shapes(eval_size, feat_strides) if eval_size else []
+        self.eval_shapes = level_shapes(eval_size, in_strides) if eval_size else []
         anchors, valid = generate_anchors(self.eval_shapes, anchor_size) if eval_size else (None, None)
         self.register_buffer("anchors", anchors)
         self.register_buffer("valid_mask", valid)
@@ -207,11 +125,10 @@ class RTDETRDecoder(nn.Module):
         anchors, valid = self._anchors(shapes, tokens.device)
         memory = self.enc_output(valid.to(tokens.dtype) * tokens)
         scores = self.enc_score_head(memory)
-        k = min(self.num_queries, memory.shape[1])
-        index = scores.max(-1).values.topk(k, dim=1).indices  # (B, K)
-        queries = memory.gather(1, index[..., None].expand(-1, -1, memory.shape[-1]))
+        index = top_k_indices(scores, self.num_queries)  # (B, K)
+        queries = gather_tokens(memory, index)
         reference = self.enc_bbox_head(queries) + anchors[0, index]
-        proposal_logits = scores.gather(1, index[..., None].expand(-1, -1, scores.shape[-1]))
+        proposal_logits = gather_tokens(scores, index)
         return queries, reference, reference.sigmoid(), proposal_logits
 
     def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:

@@ -1,0 +1,69 @@
+"""The deformable decoder layer every DETR family here shares: self-attention among the queries, deformable
+cross-attention into the encoder tokens, feed-forward network (post-norm, as Deformable DETR)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attention import MultiHeadAttention
+from ..common import activation
+from .deformable_attention import MSDeformableAttention
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention over queries, deformable cross-attention into the encoder tokens, FFN (post-norm).
+
+    Shapes: queries (B, Q, D), reference boxes (B, Q, 4), query_pos (B, Q, D), tokens (B, S, D) -> (B, Q, D).
+    `cross_heads` defaults to `num_heads` (RT-DETR); LW-DETR and RF-DETR use 8 self- and 16 cross-attention heads.
+    `num_points`, `offset_scale`, `sampling`: see `MSDeformableAttention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_levels: int,
+        num_points: int | list[int],
+        act: str,
+        dropout: float,
+        cross_heads: int | None = None,
+        offset_scale: float = 0.5,
+        sampling: str = "bilinear",
+    ):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn = MSDeformableAttention(
+            dim, cross_heads or num_heads, num_levels, num_points, offset_scale, sampling
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.act = activation(act)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        reference_boxes: torch.Tensor,
+        query_pos: torch.Tensor,
+        tokens: torch.Tensor,
+        shapes: list[tuple[int, int]],
+        attn_mask: torch.Tensor | None = None,
+        groups: int = 1,
+    ) -> torch.Tensor:
+        """`groups` > 1: the queries are that many independent groups (Group DETR), attending only within their own."""
+        q = k = queries + query_pos
+        if groups == 1:
+            attended = self.self_attn(q, k, queries, attn_mask)
+        else:  # groups go to the batch axis: (B, G * Q, D) -> (B * G, Q, D) and back
+            q, k, v = (t.unflatten(1, (groups, -1)).flatten(0, 1) for t in (q, k, queries))
+            attended = self.self_attn(q, k, v, attn_mask).unflatten(0, (-1, groups)).flatten(1, 2)
+        queries = self.norm1(queries + self.dropout(attended))
+        attended = self.cross_attn(queries + query_pos, reference_boxes, tokens, shapes)
+        queries = self.norm2(queries + self.dropout(attended))
+        ffn = self.linear2(self.dropout(self.act(self.linear1(queries))))
+        return self.norm3(queries + self.dropout(ffn))
