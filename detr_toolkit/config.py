@@ -142,7 +142,10 @@ def _with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = find_config(beside if beside.is_file() else base)
     if base_path.resolve() in chain or len(chain) >= BASE_DEPTH:
         raise ConfigError(f"{path}: base {base!r} leads back to itself or through more than {BASE_DEPTH} configs")
-    return merge(_with_bases(base_path, (*chain, path.resolve())), config)
+    base_config = _with_bases(base_path, (*chain, path.resolve()))
+    if "nc" in config and "names" not in config:  # another class count: the base's names name other classes
+        base_config.pop("names", None)
+    return merge(base_config, config)
 
 
 def load_model_config(name: str | Path) -> dict[str, Any]:

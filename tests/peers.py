@@ -131,8 +131,19 @@ TRANSFORMERS_SPECS = {
         "num_queries": 30,
     },
 }  # fmt: skip
+# The settings official checkpoints do not store, as every released one has them: 8 heads and 4 points per level
+# (v1), offset scale 0.5 (v2), 300 queries.
+OFFICIAL = {"encoder_attention_heads": 8, "decoder_attention_heads": 8, "num_queries": 300}
+TRANSFORMERS_SPECS["rt_detr_official"] = {**TRANSFORMERS_SPECS["rt_detr"], **OFFICIAL, "decoder_n_points": 4}
+TRANSFORMERS_SPECS["rt_detr_v2_official"] = {
+    **TRANSFORMERS_SPECS["rt_detr_v2"],
+    **OFFICIAL,
+    "decoder_offset_scale": 0.5,
+}
 # The same RT-DETRv2 with "discrete" sampling (nearest pixels, no GridSample).
 TRANSFORMERS_SPECS["rt_detr_v2_discrete"] = {**TRANSFORMERS_SPECS["rt_detr_v2"], "decoder_method": "discrete"}
+TRANSFORMERS_SPECS["rt_detr_v2_official_discrete"] = {**TRANSFORMERS_SPECS["rt_detr_v2_official"],
+                                                      "decoder_method": "discrete"}  # fmt: skip
 # kind -> transformers' config, model and image processor classes, and whether the model takes ImageNet-normalised
 # pixels (RT-DETR takes 0..1 RGB as it is).
 TRANSFORMERS_CLASSES = {
@@ -141,7 +152,44 @@ TRANSFORMERS_CLASSES = {
     "rt_detr": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2_discrete": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
+    "rt_detr_official": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", False),
+    "rt_detr_v2_official": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
+    "rt_detr_v2_official_discrete": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
 }
+
+# transformers' names -> the official lyuwenyu/RT-DETR names, as transformers' conversion scripts read the released
+# files (checked against modules built from the official code: the tensors and their order). v1 and v2 differ in
+# two modules' child names.
+OFFICIAL_NAMES = [
+    (r"^model\.backbone\.model\.embedder\.embedder\.(\d)\.", lambda m: f"backbone.conv1.conv1_{int(m[1]) + 1}."),
+    (r"^model\.backbone\.model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.", r"backbone.res_layers.\1.blocks.\2."),
+    (r"\.layer\.(\d)\.", lambda m: f".branch2{'abc'[int(m[1])]}."),
+    (r"\.shortcut\.1\.", ".short.conv."),
+    (r"\.shortcut\.", ".short."),
+    (r"\.convolution\.", ".conv."),
+    (r"\.normalization\.", ".norm."),
+    (r"^model\.encoder\.(encoder|aifi)\.0\.layers\.0\.", "encoder.encoder.0.layers.0."),
+    (r"^model\.encoder\.", "encoder."),
+    (r"^model\.encoder_input_proj\.(\d+)\.", r"encoder.input_proj.\1."),
+    (r"^model\.decoder_input_proj\.(\d+)\.0\.", r"decoder.input_proj.\1.conv."),
+    (r"^model\.decoder_input_proj\.(\d+)\.1\.", r"decoder.input_proj.\1.norm."),
+    (r"^model\.decoder\.class_embed\.", "decoder.dec_score_head."),
+    (r"^model\.decoder\.bbox_embed\.", "decoder.dec_bbox_head."),
+    (r"^model\.decoder\.layers\.", "decoder.decoder.layers."),
+    (r"^model\.(decoder\.)?", "decoder."),
+    (r"\.self_attn\.o_proj\.", ".self_attn.out_proj."),
+    (r"\.self_attn_layer_norm\.", ".norm1."),
+    (r"\.encoder_attn_layer_norm\.", ".norm2."),
+    (r"^(decoder\..*)\.final_layer_norm\.", r"\1.norm3."),
+    (r"\.final_layer_norm\.", ".norm2."),
+    (r"\.encoder_attn\.n_points_scale$", ".cross_attn.num_points_scale"),
+    (r"\.encoder_attn\.", ".cross_attn."),
+    (r"\.(mlp\.)?fc([12])\.", r".linear\2."),
+]
+OFFICIAL_V2_NAMES = [(r"^encoder\.input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
+                     (r"^encoder\.input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
+                     (r"^decoder\.enc_output\.0\.", "decoder.enc_output.proj."),
+                     (r"^decoder\.enc_output\.1\.", "decoder.enc_output.norm.")]  # fmt: skip
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -184,6 +232,32 @@ def image_processor(kind: str):
     import transformers
 
     return getattr(transformers, TRANSFORMERS_CLASSES[kind][2])()
+
+
+def official_checkpoint(directory: Path, kind: str, name: str | None = None, model=None):
+    """`transformers_model(kind)`'s weights (or `model`'s) as the official RT-DETR (v1) / RT-DETRv2 solver saves
+    them: {"model": state dict, "ema": {"module": state dict, ...}, "last_epoch": ...}, with packed attention
+    projections; -> (the .pth, the peer model, input size)."""
+    import re
+
+    model, size = (model, None) if model is not None else transformers_model(kind)
+    rules = OFFICIAL_NAMES + (OFFICIAL_V2_NAMES if kind.startswith("rt_detr_v2") else [])
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if re.match(r"(class|bbox)_embed\.", key):  # transformers' top-level aliases of the decoder's heads
+            continue
+        for pattern, replacement in rules:
+            key = re.sub(pattern, replacement, key)
+        state[key] = tensor
+    for key in [k for k in state if k.endswith("self_attn.q_proj.weight")]:
+        prefix = key[: -len("q_proj.weight")]
+        for kind_ in ("weight", "bias"):
+            parts = [state.pop(f"{prefix}{p}_proj.{kind_}") for p in "qkv"]
+            state[f"{prefix}in_proj_{kind_}"] = torch.cat(parts)
+    path = directory / (name or f"{kind}.pth")
+    torch.save({"model": {k: v * 0 for k, v in state.items()}, "ema": {"module": state, "updates": 7},
+                "last_epoch": 71}, path)  # fmt: skip
+    return path, model, size
 
 
 def transformers_checkpoint(directory: Path, kind: str, nc: int = 5, seed: int = 0) -> tuple[Path, int]:

@@ -52,10 +52,11 @@ def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_p
     assert max_row_error(exported, expected) < 1e-3  # float32 through 6 decoder layers (ultralytics' own: ~1e-3)
 
 
-@pytest.mark.parametrize("kind", ["rf_detr", "lw_detr"])
-def test_vit_models_export(kind, tmp_path):
-    """RF-DETR / LW-DETR weights from transformers; position embeddings resized at export (ONNX has no
-    antialiased bicubic), windows cut for any batch."""
+@pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete"])
+def test_transformers_models_export(kind, tmp_path):
+    """Weights of every transformers family: RF-DETR / LW-DETR (position embeddings resized at export, as ONNX
+    has no antialiased bicubic; windows cut for any batch), RT-DETR with ResNet-vd (frozen batch norms folded),
+    RT-DETRv2 (points per level; with discrete sampling the graph holds no GridSample)."""
     peer, size = peers.transformers_model(kind)
     peer.save_pretrained(tmp_path / kind)
     model = RTDETR(tmp_path / kind)
@@ -63,6 +64,8 @@ def test_vit_models_export(kind, tmp_path):
     images = peers.photos(size)
     exported, expected = run_onnx(file, images), run_torch(model, images)
     assert max(max_row_error(a, b) for a, b in zip(exported, expected)) < 1e-4
+    operators = {node.op_type for node in onnx.load(file).graph.node}
+    assert ("GridSample" in operators) == (kind != "rt_detr_v2_discrete")
 
 
 def test_cli_export_writes_next_to_the_checkpoint(tmp_path):

@@ -202,3 +202,36 @@ def test_vit_lw_detr_model_trains(shapes, tmp_path):
     assert (
         model.model.decoder.num_groups == 3 and len(model.predict(data.parent / "images" / "val", verbose=False)) == 4
     )
+
+
+def test_official_rtdetrv2_recipe_trains_through_the_cli(shapes, tmp_path):
+    """RT-DETRv2 with ResNet-vd, narrowed from the shipped rtdetrv2-l.yaml by a `base:` config: trains with its
+    family's loss through `detect train`; the frozen stem and batch-norm statistics stay as they were, the rest
+    learns."""
+    from test_cli import detect
+
+    from detr_toolkit.weights import load_weights
+
+    data, _ = shapes
+    tiny = {
+        "base": "rtdetrv2-l.yaml", "nc": 4, "imgsz": 64,
+        "backbone": {"depths": [1, 1, 1, 1], "widths": [16, 32, 64, 128], "stem": 16},
+        "encoder": {"hidden_dim": 32, "ffn_dim": 64, "num_heads": 4, "csp_blocks": 1},
+        "decoder": {"hidden_dim": 32, "num_queries": 20, "num_layers": 2, "num_heads": 4, "num_points": [2, 3, 2],
+                    "ffn_dim": 64, "eval_size": 64, "sampling": "discrete"},
+    }  # fmt: skip
+    (tmp_path / "tiny-v2.yaml").write_text(yaml.safe_dump(tiny))
+    torch.manual_seed(0)
+    start = RTDETR(tmp_path / "tiny-v2.yaml")
+    start.save(tmp_path / "start.safetensors")
+    run = detect("train", "--model", tmp_path / "start.safetensors", "--data", data, "epochs=1", "batch=4",
+                 "imgsz=64", "workers=0", "--project", tmp_path, "--name", "v2")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    config, trained = load_weights(tmp_path / "v2" / "weights" / "last.safetensors")
+    assert config["loss"]["alpha"] == 0.75 and config["decoder"]["sampling"] == "discrete"
+    before = start.model.state_dict()
+    frozen = [k for k in before if k.startswith("backbone.stem.") or ".norm." in k and k.startswith("backbone.")]
+    assert frozen and all(torch.equal(before[k], trained[k]) for k in frozen)
+    assert not torch.equal(
+        before["backbone.stages.1.0.convs.0.conv.weight"], trained["backbone.stages.1.0.convs.0.conv.weight"]
+    )

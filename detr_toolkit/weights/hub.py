@@ -13,8 +13,25 @@ from ..config import packaged_configs
 from ..errors import CheckpointError, OutputError, SourceError
 from ..files import atomic_file
 
-RELEASES = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
-OFFICIAL_WEIGHTS = {name: f"{RELEASES}/{name}" for name in ("rtdetr-l.pt", "rtdetr-x.pt")}
+ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
+RTDETR = "https://github.com/lyuwenyu/storage/releases/download"  # lyuwenyu/RT-DETR's releases (v1 and v2)
+# Our name -> where the official file is. The cached copy keeps the official file name: it says what it holds
+# (RT-DETRv2's "dsp" files are read with discrete sampling).
+OFFICIAL_WEIGHTS = {
+    "rtdetr-l.pt": f"{ULTRALYTICS}/rtdetr-l.pt",
+    "rtdetr-x.pt": f"{ULTRALYTICS}/rtdetr-x.pt",
+    "rtdetr-r18.pth": f"{RTDETR}/v0.1/rtdetr_r18vd_dec3_6x_coco_from_paddle.pth",
+    "rtdetr-r34.pth": f"{RTDETR}/v0.1/rtdetr_r34vd_dec4_6x_coco_from_paddle.pth",
+    "rtdetr-r50.pth": f"{RTDETR}/v0.1/rtdetr_r50vd_6x_coco_from_paddle.pth",
+    "rtdetr-r101.pth": f"{RTDETR}/v0.1/rtdetr_r101vd_6x_coco_from_paddle.pth",
+    "rtdetrv2-s.pth": f"{RTDETR}/v0.2/rtdetrv2_r18vd_120e_coco_rerun_48.1.pth",
+    "rtdetrv2-m.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_m_7x_coco_ema.pth",
+    "rtdetrv2-l.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_6x_coco_ema.pth",
+    "rtdetrv2-x.pth": f"{RTDETR}/v0.1/rtdetrv2_r101vd_6x_coco_from_paddle.pth",
+    "rtdetrv2-s-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r18vd_dsp_3x_coco.pth",
+    "rtdetrv2-m-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_m_dsp_3x_coco.pth",
+    "rtdetrv2-l-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_dsp_1x_coco.pth",
+}
 
 
 def cache_dir() -> Path:
@@ -42,12 +59,13 @@ def download(url: str, subdir: str = "", timeout: float = 30.0) -> Path:
 
 
 def resolve_weights(name: str | Path) -> Path:
-    """A weights path as given, or an official name (rtdetr-l.pt) found in or downloaded to the cache."""
+    """A weights path as given, or an official name (rtdetr-l.pt, rtdetrv2-s.pth: OFFICIAL_WEIGHTS) found in or
+    downloaded to the cache."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
     if str(name) in OFFICIAL_WEIGHTS:
-        cached = cache_dir() / "weights" / str(name)
+        cached = cache_dir() / "weights" / Path(urlparse(OFFICIAL_WEIGHTS[str(name)]).path).name
         if cached.is_file():
             return cached
         try:
