@@ -3,13 +3,15 @@
     python scripts/bench_predict.py                       # rtdetr-l built by ultralytics, assets/bus.jpg
     python scripts/bench_predict.py --weights rtdetr-l.pt --runs 20 --image assets/zidane.jpg
     python scripts/bench_predict.py --peer transformers   # rfdetr-base shape vs transformers' RfDetr, 560x560
+    python scripts/bench_predict.py --peer transformers --arch dfine-s   # D-FINE-S shape vs transformers' DFine
 
 Each side runs in a process of its own, as its users run it: our predictor configures the process it runs
 in (it keeps freed memory for reuse, see detr_toolkit/engine/cpu_memory.py), which must not speed up the
 peer. `--same-allocator` gives the peer's process that setting too, to see what remains without it.
 Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state; medians
 and the ratio ours / peer are printed for the whole predict call and, against ultralytics, for the model's
-forward pass alone. Target (issues 2 and 3): ratio <= 0.6 on CPU. The `half` row times our `half=True`
+forward pass alone. Targets: ratio <= 0.6 on CPU (issues 2 and 3); for dfine-s, <= 0.7 in float32 and <= 0.5
+with `half=True` (issue 12). The `half` row times our `half=True`
 (bfloat16 on CPUs with native bf16; both peers ignore `half` on CPU) and prints how far its detections
 move from float32 ones.
 """
@@ -85,15 +87,21 @@ def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
             "report": lambda: f"ultralytics {ultralytics.__version__}"}  # fmt: skip
 
 
+# transformers' model and image processor per architecture (rfdetr-base's RF-DETR; D-FINE, DEIMv2: RT-DETR's).
+TRANSFORMERS_CLASSES = {"rfdetr-base": ("RfDetrForObjectDetection", "RfDetrImageProcessor"),
+                        "dfine-s": ("DFineForObjectDetection", "RTDetrImageProcessor")}  # fmt: skip
+
+
 def transformers(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
-    """Image file -> transformers' RfDetrImageProcessor (resize, normalise) -> RfDetrForObjectDetection ->
+    """Image file -> transformers' image processor (resize, rescale, normalise) -> its model ->
     post_process_object_detection."""
     import transformers
 
     from detr_toolkit.data.images import read_image
 
-    model = transformers.RfDetrForObjectDetection.from_pretrained(weights).eval()
-    processor = transformers.RfDetrImageProcessor(size={"height": args.imgsz, "width": args.imgsz})
+    model_name, processor_name = TRANSFORMERS_CLASSES[args.arch]
+    model = getattr(transformers, model_name).from_pretrained(weights).eval()
+    processor = getattr(transformers, processor_name)(size={"height": args.imgsz, "width": args.imgsz})
 
     def predict():  # from the image file, as our predict(path) reads it: the same decoder, the same cost
         image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
@@ -156,9 +164,13 @@ def peer_weights(args: argparse.Namespace) -> Path:
         return peers.ultralytics_checkpoint(Path(tempfile.mkdtemp()), args.arch)
     import transformers
 
-    config = transformers.RfDetrConfig(backbone_config=RFDETR_BASE_VIT, decoder_n_points=2, num_labels=80)
-    folder = Path(tempfile.mkdtemp()) / "rfdetr-base"
-    transformers.RfDetrForObjectDetection(config).save_pretrained(folder)
+    if args.arch == "rfdetr-base":
+        config = transformers.RfDetrConfig(backbone_config=RFDETR_BASE_VIT, decoder_n_points=2, num_labels=80)
+    else:
+        config_name, kwargs = peers.PEER_CONFIGS[args.arch]
+        config = getattr(transformers, config_name)(**kwargs, num_labels=80)
+    folder = Path(tempfile.mkdtemp()) / args.arch
+    getattr(transformers, TRANSFORMERS_CLASSES[args.arch][0])(config).save_pretrained(folder)
     return folder
 
 
@@ -167,7 +179,8 @@ def main() -> None:
     parser.add_argument("--peer", choices=["ultralytics", "transformers"], default="ultralytics")
     parser.add_argument("--weights", help="the peer's checkpoint: an ultralytics .pt or a transformers folder "
                         "(default: build rtdetr-l / rfdetr-base with random weights)")  # fmt: skip
-    parser.add_argument("--arch", default="rtdetr-l", help="ultralytics architecture to build when no --weights")
+    parser.add_argument("--arch", help="architecture to build when no --weights: ultralytics' rtdetr-l (default) or "
+                        "rtdetr-x; transformers' rfdetr-base (default) or dfine-s")  # fmt: skip
     parser.add_argument("--image", default=str(ROOT / "assets" / "bus.jpg"))
     parser.add_argument("--imgsz", type=int, help="input size (default: 640 for ultralytics, 560 for transformers)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per side")
@@ -175,7 +188,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads for both sides")
     parser.add_argument("--same-allocator", action="store_true", help="the peer's process keeps freed memory too")
     args = parser.parse_args()
-    args.imgsz = args.imgsz or (640 if args.peer == "ultralytics" else 560)
+    args.arch = args.arch or ("rtdetr-l" if args.peer == "ultralytics" else "rfdetr-base")
+    args.imgsz = args.imgsz or (560 if args.arch == "rfdetr-base" else 640)
     args.random = args.weights is None
     os.environ.setdefault("YOLO_OFFLINE", "1")
     weights = peer_weights(args)
@@ -190,7 +204,7 @@ def main() -> None:
             timings[f"ours {task}"].append(mine.time(task))
             if task != "half":
                 timings[f"theirs {task}"].append(theirs.time(task))
-    what = "rtdetr-l" if args.peer == "ultralytics" and args.random else "rfdetr-base" if args.random else weights
+    what = args.arch if args.random else weights
     print(f"{what} at {args.imgsz}x{args.imgsz} on {args.device}, {args.threads} threads, torch {torch.__version__}, "
           f"{theirs.time('report')}, {args.runs} alternating runs, one process per side"
           + (", the peer keeping freed memory too" if args.same_allocator else ""))  # fmt: skip

@@ -131,6 +131,46 @@ TRANSFORMERS_SPECS = {
         "num_queries": 30,
     },
 }  # fmt: skip
+# D-FINE with a narrow HGNetv2 (learnable affine blocks, frozen batch norms), 3 levels, points per level.
+TRANSFORMERS_SPECS["d_fine"] = {
+    "input_size": 160,
+    "backbone_config": {
+        "model_type": "hgnet_v2",
+        "stem_channels": [3, 8, 8],
+        "stage_in_channels": [8, 16, 32, 64],
+        "stage_mid_channels": [8, 8, 16, 16],
+        "stage_out_channels": [16, 32, 64, 128],
+        "hidden_sizes": [16, 32, 64, 128],
+        "stage_num_blocks": [1, 1, 2, 1],
+        "stage_downsample": [False, True, True, True],
+        "stage_light_block": [False, False, True, True],
+        "stage_kernel_size": [3, 3, 5, 5],
+        "stage_numb_of_layers": [2, 2, 2, 2],
+        "use_learnable_affine_block": True,
+        "out_indices": [2, 3, 4],
+    },
+    "encoder_in_channels": [32, 64, 128],
+    "encoder_hidden_dim": 32,
+    "encoder_ffn_dim": 64,
+    "encoder_attention_heads": 4,
+    "hidden_expansion": 0.5,
+    "depth_mult": 0.34,
+    "d_model": 32,
+    "decoder_in_channels": [32, 32, 32],
+    "decoder_ffn_dim": 64,
+    "decoder_layers": 3,
+    "decoder_attention_heads": 4,
+    "decoder_n_points": [2, 3, 2],
+    "num_queries": 30,
+}
+# D-FINE-X's shape: an encoder wider than the decoder (projected inputs), a wider weighting (reg_scale 8).
+TRANSFORMERS_SPECS["d_fine_wide"] = {
+    **TRANSFORMERS_SPECS["d_fine"],
+    "encoder_hidden_dim": 48,
+    "decoder_in_channels": [48, 48, 48],
+    "reg_scale": 8.0,
+    "depth_mult": 1.0,
+}
 # The settings official checkpoints do not store, as every released one has them: 8 heads and 4 points per level
 # (v1), offset scale 0.5 (v2), 300 queries.
 OFFICIAL = {"encoder_attention_heads": 8, "decoder_attention_heads": 8, "num_queries": 300}
@@ -153,6 +193,8 @@ TRANSFORMERS_CLASSES = {
     "rt_detr_v2": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2_discrete": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_official": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", False),
+    "d_fine": ("DFineConfig", "DFineForObjectDetection", "RTDetrImageProcessor", False),
+    "d_fine_wide": ("DFineConfig", "DFineForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2_official": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2_official_discrete": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
 }
@@ -266,3 +308,63 @@ def transformers_checkpoint(directory: Path, kind: str, nc: int = 5, seed: int =
     folder = directory / kind
     model.save_pretrained(folder)
     return folder, size
+
+
+# transformers' configs of the published sizes (as its conversion scripts write them), by our config's name:
+# (config class, keyword arguments). tests/test_families.py checks our configs against them; the benchmarks build
+# peers of these shapes.
+RESNET = {"model_type": "rt_detr_resnet", "out_indices": [2, 3, 4]}
+BASIC = {**RESNET, "layer_type": "basic", "hidden_sizes": [64, 128, 256, 512]}
+SMALL = {"encoder_in_channels": [128, 256, 512], "hidden_expansion": 0.5}
+R101 = {"backbone_config": {**RESNET, "depths": [3, 4, 23, 3]}, "encoder_hidden_dim": 384, "encoder_ffn_dim": 2048,
+        "decoder_in_channels": [384, 384, 384]}  # fmt: skip
+PEER_CONFIGS = {
+    "rtdetr-r18": ("RTDetrConfig", {"backbone_config": {**BASIC, "depths": [2, 2, 2, 2]}, **SMALL, "decoder_layers": 3}),
+    "rtdetr-r34": ("RTDetrConfig", {"backbone_config": {**BASIC, "depths": [3, 4, 6, 3]}, **SMALL, "decoder_layers": 4}),
+    "rtdetr-r50": ("RTDetrConfig", {"backbone_config": RESNET}),
+    "rtdetr-r101": ("RTDetrConfig", R101),
+    "rtdetrv2-s": ("RTDetrV2Config", {"backbone_config": {**BASIC, "depths": [2, 2, 2, 2]}, **SMALL,
+                                      "decoder_layers": 3}),
+    "rtdetrv2-m": ("RTDetrV2Config", {"backbone_config": RESNET, "hidden_expansion": 0.5}),
+    "rtdetrv2-l": ("RTDetrV2Config", {"backbone_config": RESNET}),
+    "rtdetrv2-x": ("RTDetrV2Config", R101),
+}  # fmt: skip
+# HGNetv2 variants as upstream D-FINE defines them: stem (in, mid, out), then per stage
+# (in, mid, out, blocks, downsample, light, kernel, layers).
+HGNETV2 = {
+    "B0": ((3, 16, 16), [(16, 16, 64, 1, False, False, 3, 3), (64, 32, 256, 1, True, False, 3, 3),
+                         (256, 64, 512, 2, True, True, 5, 3), (512, 128, 1024, 1, True, True, 5, 3)]),
+    "B2": ((3, 24, 32), [(32, 32, 96, 1, False, False, 3, 4), (96, 64, 384, 1, True, False, 3, 4),
+                         (384, 128, 768, 3, True, True, 5, 4), (768, 256, 1536, 1, True, True, 5, 4)]),
+    "B4": ((3, 32, 48), [(48, 48, 128, 1, False, False, 3, 6), (128, 96, 512, 1, True, False, 3, 6),
+                         (512, 192, 1024, 3, True, True, 5, 6), (1024, 384, 2048, 1, True, True, 5, 6)]),
+    "B5": ((3, 32, 64), [(64, 64, 128, 1, False, False, 3, 6), (128, 128, 512, 2, True, False, 3, 6),
+                         (512, 256, 1024, 5, True, True, 5, 6), (1024, 512, 2048, 2, True, True, 5, 6)]),
+}  # fmt: skip
+
+
+def hgnetv2(variant: str, lab: bool, out_indices: list[int]) -> dict:
+    stem, stages = HGNETV2[variant]
+    columns = list(zip(*stages))
+    names = ["stage_in_channels", "stage_mid_channels", "stage_out_channels", "stage_num_blocks", "stage_downsample",
+             "stage_light_block", "stage_kernel_size", "stage_numb_of_layers"]  # fmt: skip
+    return {"model_type": "hgnet_v2", "stem_channels": list(stem), **{n: list(c) for n, c in zip(names, columns)},
+            "hidden_sizes": list(columns[2]), "use_learnable_affine_block": lab, "out_indices": out_indices}  # fmt: skip
+
+
+DFINE = {"encoder_in_channels": [512, 1024, 2048], "decoder_n_points": [3, 6, 3]}
+PEER_CONFIGS.update({
+    "dfine-n": ("DFineConfig", {"backbone_config": hgnetv2("B0", True, [3, 4]), "encoder_in_channels": [512, 1024],
+                                "feat_strides": [16, 32], "num_feature_levels": 2, "encode_proj_layers": [1],
+                                "encoder_hidden_dim": 128, "encoder_ffn_dim": 512, "hidden_expansion": 0.34,
+                                "depth_mult": 0.5, "d_model": 128, "decoder_in_channels": [128, 128],
+                                "decoder_layers": 3, "decoder_ffn_dim": 512, "decoder_n_points": [6, 6]}),
+    "dfine-s": ("DFineConfig", {"backbone_config": hgnetv2("B0", True, [2, 3, 4]), **DFINE,
+                                "encoder_in_channels": [256, 512, 1024], "hidden_expansion": 0.5, "depth_mult": 0.34,
+                                "decoder_layers": 3}),
+    "dfine-m": ("DFineConfig", {"backbone_config": hgnetv2("B2", True, [2, 3, 4]), **DFINE,
+                                "encoder_in_channels": [384, 768, 1536], "depth_mult": 0.67, "decoder_layers": 4}),
+    "dfine-l": ("DFineConfig", {"backbone_config": hgnetv2("B4", False, [2, 3, 4]), **DFINE}),
+    "dfine-x": ("DFineConfig", {"backbone_config": hgnetv2("B5", False, [2, 3, 4]), **DFINE, "encoder_hidden_dim": 384,
+                                "encoder_ffn_dim": 2048, "decoder_in_channels": [384, 384, 384]}),
+})  # fmt: skip

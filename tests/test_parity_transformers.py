@@ -1,5 +1,5 @@
-"""Our detectors against transformers' RF-DETR, LW-DETR, RT-DETR and RT-DETRv2 on the same `save_pretrained`
-weights (folders written by transformers, read by us without it)."""
+"""Our detectors against transformers' RF-DETR, LW-DETR, RT-DETR, RT-DETRv2 and D-FINE on the same
+`save_pretrained` weights (folders written by transformers, read by us without it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from detr_toolkit.data.images import read_image
 from detr_toolkit.data.sources import Frame
 from detr_toolkit.engine.predictor import preprocess
 
-KINDS = ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete"]
+KINDS = ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine", "d_fine_wide"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -32,17 +32,22 @@ def photo_batch(size: int) -> torch.Tensor:
 
 
 def test_raw_outputs_match(peer):
-    """Same weights, same photos: logits and boxes agree to 1e-4 (float32 on both sides)."""
+    """Same weights, same photos: logits and boxes agree to 1e-4 (float32 on both sides), or, for a peer whose own
+    float32 rounding is larger (the perturbed tiny D-FINE: ~1.5e-4 from its float64 result), to twice that."""
+    import copy
+
     kind, model, folder, size = peer
     ours = RTDETR(folder)
     images = photo_batch(size)
     with torch.inference_mode():
         theirs = model(pixel_values=peers.pixel_values(kind, images))
+        exact = copy.deepcopy(model).double()(pixel_values=peers.pixel_values(kind, images).double())
         mine = ours.model(images)
         fused = ours._get_predictor(None, False).model(images.contiguous(memory_format=torch.channels_last))
     assert theirs.logits.std() > 0.5, "peer scores do not spread: the test would prove little"
+    tolerance = max(1e-4, 2 * (theirs.logits.double() - exact.logits).abs().max().item())
     for outputs in (mine, fused):
-        assert (outputs["logits"] - theirs.logits).abs().max() < 1e-4
+        assert (outputs["logits"] - theirs.logits).abs().max() < tolerance
         assert (outputs["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
 
 

@@ -235,3 +235,25 @@ def test_official_rtdetrv2_recipe_trains_through_the_cli(shapes, tmp_path):
     assert not torch.equal(
         before["backbone.stages.1.0.convs.0.conv.weight"], trained["backbone.stages.1.0.convs.0.conv.weight"]
     )
+
+
+def test_dfine_trains(shapes, tmp_path):
+    """D-FINE (HGNetv2 with affine blocks, ELAN encoder, distribution-refining decoder), narrowed from the shipped
+    dfine-n.yaml: trains through the same entry point and predicts afterwards."""
+    data, _ = shapes
+    tiny = {
+        "base": "dfine-n.yaml", "nc": 4, "imgsz": 64,
+        "backbone": {"stem": [8, 8], "layers_per_block": 2, "stages": [
+            {"mid": 8, "out": 16, "blocks": 1, "kernel": 3, "light": False, "downsample": False},
+            {"mid": 8, "out": 32, "blocks": 1, "kernel": 3, "light": False, "downsample": True},
+            {"mid": 16, "out": 48, "blocks": 1, "kernel": 5, "light": True, "downsample": True},
+            {"mid": 16, "out": 64, "blocks": 1, "kernel": 5, "light": True, "downsample": True}]},
+        "encoder": {"hidden_dim": 32, "ffn_dim": 64, "num_heads": 4, "csp_blocks": 1},
+        "decoder": {"hidden_dim": 32, "num_queries": 20, "num_heads": 4, "num_points": [2, 2], "ffn_dim": 64,
+                    "eval_size": 64, "reg_max": 16},
+    }  # fmt: skip
+    (tmp_path / "tiny-dfine.yaml").write_text(yaml.safe_dump(tiny))
+    model = RTDETR(tmp_path / "tiny-dfine.yaml")
+    run = model.train(data=data, epochs=1, batch=4, workers=0, project=tmp_path, verbose=False, plots=False)
+    assert [int(r["epoch"]) for r in rows(run)] == [1] and float(rows(run)[0]["loss"]) > 0
+    assert len(model.predict(data.parent / "images" / "val", verbose=False)) == 4

@@ -43,6 +43,18 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+class LearnableAffine(nn.Module):
+    """y = scale * x + bias with two learned scalars (PP-HGNetV2's learnable affine block, after activations)."""
+
+    def __init__(self, scale: float = 1.0, bias: float = 0.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([scale]))
+        self.bias = nn.Parameter(torch.tensor([bias]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + self.bias
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a feature map. Shapes: (B, C, H, W) -> (B, C, H, W)."""
 

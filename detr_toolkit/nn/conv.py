@@ -11,16 +11,17 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import FrozenBatchNorm2d
 
-from .common import LayerNorm2d, activation
+from .common import LayerNorm2d, LearnableAffine, activation
 
 # "frozen_batch": a batch norm whose statistics and affine are fixed buffers (the official RT-DETR R50/R101 recipe)
 NORMS = {"batch": nn.BatchNorm2d, "frozen_batch": FrozenBatchNorm2d, "layer": LayerNorm2d}
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d (no bias) -> norm (a key of NORMS: BatchNorm2d by default) -> activation.
+    """Conv2d (no bias) -> norm (a key of NORMS: BatchNorm2d by default) -> activation [-> learnable affine].
 
-    `padding` defaults to 'same' for odd kernels.
+    `padding` defaults to 'same' for odd kernels. `affine`: a learned scale and bias after the activation
+    (HGNetv2's LAB in D-FINE / DEIMv2; only where there is an activation).
 
     Shapes: (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride).
     """
@@ -36,6 +37,7 @@ class ConvNormAct(nn.Module):
         act: str | None = "relu",
         norm_eps: float = 1e-5,
         norm: str = "batch",
+        affine: bool = False,
     ):
         super().__init__()
         if norm not in NORMS:
@@ -44,9 +46,11 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         self.norm = NORMS[norm](out_channels, eps=norm_eps)
         self.act = activation(act)
+        self.lab = LearnableAffine() if affine and act is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+        x = self.act(self.norm(self.conv(x)))
+        return x if self.lab is None else self.lab(x)
 
     @torch.no_grad()
     def fuse(self) -> None:

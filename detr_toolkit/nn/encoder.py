@@ -2,8 +2,11 @@
 
 backbone maps --input_proj--> hidden_dim maps
 top level --AIFI (self-attention over all its pixels)-->
-top-down path: lateral conv, upsample, concat with the next finer level, RepC3   (FPN)
-bottom-up path: stride-2 conv, concat with the next coarser level, RepC3          (PAN)
+top-down path: lateral conv, upsample, concat with the next finer level, fusion block   (FPN)
+bottom-up path: stride-2 conv, concat with the next coarser level, fusion block          (PAN)
+
+RT-DETR fuses with RepC3 blocks and downsamples with a 3x3 conv; D-FINE fuses with ELAN blocks
+(`block: elan`), downsamples with SCDown and has no activation in its lateral convs (`lateral_act: null`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from torch import nn
 
 from .attention import MultiHeadAttention
 from .common import activation
-from .conv import ConvNormAct, RepConv
+from .conv import ConvNormAct
+from .csp import ELAN, RepC3, SCDown
 
 
 def sincos_position_embedding(height: int, width: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -68,29 +72,16 @@ class AIFI(TransformerEncoderLayer):
         return tokens.transpose(1, 2).reshape(-1, dim, height, width)
 
 
-class RepC3(nn.Module):
-    """CSP block of RepConvs: cv3(RepConvs(cv1(x)) + cv2(x)). Shapes: (B, C_in, H, W) -> (B, C_out, H, W)."""
-
-    def __init__(self, in_channels: int, out_channels: int, blocks: int, expansion: float, act: str, norm_eps: float):
-        super().__init__()
-        hidden = int(out_channels * expansion)
-        self.cv1 = ConvNormAct(in_channels, hidden, 1, act=act, norm_eps=norm_eps)
-        self.cv2 = ConvNormAct(in_channels, hidden, 1, act=act, norm_eps=norm_eps)
-        self.blocks = nn.Sequential(*(RepConv(hidden, act, norm_eps) for _ in range(blocks)))
-        self.cv3 = (
-            ConvNormAct(hidden, out_channels, 1, act=act, norm_eps=norm_eps)
-            if hidden != out_channels
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(self.blocks(self.cv1(x)) + self.cv2(x))
+FUSION_BLOCKS = ("repc3", "elan")
+DOWNSAMPLES = ("conv", "scdown")
 
 
 class HybridEncoder(nn.Module):
-    """AIFI on the coarsest level + FPN/PAN fusion with RepC3 blocks.
+    """AIFI on the coarsest level + FPN/PAN fusion.
 
     Shapes: [(B, in_channels[i], H_i, W_i)] fine to coarse -> [(B, hidden_dim, H_i, W_i)] fine to coarse.
+    `csp_blocks`: RepConvs per RepC3 (in an ELAN: per each of its two RepC3). `expansion`: RepC3's hidden width
+    as a fraction of hidden_dim; an ELAN's branches are round(expansion * hidden_dim // 2) wide (D-FINE's rule).
     """
 
     def __init__(
@@ -106,23 +97,35 @@ class HybridEncoder(nn.Module):
         act: str = "silu",
         dropout: float = 0.0,
         norm_eps: float = 1e-5,
+        block: str = "repc3",
+        downsample: str = "conv",
+        lateral_act: str | None = "silu",
     ):
         super().__init__()
+        if block not in FUSION_BLOCKS or downsample not in DOWNSAMPLES:
+            raise ValueError(f"block={block!r}, downsample={downsample!r}: use {FUSION_BLOCKS}, {DOWNSAMPLES}")
         levels = len(in_channels)
         conv = {"act": act, "norm_eps": norm_eps}
+
+        def fusion() -> nn.Module:
+            if block == "elan":
+                return ELAN(2 * hidden_dim, hidden_dim, round(expansion * hidden_dim // 2), csp_blocks, **conv)
+            return RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv)
+
+        def downsampling() -> nn.Module:
+            if downsample == "scdown":
+                return SCDown(hidden_dim, norm_eps)
+            return ConvNormAct(hidden_dim, hidden_dim, 3, 2, **conv)
+
         self.input_proj = nn.ModuleList(ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels)
         self.aifi = AIFI(hidden_dim, ffn_dim, num_heads, attn_act, dropout)
         # Index 0 of the top-down modules works on the coarsest level.
-        self.lateral_convs = nn.ModuleList(ConvNormAct(hidden_dim, hidden_dim, 1, **conv) for _ in range(levels - 1))
-        self.fpn_blocks = nn.ModuleList(
-            RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv) for _ in range(levels - 1)
+        self.lateral_convs = nn.ModuleList(
+            ConvNormAct(hidden_dim, hidden_dim, 1, act=lateral_act, norm_eps=norm_eps) for _ in range(levels - 1)
         )
-        self.downsample_convs = nn.ModuleList(
-            ConvNormAct(hidden_dim, hidden_dim, 3, 2, **conv) for _ in range(levels - 1)
-        )
-        self.pan_blocks = nn.ModuleList(
-            RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv) for _ in range(levels - 1)
-        )
+        self.fpn_blocks = nn.ModuleList(fusion() for _ in range(levels - 1))
+        self.downsample_convs = nn.ModuleList(downsampling() for _ in range(levels - 1))
+        self.pan_blocks = nn.ModuleList(fusion() for _ in range(levels - 1))
         self.out_channels = [hidden_dim] * levels
         self.out_strides = list(in_strides)
 

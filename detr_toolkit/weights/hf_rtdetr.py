@@ -141,6 +141,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
             "csp_blocks": 3,  # fixed in transformers' CSPRepLayer
             "expansion": hf.get("hidden_expansion", 1.0),
             "act": hf.get("activation_function", "silu"),
+            "lateral_act": hf.get("activation_function", "silu"),
             "dropout": hf.get("dropout", 0.0),
             "norm_eps": norm_eps,
         },
@@ -164,20 +165,25 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
             "eval_size": imgsz,
             "norm_eps": norm_eps,
         },
-        "loss": {
-            "class_loss": "varifocal",
-            "class_weight": hf.get("weight_loss_vfl", 1.0),
-            "bbox_weight": hf.get("weight_loss_bbox", 5.0),
-            "giou_weight": hf.get("weight_loss_giou", 2.0),
-            "alpha": hf.get("focal_loss_alpha", 0.75),
-            "gamma": hf.get("focal_loss_gamma", 2.0),
-            "matcher": {
-                "class_weight": hf.get("matcher_class_cost", 2.0),
-                "bbox_weight": hf.get("matcher_bbox_cost", 5.0),
-                "giou_weight": hf.get("matcher_giou_cost", 2.0),
-                "alpha": hf.get("matcher_alpha", 0.25),
-                "gamma": hf.get("matcher_gamma", 2.0),
-            },
+        "loss": loss_section(hf),
+    }
+
+
+def loss_section(hf: dict[str, Any]) -> dict[str, Any]:
+    """The varifocal loss and matcher costs of a transformers RT-DETR-family config (the official recipe's)."""
+    return {
+        "class_loss": "varifocal",
+        "class_weight": hf.get("weight_loss_vfl", 1.0),
+        "bbox_weight": hf.get("weight_loss_bbox", 5.0),
+        "giou_weight": hf.get("weight_loss_giou", 2.0),
+        "alpha": hf.get("focal_loss_alpha", 0.75),
+        "gamma": hf.get("focal_loss_gamma", 2.0),
+        "matcher": {
+            "class_weight": hf.get("matcher_class_cost", 2.0),
+            "bbox_weight": hf.get("matcher_bbox_cost", 5.0),
+            "giou_weight": hf.get("matcher_giou_cost", 2.0),
+            "alpha": hf.get("matcher_alpha", 0.25),
+            "gamma": hf.get("matcher_gamma", 2.0),
         },
     }
 

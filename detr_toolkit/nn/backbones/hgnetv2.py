@@ -22,9 +22,9 @@ class HGStem(nn.Module):
     Shapes: (B, 3, H, W) -> (B, out_channels, H / 4, W / 4).
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, norm_eps: float):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, norm: dict):
         super().__init__()
-        conv = {"act": "relu", "norm_eps": norm_eps}
+        conv = {"act": "relu", **norm}
         self.stem1 = ConvNormAct(in_channels, mid_channels, 3, 2, **conv)
         self.stem2a = ConvNormAct(mid_channels, mid_channels // 2, 2, 1, padding=0, **conv)
         self.stem2b = ConvNormAct(mid_channels // 2, mid_channels, 2, 1, padding=0, **conv)
@@ -42,10 +42,10 @@ class HGStem(nn.Module):
 class LightConv(nn.Module):
     """1x1 conv (no activation) followed by a depthwise k x k conv with ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm_eps: float):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: dict):
         super().__init__()
-        self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=None, norm_eps=norm_eps)
-        self.depthwise = ConvNormAct(out_channels, out_channels, kernel_size, groups=out_channels, norm_eps=norm_eps)
+        self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=None, **norm)
+        self.depthwise = ConvNormAct(out_channels, out_channels, kernel_size, groups=out_channels, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.depthwise(self.pointwise(x))
@@ -66,19 +66,19 @@ class HGBlock(nn.Module):
         layers: int,
         light: bool,
         shortcut: bool,
-        norm_eps: float,
+        norm: dict,
     ):
         super().__init__()
 
         def conv(cin: int) -> nn.Module:
             if light:
-                return LightConv(cin, mid_channels, kernel_size, norm_eps)
-            return ConvNormAct(cin, mid_channels, kernel_size, norm_eps=norm_eps)
+                return LightConv(cin, mid_channels, kernel_size, norm)
+            return ConvNormAct(cin, mid_channels, kernel_size, **norm)
 
         self.layers = nn.ModuleList(conv(in_channels if i == 0 else mid_channels) for i in range(layers))
         total = in_channels + layers * mid_channels
-        self.squeeze = ConvNormAct(total, out_channels // 2, 1, norm_eps=norm_eps)
-        self.excite = ConvNormAct(out_channels // 2, out_channels, 1, norm_eps=norm_eps)
+        self.squeeze = ConvNormAct(total, out_channels // 2, 1, **norm)
+        self.excite = ConvNormAct(out_channels // 2, out_channels, 1, **norm)
         self.shortcut = shortcut and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,17 +102,18 @@ class HGStage(nn.Module):
         light: bool = False,
         downsample: bool = True,
         layers: int = 6,
-        norm_eps: float = 1e-5,
+        norm: dict | None = None,
     ):
         super().__init__()
+        norm = norm or {}
         self.downsample = (
-            ConvNormAct(in_channels, in_channels, 3, 2, groups=in_channels, act=None, norm_eps=norm_eps)
+            ConvNormAct(in_channels, in_channels, 3, 2, groups=in_channels, act=None, **norm)
             if downsample
             else nn.Identity()
         )
         self.blocks = nn.Sequential(
             *(
-                HGBlock(in_channels if i == 0 else out, mid, out, kernel, layers, light, i > 0, norm_eps)
+                HGBlock(in_channels if i == 0 else out, mid, out, kernel, layers, light, i > 0, norm)
                 for i in range(blocks)
             )
         )
@@ -125,6 +126,8 @@ class HGNetv2(nn.Module):
     """Stem + stages; returns the feature maps of `return_stages` (strides 8, 16, 32 for stages 1, 2, 3).
 
     Shapes: (B, 3, H, W) -> [(B, out_channels[i], H / s_i, W / s_i) for each returned stage].
+    D-FINE's and DEIMv2's options: `affine` (a learned scale and bias after every activation, PP-HGNetV2's LAB)
+    and `freeze_norm` (batch norms with fixed statistics, as they train it).
     """
 
     def __init__(
@@ -134,14 +137,17 @@ class HGNetv2(nn.Module):
         return_stages: list[int],
         layers_per_block: int = 6,
         norm_eps: float = 1e-5,
+        affine: bool = False,
+        freeze_norm: bool = False,
         in_channels: int = 3,
     ):
         super().__init__()
-        self.stem = HGStem(in_channels, stem[0], stem[1], norm_eps)
+        norm = {"norm_eps": norm_eps, "norm": "frozen_batch" if freeze_norm else "batch", "affine": affine}
+        self.stem = HGStem(in_channels, stem[0], stem[1], norm)
         channels, strides = [stem[1]], [STEM_STRIDE]
         self.stages = nn.ModuleList()
         for stage in stages:
-            self.stages.append(HGStage(channels[-1], layers=layers_per_block, norm_eps=norm_eps, **stage))
+            self.stages.append(HGStage(channels[-1], layers=layers_per_block, norm=norm, **stage))
             channels.append(stage["out"])
             strides.append(strides[-1] * (2 if stage.get("downsample") else 1))
         self.return_stages = list(return_stages)

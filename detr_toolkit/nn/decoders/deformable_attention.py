@@ -76,6 +76,7 @@ class MSDeformableAttention(nn.Module):
 
     `num_points`: per head, for every level (an int) or per level (a list, RT-DETRv2). A point's offset is in
     units of the reference box's size times `offset_scale`, divided by its level's point count.
+    `project_values=False`: the tokens are sampled as they are and the result is not projected (D-FINE).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class MSDeformableAttention(nn.Module):
         num_points: int | list[int] = 4,
         offset_scale: float = 0.5,
         sampling: str = "bilinear",
+        project_values: bool = True,
     ):
         super().__init__()
         points = [num_points] * num_levels if isinstance(num_points, int) else list(num_points)
@@ -97,8 +99,8 @@ class MSDeformableAttention(nn.Module):
         total = sum(points)
         self.sampling_offsets = nn.Linear(dim, num_heads * total * 2)
         self.attention_weights = nn.Linear(dim, num_heads * total)
-        self.value_proj = nn.Linear(dim, dim)
-        self.output_proj = nn.Linear(dim, dim)
+        self.value_proj = nn.Linear(dim, dim) if project_values else nn.Identity()
+        self.output_proj = nn.Linear(dim, dim) if project_values else nn.Identity()
         per_point = torch.cat([torch.full((n,), 1.0 / n) for n in points])
         self.register_buffer("point_scale", per_point[:, None] * offset_scale, persistent=False)  # (P, 1)
         self.reset_parameters()
@@ -115,10 +117,10 @@ class MSDeformableAttention(nn.Module):
             self.sampling_offsets.bias.copy_((grid * steps.view(1, -1, 1)).flatten())
         nn.init.zeros_(self.attention_weights.weight)
         nn.init.zeros_(self.attention_weights.bias)
-        nn.init.xavier_uniform_(self.value_proj.weight)
-        nn.init.zeros_(self.value_proj.bias)
-        nn.init.xavier_uniform_(self.output_proj.weight)
-        nn.init.zeros_(self.output_proj.bias)
+        for projection in (self.value_proj, self.output_proj):
+            if isinstance(projection, nn.Linear):
+                nn.init.xavier_uniform_(projection.weight)
+                nn.init.zeros_(projection.bias)
 
     def forward(
         self,

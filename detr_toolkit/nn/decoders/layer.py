@@ -11,12 +11,27 @@ from ..common import activation
 from .deformable_attention import MSDeformableAttention
 
 
+class Gate(nn.Module):
+    """D-FINE's gateway after the cross-attention: norm(g1 * residual + g2 * attended), the gates a sigmoid of a
+    linear map of both. Shapes: (B, Q, D) twice -> (B, Q, D)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Linear(2 * dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, residual: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        keep, take = torch.sigmoid(self.gate(torch.cat([residual, attended], dim=-1))).chunk(2, dim=-1)
+        return self.norm(keep * residual + take * attended)
+
+
 class DecoderLayer(nn.Module):
     """Self-attention over queries, deformable cross-attention into the encoder tokens, FFN (post-norm).
 
     Shapes: queries (B, Q, D), reference boxes (B, Q, 4), query_pos (B, Q, D), tokens (B, S, D) -> (B, Q, D).
     `cross_heads` defaults to `num_heads` (RT-DETR); LW-DETR and RF-DETR use 8 self- and 16 cross-attention heads.
-    `num_points`, `offset_scale`, `sampling`: see `MSDeformableAttention`.
+    `num_points`, `offset_scale`, `sampling`, `project_values`: see `MSDeformableAttention`. `gateway`: D-FINE's
+    `Gate` instead of the residual and norm after the cross-attention.
     """
 
     def __init__(
@@ -31,14 +46,17 @@ class DecoderLayer(nn.Module):
         cross_heads: int | None = None,
         offset_scale: float = 0.5,
         sampling: str = "bilinear",
+        project_values: bool = True,
+        gateway: bool = False,
     ):
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn = MSDeformableAttention(
-            dim, cross_heads or num_heads, num_levels, num_points, offset_scale, sampling
+            dim, cross_heads or num_heads, num_levels, num_points, offset_scale, sampling, project_values
         )
-        self.norm2 = nn.LayerNorm(dim)
+        self.gateway = Gate(dim) if gateway else None
+        self.norm2 = None if gateway else nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.act = activation(act)
         self.linear2 = nn.Linear(ffn_dim, dim)
@@ -63,7 +81,7 @@ class DecoderLayer(nn.Module):
             q, k, v = (t.unflatten(1, (groups, -1)).flatten(0, 1) for t in (q, k, queries))
             attended = self.self_attn(q, k, v, attn_mask).unflatten(0, (-1, groups)).flatten(1, 2)
         queries = self.norm1(queries + self.dropout(attended))
-        attended = self.cross_attn(queries + query_pos, reference_boxes, tokens, shapes)
-        queries = self.norm2(queries + self.dropout(attended))
+        attended = self.dropout(self.cross_attn(queries + query_pos, reference_boxes, tokens, shapes))
+        queries = self.norm2(queries + attended) if self.gateway is None else self.gateway(queries, attended)
         ffn = self.linear2(self.dropout(self.act(self.linear1(queries))))
         return self.norm3(queries + self.dropout(ffn))

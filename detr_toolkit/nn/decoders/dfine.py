@@ -1,0 +1,136 @@
+"""D-FINE's decoder (Peng et al., 2024): RT-DETR's query selection, layers with a gateway after the cross-attention
+(which samples the encoder tokens without projecting them), and fine-grained distribution refinement:
+
+    layer 0 also predicts an initial box (pre_bbox_head, a delta in logit space from the selected reference)
+    every layer adds logits to four edge distributions (over `reg_max + 1` bins, see `distribution`): the box is
+    the initial box moved by the distributions' expectations; the next layer starts from it
+    class logits + the location-quality estimate of that layer's distributions
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..common import MLP, init_detection_heads, inverse_sigmoid
+from .distribution import LocationQuality, distances_to_boxes, expected_distances, weighting_function
+from .layer import DecoderLayer
+from .two_stage import TwoStageDecoder
+
+QUERY_POS_CLAMP = 10.0  # D-FINE bounds the query position embeddings
+
+
+class DFineDecoder(TwoStageDecoder):
+    """Shapes: [(B, in_channels[i], H_i, W_i)] -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, num_classes)},
+    taken from decoder layer `eval_idx`.
+
+    Args beyond RT-DETR's decoder: reg_max (bins per edge - 1), reg_scale and up (the bin values' curvature and
+    range), lqe_top_k / lqe_hidden_dim / lqe_layers (the location-quality estimator).
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        in_strides: list[int],
+        num_classes: int,
+        hidden_dim: int = 256,
+        num_queries: int = 300,
+        num_layers: int = 6,
+        num_heads: int = 8,
+        num_points: int | list[int] = (3, 6, 3),
+        offset_scale: float = 0.5,
+        ffn_dim: int = 1024,
+        act: str = "relu",
+        dropout: float = 0.0,
+        eval_idx: int = -1,
+        num_denoising: int = 100,
+        label_noise_ratio: float = 0.5,
+        box_noise_scale: float = 1.0,
+        anchor_size: float = 0.05,
+        eval_size: int | None = 640,
+        norm_eps: float = 1e-5,
+        reg_max: int = 32,
+        reg_scale: float = 4.0,
+        up: float = 0.5,
+        lqe_top_k: int = 4,
+        lqe_hidden_dim: int = 64,
+        lqe_layers: int = 2,
+    ):
+        super().__init__(in_channels, in_strides, num_classes, hidden_dim, num_queries, num_layers, eval_idx,
+                         num_denoising, label_noise_ratio, box_noise_scale, anchor_size, eval_size, norm_eps,
+                         project_inputs=False)  # fmt: skip
+        if reg_max < 4 or reg_max % 2:
+            raise ValueError(f"reg_max={reg_max} must be an even number of at least 4")
+        num_points = list(num_points) if not isinstance(num_points, int) else num_points
+        self.reg_scale = reg_scale
+        dfine_layer = {"offset_scale": offset_scale, "project_values": False, "gateway": True}
+        self.layers = nn.ModuleList(
+            DecoderLayer(hidden_dim, num_heads, ffn_dim, len(in_channels), num_points, act, dropout, **dfine_layer)
+            for _ in range(num_layers)
+        )
+        self.pre_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
+        self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
+        self.dec_bbox_head = nn.ModuleList(
+            MLP(hidden_dim, hidden_dim, 4 * (reg_max + 1), num_layers=3) for _ in range(num_layers)
+        )
+        self.lqe_layers = nn.ModuleList(
+            LocationQuality(lqe_top_k, lqe_hidden_dim, lqe_layers) for _ in range(num_layers)
+        )
+        self.register_buffer("bin_values", weighting_function(reg_max, up, reg_scale), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Class biases at prior 0.01; box deltas, edge distributions and quality corrections start at zero."""
+        self.reset_proposal_heads()
+        init_detection_heads(self.dec_score_head, [self.pre_bbox_head, *self.dec_bbox_head])
+        for lqe in self.lqe_layers:
+            nn.init.zeros_(lqe.reg_conf.layers[-1].weight)
+            nn.init.zeros_(lqe.reg_conf.layers[-1].bias)
+
+    def refine(self, queries: torch.Tensor, reference: torch.Tensor, tokens: torch.Tensor,
+               shapes: list[tuple[int, int]], layers: int, attn_mask: torch.Tensor | None = None) -> dict:  # fmt: skip
+        """Run the first `layers` layers from reference box logits (B, Q, 4).
+
+        Returns per layer run: "boxes" (L, B, Q, 4), "corners" (L, B, Q, 4 * (R + 1)) (the distributions' logits),
+        "hidden" (L, B, Q, D); and "initial" (B, Q, 4), layer 0's box that the distances are measured from,
+        "pre_boxes" (B, Q, 4) the same with gradient.
+        """
+        boxes = reference.sigmoid()
+        corners = previous = 0
+        all_boxes, all_corners, all_hidden = [], [], []
+        for i, (layer, bbox_head) in enumerate(zip(self.layers[:layers], self.dec_bbox_head)):
+            query_pos = self.query_pos_head(boxes).clamp(-QUERY_POS_CLAMP, QUERY_POS_CLAMP)
+            queries = layer(queries, boxes, query_pos, tokens, shapes, attn_mask)
+            if i == 0:
+                pre_boxes = torch.sigmoid(self.pre_bbox_head(queries) + inverse_sigmoid(boxes))
+                initial = pre_boxes.detach()
+            corners = bbox_head(queries + previous) + corners
+            refined = distances_to_boxes(initial, expected_distances(corners, self.bin_values), self.reg_scale)
+            all_boxes.append(refined)
+            all_corners.append(corners)
+            all_hidden.append(queries)
+            boxes, previous = refined.detach(), queries.detach()
+        return {"boxes": torch.stack(all_boxes), "corners": torch.stack(all_corners), "hidden": torch.stack(all_hidden),
+                "initial": initial, "pre_boxes": pre_boxes}  # fmt: skip
+
+    def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
+        """Inference: {"boxes", "logits"} of layer `eval_idx`. Training: every layer's outputs, see `forward_train`."""
+        tokens, shapes = self.flatten_features(features)
+        if self.training:
+            return self.forward_train(tokens, shapes, targets)
+        queries, reference, _, _ = self.select_queries(tokens, shapes)
+        refined = self.refine(queries, reference, tokens, shapes, self.eval_idx + 1)
+        logits = self.dec_score_head[self.eval_idx](refined["hidden"][-1])
+        return {"boxes": refined["boxes"][-1], "logits": self.lqe_layers[self.eval_idx](logits, refined["corners"][-1])}
+
+    def forward_train(
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
+    ) -> dict[str, torch.Tensor]:
+        """-> "boxes" (L, B, Q, 4) and "logits" (L, B, Q, C) per layer, "enc_boxes"/"enc_logits" of the proposals;
+        with targets the denoising part as "dn_..." (see `split_denoising`)."""
+        queries, reference, attn_mask, dn, outputs = self.training_queries(tokens, shapes, targets)
+        refined = self.refine(queries, reference, tokens, shapes, len(self.layers), attn_mask)
+        logits = [lqe(head(h), c) for lqe, head, h, c in
+                  zip(self.lqe_layers, self.dec_score_head, refined["hidden"], refined["corners"])]  # fmt: skip
+        outputs.update(boxes=refined["boxes"], logits=torch.stack(logits))
+        return self.split_denoising(outputs, dn)

@@ -1,0 +1,150 @@
+"""What the RT-DETR family's decoders (RT-DETR, RT-DETRv2, D-FINE) share before and after their layers.
+
+    encoder maps --input_proj--> tokens (B, S, D) --enc_output--> proposal scores/boxes per token
+    top-k tokens by best class score -> queries (content) + reference boxes (anchor + predicted delta)
+    training: contrastive denoising queries (noised copies of the objects) go in front of the queries
+
+A family's decoder subclasses `TwoStageDecoder` and adds its layers and heads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..common import MLP, init_detection_heads
+from ..conv import ConvNormAct
+from .anchors import generate_anchors, level_shapes
+from .denoising import DenoisingQueries, denoising_queries
+from .queries import gather_tokens, top_k_indices
+
+
+class TwoStageDecoder(nn.Module):
+    """Input projections, proposal heads, anchors and denoising of an RT-DETR-style decoder.
+
+    `project_inputs=False` keeps maps that already have hidden_dim channels as they are (D-FINE); others are
+    projected by a 1x1 conv and batch norm. Anchors for `eval_size` inputs are precomputed state, as in upstream
+    RT-DETR (eval_spatial_size); imported checkpoints may carry their own (ultralytics stores them rounded to fp16).
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        in_strides: list[int],
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        num_layers: int,
+        eval_idx: int,
+        num_denoising: int,
+        label_noise_ratio: float,
+        box_noise_scale: float,
+        anchor_size: float,
+        eval_size: int | None,
+        norm_eps: float,
+        project_inputs: bool = True,
+    ):
+        super().__init__()
+        if not -num_layers <= eval_idx < num_layers:
+            raise ValueError(
+                f"eval_idx={eval_idx} must name one of the {num_layers} layers (-{num_layers}..{num_layers - 1})"
+            )
+        if eval_size and eval_size % max(in_strides):
+            raise ValueError(f"eval_size={eval_size} must be a multiple of the largest stride {max(in_strides)}")
+        self.num_queries = num_queries
+        self.num_classes = num_classes
+        self.eval_idx = eval_idx % num_layers
+        self.anchor_size = anchor_size
+        self.num_denoising = num_denoising
+        self.label_noise_ratio = label_noise_ratio
+        self.box_noise_scale = box_noise_scale
+        self.input_proj = nn.ModuleList(
+            nn.Identity() if c == hidden_dim and not project_inputs else
+            ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels
+        )  # fmt: skip
+        self.denoising_class_embed = nn.Embedding(num_classes, hidden_dim)
+        self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, num_layers=2)
+        self.enc_output = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim))
+        self.enc_score_head = nn.Linear(hidden_dim, num_classes)
+        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
+        self.eval_shapes = level_shapes(eval_size, in_strides) if eval_size else []
+        anchors, valid = generate_anchors(self.eval_shapes, anchor_size) if eval_size else (None, None)
+        self.register_buffer("anchors", anchors)
+        self.register_buffer("valid_mask", valid)
+        self._anchor_cache: tuple[list, torch.Tensor, torch.Tensor] | None = None
+
+    def reset_proposal_heads(self) -> None:
+        """RT-DETR's init of the shared parts: class bias at prior 0.01, box deltas at zero, xavier projections."""
+        init_detection_heads([self.enc_score_head], [self.enc_bbox_head])
+        nn.init.xavier_uniform_(self.enc_output[0].weight)
+        for layer in self.query_pos_head.layers:
+            nn.init.xavier_uniform_(layer.weight)
+        for proj in self.input_proj:
+            if isinstance(proj, ConvNormAct):
+                nn.init.xavier_uniform_(proj.conv.weight)
+
+    def _anchors(self, shapes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchors for these level shapes: the stored ones at eval size, else computed and cached."""
+        if shapes == self.eval_shapes:
+            return self.anchors, self.valid_mask
+        cache = self._anchor_cache
+        if cache is None or cache[0] != shapes or cache[1].device != device:
+            anchors, valid = generate_anchors(shapes, self.anchor_size, device=device)
+            self._anchor_cache = cache = (shapes, anchors, valid)
+        return cache[1], cache[2]
+
+    def flatten_features(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Project each level to hidden_dim and flatten: -> tokens (B, S, D), shapes [(h, w)]."""
+        projected = [proj(f) for proj, f in zip(self.input_proj, features)]
+        shapes = [tuple(p.shape[2:]) for p in projected]
+        return torch.cat([p.flatten(2) for p in projected], dim=2).transpose(1, 2), shapes
+
+    def select_queries(
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score every token as a proposal and keep the `num_queries` best.
+
+        Returns queries (B, K, D), reference box logits (B, K, 4), and the proposals' boxes (B, K, 4, sigmoid)
+        and class logits (B, K, C) for the encoder's auxiliary loss.
+        """
+        anchors, valid = self._anchors(shapes, tokens.device)
+        memory = self.enc_output(valid.to(tokens.dtype) * tokens)
+        scores = self.enc_score_head(memory)
+        index = top_k_indices(scores, self.num_queries)  # (B, K)
+        queries = gather_tokens(memory, index)
+        reference = self.enc_bbox_head(queries) + anchors[0, index]
+        proposal_logits = gather_tokens(scores, index)
+        return queries, reference, reference.sigmoid(), proposal_logits
+
+    def training_queries(
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, DenoisingQueries | None, dict[str, torch.Tensor]]:
+        """Training's queries: denoising ones (with targets) in front of the selected ones, both detached.
+
+        Returns queries (B, D + K, D), reference box logits (B, D + K, 4), the self-attention mask (None without
+        denoising), the denoising groups, and the proposals' outputs {"enc_boxes", "enc_logits"}.
+        """
+        dn = None
+        if targets is not None:
+            dn = denoising_queries(targets, self.denoising_class_embed.weight, self.num_queries, self.num_denoising,
+                                   self.label_noise_ratio, self.box_noise_scale)  # fmt: skip
+        queries, reference, enc_boxes, enc_logits = self.select_queries(tokens, shapes)
+        queries, reference = queries.detach(), reference.detach()
+        attn_mask = None
+        if dn is not None:
+            queries = torch.cat([dn.queries.to(queries.dtype), queries], 1)
+            reference = torch.cat([dn.reference.to(reference.dtype), reference], 1)
+            attn_mask = dn.attn_mask
+        return queries, reference, attn_mask, dn, {"enc_boxes": enc_boxes, "enc_logits": enc_logits}
+
+    def split_denoising(self, outputs: dict, dn: DenoisingQueries | None) -> dict:
+        """Per-layer outputs over all queries ((L, B, D + K, ...) "boxes", "logits", ...) -> the denoising part as
+        "dn_boxes", "dn_logits" and "dn_meta" (see DetectionCriterion), the rest under the original names."""
+        if dn is None:  # keep the denoising embedding in the graph, so DDP sees every parameter used
+            outputs["boxes"] = outputs["boxes"] + 0 * self.denoising_class_embed.weight.sum()
+            return outputs
+        split = dn.queries.shape[1]
+        for name in [k for k in ("boxes", "logits") if k in outputs]:
+            outputs[f"dn_{name}"], outputs[name] = outputs[name][:, :, :split], outputs[name][:, :, split:]
+        outputs["dn_meta"] = {"positive": dn.positive, "target": dn.target}
+        return outputs

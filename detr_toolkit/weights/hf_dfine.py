@@ -1,0 +1,193 @@
+"""D-FINE from transformers `save_pretrained` folders (see `huggingface`).
+
+The config becomes ours: an HGNetv2 backbone (learnable affine blocks, frozen batch norms), the hybrid encoder
+with D-FINE's ELAN fusion and SCDown, and the D-FINE decoder. `reg_scale` and `up` are read from the tensors, which
+the model computes with (a converted D-FINE-X's config says 4 where its tensor holds 8). Tensors arrive in the
+module names of transformers 5 or in the legacy names its `save_pretrained` writes (`encoder.encoder.0`,
+`out_proj`, `fc1`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .hf_config import block_count, input_settings, names_of, require
+from .hf_rtdetr import loss_section
+from .mapping import Rule, apply_rules
+
+DEFAULT_SIZE = 640
+_BACKBONE: list[Rule] = [
+    (r"^model\.backbone\.model\.embedder\.", "backbone.stem."),
+    (r"^model\.backbone\.model\.encoder\.stages\.", "backbone.stages."),
+    (r"\.layers\.(\d+)\.conv1\.", r".layers.\1.pointwise."),  # light blocks: 1x1, then depthwise
+    (r"\.layers\.(\d+)\.conv2\.", r".layers.\1.depthwise."),
+    (r"\.aggregation\.0\.", ".squeeze."),
+    (r"\.aggregation\.1\.", ".excite."),
+    (r"\.convolution\.", ".conv."),
+    (r"\.normalization\.", ".norm."),
+]
+_ENCODER: list[Rule] = [
+    (r"^model\.encoder_input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
+    (r"^model\.encoder_input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
+    (r"^model\.encoder\.(encoder|aifi)\.0\.layers\.0\.", "encoder.aifi."),
+    (r"^model\.encoder\.", "encoder."),
+    (r"\.csp_rep([12])\.conv([12])\.", r".branch\1.0.cv\2."),
+    (r"\.csp_rep([12])\.bottlenecks\.(\d+)\.conv1\.", r".branch\1.0.blocks.\2.conv3x3."),
+    (r"\.csp_rep([12])\.bottlenecks\.(\d+)\.conv2\.", r".branch\1.0.blocks.\2.conv1x1."),
+    (r"_blocks\.(\d+)\.conv1\.", r"_blocks.\1.split."),
+    (r"_blocks\.(\d+)\.conv2\.", r"_blocks.\1.branch1.1."),
+    (r"_blocks\.(\d+)\.conv3\.", r"_blocks.\1.branch2.1."),
+    (r"_blocks\.(\d+)\.conv4\.", r"_blocks.\1.merge."),
+    (r"downsample_convs\.(\d+)\.conv1\.", r"downsample_convs.\1.pointwise."),
+    (r"downsample_convs\.(\d+)\.conv2\.", r"downsample_convs.\1.depthwise."),
+    (r"^encoder\.aifi\.self_attn_layer_norm\.", "encoder.aifi.norm1."),
+    (r"^encoder\.aifi\.final_layer_norm\.", "encoder.aifi.norm2."),
+]
+_DECODER: list[Rule] = [
+    (r"^model\.decoder_input_proj\.(\d+)\.0\.", r"decoder.input_proj.\1.conv."),
+    (r"^model\.decoder_input_proj\.(\d+)\.1\.", r"decoder.input_proj.\1.norm."),
+    (r"^model\.decoder\.class_embed\.", "decoder.dec_score_head."),
+    (r"^model\.decoder\.bbox_embed\.", "decoder.dec_bbox_head."),
+    (r"^model\.(decoder\.)?", "decoder."),
+    (r"\.self_attn_layer_norm\.", ".norm1."),
+    (r"\.final_layer_norm\.", ".norm3."),
+    (r"\.encoder_attn\.", ".cross_attn."),
+]
+_SHARED: list[Rule] = [
+    (r"\.self_attn\.o_proj\.", ".self_attn.out_proj."),
+    (r"\.(mlp\.layers\.0|fc1)\.", ".linear1."),
+    (r"\.(mlp\.layers\.1|fc2)\.", ".linear2."),
+]
+_PARTS = [
+    (r"^model\.backbone\.", _BACKBONE),
+    (r"^model\.(encoder_input_proj|encoder)\.", _ENCODER),
+    (r"^model\.(decoder_input_proj|decoder|enc_output|enc_score_head|enc_bbox_head|denoising_class_embed)\.", _DECODER),
+]
+# Buffers transformers keeps that our modules compute or hold in the config.
+_DROPPED = re.compile(r"(num_batches_tracked|num_points_scale|^model\.decoder\.(reg_scale|up))$")
+
+
+def rename(key: str) -> str | None:
+    """A D-FINE key in either spelling -> ours, None for a buffer we compute, KeyError if unknown."""
+    if _DROPPED.search(key):
+        return None
+    for prefix, rules in _PARTS:
+        if re.match(prefix, key):
+            return apply_rules(apply_rules(key, rules), _SHARED)
+    raise KeyError(key)
+
+
+def _backbone(hf: dict[str, Any]) -> dict[str, Any]:
+    hg = hf.get("backbone_config") or {}
+    if hg.get("model_type") != "hgnet_v2" or hf.get("use_timm_backbone"):
+        raise CheckpointError(f"config.json: backbone {hg.get('model_type')!r} is not supported (only hgnet_v2)")
+    layers = set(hg["stage_numb_of_layers"])
+    if len(layers) != 1:
+        raise CheckpointError(f"config.json: stage_numb_of_layers {hg['stage_numb_of_layers']} must be equal")
+    stages = [
+        {"mid": mid, "out": out, "blocks": block_count(blocks, "backbone_config.stage_num_blocks"), "kernel": kernel,
+         "light": bool(light), "downsample": bool(down)}
+        for mid, out, blocks, kernel, light, down in zip(
+            hg["stage_mid_channels"], hg["stage_out_channels"], hg["stage_num_blocks"], hg["stage_kernel_size"],
+            hg["stage_light_block"], hg["stage_downsample"])
+    ]  # fmt: skip
+    # transformers counts the stem as stage 0: its out_indices 2, 3, 4 are our stages 1, 2, 3.
+    returned = [block_count(i, "backbone_config.out_indices", len(stages)) - 1 for i in hg["out_indices"]]
+    return {
+        "type": "hgnetv2",
+        "stem": list(hg["stem_channels"][1:]),
+        "stages": stages,
+        "return_stages": returned,
+        "layers_per_block": block_count(layers.pop(), "backbone_config.stage_numb_of_layers"),
+        "affine": bool(hg.get("use_learnable_affine_block", False)),
+        "freeze_norm": bool(hf.get("freeze_backbone_batch_norms", True)),
+    }
+
+
+def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> dict[str, Any]:
+    """A transformers DFineConfig (as JSON) -> our model config."""
+    for name, supported in (("encoder_layers", 1), ("normalize_before", False), ("learn_initial_query", False),
+                            ("positional_encoding_temperature", 10000), ("layer_norm_eps", 1e-5),
+                            ("decoder_method", "default"), ("layer_scale", 1), ("eval_size", None)):  # fmt: skip
+        require(hf, name, supported)  # eval_size: transformers then drops the encoder's position embedding
+    backbone = _backbone(hf)
+    levels = len(backbone["return_stages"])
+    require(hf, "encode_proj_layers", [levels - 1])
+    require(hf, "num_feature_levels", levels)
+    nc, names = names_of(hf, default_nc=80)
+    imgsz, mean, std = input_settings(preprocessor, DEFAULT_SIZE, None, None)
+    norm_eps = hf.get("batch_norm_eps", 1e-5)
+    return {
+        "nc": nc,
+        "names": names,
+        "imgsz": imgsz,
+        "mean": mean,
+        "std": std,
+        "backbone": backbone,
+        "encoder": {
+            "type": "hybrid",
+            "hidden_dim": hf.get("encoder_hidden_dim", 256),
+            "ffn_dim": hf.get("encoder_ffn_dim", 1024),
+            "num_heads": hf.get("encoder_attention_heads", 8),
+            "attn_act": hf.get("encoder_activation_function", "gelu"),
+            "csp_blocks": round(3 * hf.get("depth_mult", 1.0)),  # transformers' rule for the RepConv count
+            "expansion": hf.get("hidden_expansion", 1.0),
+            "act": hf.get("activation_function", "silu"),
+            "lateral_act": None,
+            "block": "elan",
+            "downsample": "scdown",
+            "dropout": hf.get("dropout", 0.0),
+            "norm_eps": norm_eps,
+        },
+        "decoder": {
+            "type": "dfine",
+            "hidden_dim": hf.get("d_model", 256),
+            "num_queries": hf.get("num_queries", 300),
+            "num_layers": hf.get("decoder_layers", 6),
+            "num_heads": hf.get("decoder_attention_heads", 8),
+            "num_points": hf.get("decoder_n_points", 4),
+            "offset_scale": hf.get("decoder_offset_scale", 0.5),
+            "ffn_dim": hf.get("decoder_ffn_dim", 1024),
+            "act": hf.get("decoder_activation_function", "relu"),
+            "dropout": hf.get("dropout", 0.0),
+            "eval_idx": hf.get("eval_idx", -1),
+            "num_denoising": hf.get("num_denoising", 100),
+            "label_noise_ratio": hf.get("label_noise_ratio", 0.5),
+            "box_noise_scale": hf.get("box_noise_scale", 1.0),
+            "anchor_size": 0.05,  # fixed in transformers' anchor generation
+            "eval_size": imgsz,
+            "norm_eps": norm_eps,
+            "reg_max": hf.get("max_num_bins", 32),
+            "reg_scale": hf.get("reg_scale", 4.0),
+            "up": hf.get("up", 0.5),
+            "lqe_top_k": hf.get("top_prob_values", 4),
+            "lqe_hidden_dim": hf.get("lqe_hidden_dim", 64),
+            "lqe_layers": hf.get("lqe_layers", 2),
+        },
+        "loss": loss_section(hf),
+    }
+
+
+def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """transformers' tensors -> our state dict; `reg_scale` and `up` from the tensors into `config`. CheckpointError
+    naming `where` for a tensor no rule knows."""
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        try:
+            new = rename(key)
+        except KeyError:
+            raise CheckpointError(f"{where}: unexpected tensor {key!r}") from None
+        if new is not None:
+            state[new] = tensor
+    for name in ("reg_scale", "up"):
+        value = tensors.get(f"model.decoder.{name}")
+        if value is not None:
+            config["decoder"][name] = float(value.reshape(-1)[0])
+    embed = state.get("decoder.denoising_class_embed.weight")
+    if embed is not None:  # transformers adds a padding class row after the real ones
+        state["decoder.denoising_class_embed.weight"] = embed[: config["nc"]]
+    return state
