@@ -368,3 +368,65 @@ PEER_CONFIGS.update({
     "dfine-x": ("DFineConfig", {"backbone_config": hgnetv2("B5", False, [2, 3, 4]), **DFINE, "encoder_hidden_dim": 384,
                                 "encoder_ffn_dim": 2048, "decoder_in_channels": [384, 384, 384]}),
 })  # fmt: skip
+
+# transformers' D-FINE names -> the official Peterande/D-FINE names (the names transformers' conversion script reads
+# from the released files; checked against modules built from the official code). A name ending in <q|k|v> is one
+# third of a packed in_proj tensor.
+OFFICIAL_DFINE_NAMES = [
+    (r"^model\.backbone\.model\.embedder\.(stem\w+)\.", r"backbone.stem.\1."),
+    (r"^model\.backbone\.model\.encoder\.stages\.", r"backbone.stages."),
+    (r"^model\.encoder_input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
+    (r"^model\.encoder_input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
+    (r"^model\.encoder\.(?:aifi|encoder)\.0\.layers\.0\.", "encoder.encoder.0.layers.0."),
+    (r"^model\.encoder\.downsample_convs\.(\d+)\.conv([12])\.", r"encoder.downsample_convs.\1.0.cv\2."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv1\.", r"encoder.\1_blocks.\2.cv1."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.csp_rep1\.", r"encoder.\1_blocks.\2.cv2.0."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv2\.", r"encoder.\1_blocks.\2.cv2.1."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.csp_rep2\.", r"encoder.\1_blocks.\2.cv3.0."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv3\.", r"encoder.\1_blocks.\2.cv3.1."),
+    (r"^model\.encoder\.(fpn|pan)_blocks\.(\d+)\.conv4\.", r"encoder.\1_blocks.\2.cv4."),
+    (r"^model\.encoder\.", "encoder."),
+    (r"^model\.decoder_input_proj\.(\d+)\.0\.", r"decoder.input_proj.\1.conv."),
+    (r"^model\.decoder_input_proj\.(\d+)\.1\.", r"decoder.input_proj.\1.norm."),
+    (r"^model\.enc_output\.0\.", "decoder.enc_output.proj."),
+    (r"^model\.enc_output\.1\.", "decoder.enc_output.norm."),
+    (r"^model\.(enc_score_head|enc_bbox_head|denoising_class_embed)\.", r"decoder.\1."),
+    (r"^model\.decoder\.class_embed\.", "decoder.dec_score_head."),
+    (r"^model\.decoder\.bbox_embed\.", "decoder.dec_bbox_head."),
+    (r"^model\.decoder\.(layers|lqe_layers)\.", r"decoder.decoder.\1."),
+    (r"^model\.decoder\.", "decoder."),
+    (r"\.self_attn\.(o_proj|out_proj)\.", ".self_attn.out_proj."),
+    (r"\.self_attn\.([qkv])_proj\.(weight|bias)$", r".self_attn.in_proj_\2<\1>"),
+    (r"\.(fc1|mlp\.layers\.0)\.", ".linear1."),
+    (r"\.(fc2|mlp\.layers\.1)\.", ".linear2."),
+    (r"^(encoder\.encoder\.0\.layers\.0)\.self_attn_layer_norm\.", r"\1.norm1."),
+    (r"^(encoder\.encoder\.0\.layers\.0)\.final_layer_norm\.", r"\1.norm2."),
+    (r"\.self_attn_layer_norm\.", ".norm1."),
+    (r"\.final_layer_norm\.", ".norm3."),
+    (r"\.encoder_attn\.", ".cross_attn."),
+    (r"^(backbone\..*)\.convolution\.", r"\1.conv."),
+    (r"^(backbone\..*)\.normalization\.", r"\1.bn."),
+]
+
+
+def official_dfine_checkpoint(path: Path, model) -> Path:
+    """A transformers DFineForObjectDetection's weights as Peterande/D-FINE releases them: {"model": state dict}
+    with packed attention projections and reg_scale / up stored twice."""
+    import re
+
+    state, packed = {}, {}
+    for key, tensor in model.state_dict().items():
+        if re.match(r"(class|bbox)_embed\.", key):  # transformers' top-level aliases of the decoder's heads
+            continue
+        for pattern, replacement in OFFICIAL_DFINE_NAMES:
+            key = re.sub(pattern, replacement, key)
+        if key.endswith(">"):
+            packed.setdefault(key[:-3], {})[key[-2]] = tensor
+        else:
+            state[key] = tensor
+    for key, parts in packed.items():
+        state[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    for name in ("reg_scale", "up"):
+        state[f"decoder.decoder.{name}"] = state[f"decoder.{name}"]
+    torch.save({"model": state}, path)
+    return path

@@ -54,7 +54,8 @@ def test_size_and_cost_are_the_papers(name):
 
 
 def test_the_official_recipe_freezes_norms_and_stem():
-    """R50/R101 train with fixed batch-norm statistics and a fixed stem; R18/R34 train every part."""
+    """R50/R101 (and D-FINE-L/X) train with fixed batch-norm statistics and a fixed stem; R18/R34 train every
+    part."""
     from torchvision.ops import FrozenBatchNorm2d
 
     r50, r18 = build_model(load_model_config("rtdetr-r50")), build_model(load_model_config("rtdetr-r18"))
@@ -63,3 +64,6 @@ def test_the_official_recipe_freezes_norms_and_stem():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in r50.backbone.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in r50.backbone.modules())
     assert all(p.requires_grad for p in r18.parameters())
+    dfine_x = build_model(load_model_config("dfine-x"))
+    assert not any(p.requires_grad for p in dfine_x.backbone.stem.parameters())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dfine_x.backbone.modules())

@@ -82,3 +82,21 @@ def test_named_official_weights_come_from_the_cache_offline(tmp_path, monkeypatc
     (tmp_path / "weights").mkdir(exist_ok=True)
     peers.official_checkpoint(tmp_path / "weights", "rt_detr_v2_official_discrete", "rtdetrv2_r18vd_dsp_3x_coco.pth")
     assert RTDETR("rtdetrv2-s-dsp.pth").config["decoder"]["sampling"] == "discrete"
+
+
+def test_official_dfine_checkpoint_computes_what_transformers_does(tmp_path):
+    """D-FINE-N as Peterande/D-FINE releases it (`{"model": EMA state}`, packed attention, reg_scale and up twice):
+    its shipped config is found by the tensors' shapes, with the file's class count; outputs equal transformers'."""
+    import transformers
+
+    _, kwargs = peers.PEER_CONFIGS["dfine-n"]
+    torch.manual_seed(0)
+    peer = transformers.DFineForObjectDetection(transformers.DFineConfig(**kwargs, num_labels=7)).eval()
+    path = peers.official_dfine_checkpoint(tmp_path / "dfine_n_custom.pth", peer)
+    ours = RTDETR(path)
+    assert ours.config["backbone"]["stages"][2]["out"] == 512 and len(ours.names) == 7
+    images = peers.photos(320)
+    with torch.inference_mode():
+        theirs, mine = peer(pixel_values=images), ours.model(images)
+    assert (mine["logits"] - theirs.logits).abs().max() < 1e-4
+    assert (mine["boxes"] - theirs.pred_boxes).abs().max() < 1e-4

@@ -71,7 +71,7 @@ def test_missing_checkpoint(tmp_path):
 def test_foreign_zip_without_model(tmp_path):
     path = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match="not an RT-DETR checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of a known format"):
         RTDETR(path)
 
 
@@ -219,7 +219,7 @@ def test_odd_pickles_are_not_tracebacks(tmp_path, content):
     """rf-detr's and ultralytics' format checks look inside only what has the right type."""
     path = tmp_path / "odd.pt"
     torch.save(content, path)
-    with pytest.raises(CheckpointError, match="not an RT-DETR checkpoint of a known format"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of a known format"):
         RTDETR(path)
 
 

@@ -1,7 +1,7 @@
 """Loading models from anything a user may hold: a config, our safetensors weights, or a foreign checkpoint.
 
 Each foreign format is one module of key mapping (`ultralytics.py`, `huggingface.py`, `roboflow.py`,
-`official_rtdetr.py`); all return the same pair
+`official_rtdetr.py`, `official_dfine.py`); all return the same pair
 (model config, state dict) so that `nn.build_model` stays the only place models are made.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import load_model_config
 from ..errors import CheckpointError, DetrToolkitError
-from . import huggingface, official_rtdetr, roboflow, ultralytics
+from . import huggingface, official_dfine, official_rtdetr, roboflow, ultralytics
 from .hub import resolve_weights
 from .native import load_weights, save_weights
 from .safe_pickle import load_foreign_checkpoint
@@ -54,8 +54,11 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
     if official_rtdetr.official_state(checkpoint) is not None:
         with _malformed_is_named(path, "RT-DETR checkpoint"):
             return official_rtdetr.convert(checkpoint, path)
+    if official_dfine.official_state(checkpoint) is not None:
+        with _malformed_is_named(path, "D-FINE checkpoint"):
+            return official_dfine.convert(checkpoint, path)
     raise CheckpointError(
-        f"{path}: not an RT-DETR checkpoint of a known format (ultralytics, rf-detr, official RT-DETR, detr-toolkit)"
+        f"{path}: not a checkpoint of a known format (ultralytics, rf-detr, official RT-DETR or D-FINE, detr-toolkit)"
     )
 
 

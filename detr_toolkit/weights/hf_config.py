@@ -4,7 +4,10 @@ counts, class names, and the input settings (size, rescale, normalisation) every
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from .. import limits
 from ..config import class_names
@@ -68,3 +71,23 @@ def input_settings(
     if mean == [0.0] * 3 and std == [1.0] * 3:
         return imgsz, None, None
     return imgsz, mean, std
+
+
+def rename_tensors(
+    tensors: dict[str, torch.Tensor], rename: Callable[[str], str | None], where: str, nc: int
+) -> dict[str, torch.Tensor]:
+    """An RT-DETR-family model's tensors under our names: `rename` gives a key's new name, None to drop it, or
+    raises KeyError for a key it does not know (a CheckpointError naming `where`). The denoising class embedding
+    loses the padding-class row transformers adds after the `nc` real ones."""
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        try:
+            new = rename(key)
+        except KeyError:
+            raise CheckpointError(f"{where}: unexpected tensor {key!r}") from None
+        if new is not None:
+            state[new] = tensor
+    embed = state.get("decoder.denoising_class_embed.weight")
+    if embed is not None:
+        state["decoder.denoising_class_embed.weight"] = embed[:nc]
+    return state

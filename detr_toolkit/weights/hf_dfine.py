@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .hf_config import block_count, input_settings, names_of, require
+from .hf_config import block_count, input_settings, names_of, rename_tensors, require
 from .hf_rtdetr import loss_section
 from .mapping import Rule, apply_rules
 
@@ -175,19 +175,8 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
 def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """transformers' tensors -> our state dict; `reg_scale` and `up` from the tensors into `config`. CheckpointError
     naming `where` for a tensor no rule knows."""
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in tensors.items():
-        try:
-            new = rename(key)
-        except KeyError:
-            raise CheckpointError(f"{where}: unexpected tensor {key!r}") from None
-        if new is not None:
-            state[new] = tensor
     for name in ("reg_scale", "up"):
         value = tensors.get(f"model.decoder.{name}")
         if value is not None:
             config["decoder"][name] = float(value.reshape(-1)[0])
-    embed = state.get("decoder.denoising_class_embed.weight")
-    if embed is not None:  # transformers adds a padding class row after the real ones
-        state["decoder.denoising_class_embed.weight"] = embed[: config["nc"]]
-    return state
+    return rename_tensors(tensors, rename, where, config["nc"])

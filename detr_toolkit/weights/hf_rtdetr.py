@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .hf_config import block_count, input_settings, names_of, require
+from .hf_config import block_count, input_settings, names_of, rename_tensors, require
 from .mapping import Rule, apply_rules
 
 # transformers' RTDetrResNetConfig defaults (R50-vd); hub configs store little more than the output stages.
@@ -191,15 +191,4 @@ def loss_section(hf: dict[str, Any]) -> dict[str, Any]:
 def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """transformers' tensors -> our state dict (anchors are computed by our decoder); CheckpointError naming
     `where` for a tensor no rule knows."""
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in tensors.items():
-        try:
-            new = rename(key)
-        except KeyError:
-            raise CheckpointError(f"{where}: unexpected tensor {key!r}") from None
-        if new is not None:
-            state[new] = tensor
-    embed = state.get("decoder.denoising_class_embed.weight")
-    if embed is not None:  # transformers adds a padding class row after the real ones
-        state["decoder.denoising_class_embed.weight"] = embed[: config["nc"]]
-    return state
+    return rename_tensors(tensors, rename, where, config["nc"])

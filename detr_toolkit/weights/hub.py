@@ -15,6 +15,7 @@ from ..files import atomic_file
 
 ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 RTDETR = "https://github.com/lyuwenyu/storage/releases/download"  # lyuwenyu/RT-DETR's releases (v1 and v2)
+DFINE = "https://github.com/Peterande/storage/releases/download/dfinev1.0"  # Peterande/D-FINE's COCO releases
 # Our name -> where the official file is. The cached copy keeps the official file name: it says what it holds
 # (RT-DETRv2's "dsp" files are read with discrete sampling).
 OFFICIAL_WEIGHTS = {
@@ -31,6 +32,7 @@ OFFICIAL_WEIGHTS = {
     "rtdetrv2-s-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r18vd_dsp_3x_coco.pth",
     "rtdetrv2-m-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_m_dsp_3x_coco.pth",
     "rtdetrv2-l-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_dsp_1x_coco.pth",
+    **{f"dfine-{size}.pth": f"{DFINE}/dfine_{size}_coco.pth" for size in "nsmlx"},
 }
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conv import ConvNormAct
+from .staged import StagedBackbone
 
 STEM_STRIDE = 4
 
@@ -122,12 +123,13 @@ class HGStage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-class HGNetv2(nn.Module):
+class HGNetv2(StagedBackbone):
     """Stem + stages; returns the feature maps of `return_stages` (strides 8, 16, 32 for stages 1, 2, 3).
 
     Shapes: (B, 3, H, W) -> [(B, out_channels[i], H / s_i, W / s_i) for each returned stage].
-    D-FINE's and DEIMv2's options: `affine` (a learned scale and bias after every activation, PP-HGNetV2's LAB)
-    and `freeze_norm` (batch norms with fixed statistics, as they train it).
+    D-FINE's and DEIMv2's options: `affine` (a learned scale and bias after every activation, PP-HGNetV2's LAB),
+    `freeze_norm` (batch norms with fixed statistics) and `frozen_parts` (no gradients to that many leading parts:
+    1 the stem, 2 the stem and the first stage, ...), as their larger sizes train it.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class HGNetv2(nn.Module):
         norm_eps: float = 1e-5,
         affine: bool = False,
         freeze_norm: bool = False,
+        frozen_parts: int = 0,
         in_channels: int = 3,
     ):
         super().__init__()
@@ -150,16 +153,4 @@ class HGNetv2(nn.Module):
             self.stages.append(HGStage(channels[-1], layers=layers_per_block, norm=norm, **stage))
             channels.append(stage["out"])
             strides.append(strides[-1] * (2 if stage.get("downsample") else 1))
-        self.return_stages = list(return_stages)
-        self.out_channels = [channels[i + 1] for i in self.return_stages]
-        self.out_strides = [strides[i + 1] for i in self.return_stages]
-        self.stride = max(strides)  # input sides are multiples of the coarsest stride
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.return_stages:
-                features.append(x)
-        return features
+        self.finish(channels, strides, return_stages, frozen_parts)

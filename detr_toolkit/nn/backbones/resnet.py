@@ -19,6 +19,7 @@ from torch import nn
 
 from ..common import activation
 from ..conv import ConvNormAct
+from .staged import StagedBackbone
 
 STEM_STRIDE = 4
 BOTTLENECK_EXPANSION = 4
@@ -67,7 +68,7 @@ class ResidualBlock(nn.Module):
         return self.act(self.convs(x) + self.shortcut(x))
 
 
-class ResNetVD(nn.Module):
+class ResNetVD(StagedBackbone):
     """Stem + four stages; returns the maps of `return_stages` (strides 8, 16, 32 for stages 1, 2, 3).
 
     Shapes: (B, 3, H, W) -> [(B, out_channels[i], H / s_i, W / s_i) for each returned stage].
@@ -97,8 +98,6 @@ class ResNetVD(nn.Module):
             raise ValueError(f"block={block!r}: use 'basic' or 'bottleneck'")
         if len(depths) != len(widths):
             raise ValueError(f"depths {list(depths)} and widths {list(widths)} must name the same stages")
-        if not all(0 <= i < len(depths) for i in return_stages):
-            raise ValueError(f"return_stages {list(return_stages)} must be stages 0..{len(depths) - 1}")
         conv = {"act": act, "norm": "frozen_batch" if freeze_norm else "batch", "norm_eps": norm_eps}
         self.stem = nn.Sequential(
             ConvNormAct(in_channels, stem // 2, 3, 2, **conv),
@@ -115,18 +114,4 @@ class ResNetVD(nn.Module):
             self.stages.append(nn.Sequential(first, *rest))
             channels.append(width)
             strides.append(strides[-1] * stride)
-        self.return_stages = list(return_stages)
-        self.out_channels = [channels[i + 1] for i in self.return_stages]
-        self.out_strides = [strides[i + 1] for i in self.return_stages]
-        self.stride = max(strides)
-        for part in [self.stem, *self.stages][:frozen_parts]:
-            part.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.return_stages:
-                features.append(x)
-        return features
+        self.finish(channels, strides, return_stages, frozen_parts)
