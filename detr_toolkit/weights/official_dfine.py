@@ -18,7 +18,7 @@ import torch
 from ..config import class_names, load_model_config
 from ..errors import CheckpointError
 from ..nn import build_model
-from .mapping import Rule, apply_rules, unpack_in_proj
+from .mapping import Rule, apply_rules, solver_state, unpack_in_proj
 
 SIZES = ("dfine-n", "dfine-s", "dfine-m", "dfine-l", "dfine-x")
 _RULES: list[Rule] = [
@@ -48,11 +48,8 @@ _UNCOUNTED = ("num_batches_tracked", "decoder.anchors", "decoder.valid_mask")
 
 def official_state(checkpoint: Any) -> dict[str, torch.Tensor] | None:
     """The state dict of an official D-FINE checkpoint (its EMA when it has one), else None."""
-    if not isinstance(checkpoint, dict):
-        return None
-    ema = checkpoint.get("ema")
-    state = ema.get("module") if isinstance(ema, dict) else checkpoint.get("model")
-    if isinstance(state, dict) and "backbone.stem.stem1.conv.weight" in state and "decoder.decoder.up" in state:
+    state = solver_state(checkpoint)
+    if state is not None and "backbone.stem.stem1.conv.weight" in state and "decoder.decoder.up" in state:
         return state
     return None
 
@@ -65,14 +62,15 @@ def _shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
 
 def convert(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """-> (our model config with names, our state dict)."""
+    official = official_state(checkpoint)
     state: dict[str, torch.Tensor] = {}
-    for key, tensor in official_state(checkpoint).items():
+    for key, tensor in official.items():
         if not _DROPPED.search(key):
             state.update(unpack_in_proj(apply_rules(key, _RULES), tensor))
     nc = state["decoder.dec_score_head.0.weight"].shape[0]
     state["decoder.denoising_class_embed.weight"] = state["decoder.denoising_class_embed.weight"][:nc]  # padding row
-    reg_scale = float(official_state(checkpoint)["decoder.decoder.reg_scale"].reshape(-1)[0])
-    up = float(official_state(checkpoint)["decoder.decoder.up"].reshape(-1)[0])
+    reg_scale = float(official["decoder.decoder.reg_scale"].reshape(-1)[0])
+    up = float(official["decoder.decoder.up"].reshape(-1)[0])
     wanted = {k: v.shape for k, v in state.items() if not k.endswith(_UNCOUNTED)}
     for size in SIZES:
         config = copy.deepcopy(load_model_config(size))

@@ -20,7 +20,7 @@ import torch
 
 from ..config import class_names, load_model_config, packaged_configs
 from ..errors import CheckpointError
-from .mapping import Rule, apply_rules, unpack_in_proj
+from .mapping import Rule, apply_rules, solver_state, unpack_in_proj
 
 OFFICIAL_POINTS = 4  # points per level of every released RT-DETR (v1 stores no count; v2 stores num_points_scale)
 DISCRETE_MARK = re.compile(r"[-_]dsp[-_.]")  # RT-DETRv2's discrete-sampling files: rtdetrv2_r18vd_dsp_3x_coco.pth
@@ -58,12 +58,9 @@ _DROPPED = re.compile(r"^decoder\.(anchors|valid_mask)$|\.num_points_scale$")
 
 def official_state(checkpoint: Any) -> dict[str, torch.Tensor] | None:
     """The state dict of an official RT-DETR / RT-DETRv2 checkpoint (its EMA when it has one), else None."""
-    if not isinstance(checkpoint, dict):
-        return None
-    ema = checkpoint.get("ema")
-    state = ema.get("module") if isinstance(ema, dict) else checkpoint.get("model")
+    state = solver_state(checkpoint)
     if (
-        isinstance(state, dict)
+        state is not None
         and "backbone.conv1.conv1_1.conv.weight" in state
         and any(isinstance(k, str) and k.startswith("decoder.dec_score_head.") for k in state)
     ):
