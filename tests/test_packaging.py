@@ -21,3 +21,5 @@ def test_every_package_is_listed_for_the_wheel():
     assert settings["package-dir"]["detr_toolkit.configs"] == "configs"
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert shipped and "*.yaml" in settings["package-data"]["detr_toolkit.configs"]
+    folders = {p.parent.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*/*.yaml")}
+    assert {f"{folder}/*.yaml" for folder in folders} <= set(settings["package-data"]["detr_toolkit.configs"])
