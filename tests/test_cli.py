@@ -152,3 +152,27 @@ def test_native_libraries_add_no_lines_to_an_error(tmp_path):
     assert run.stderr.splitlines() == [f"error: {image}: not a readable image (corrupt or unsupported format)"]
     debug = detect("--debug", "predict", image, "--model", ASSETS / "rtdetr-tiny-shapes.safetensors")
     assert "libpng" in debug.stderr and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("kind", ["rt_detr_v2_discrete", "d_fine"])
+def test_every_family_predicts_and_validates_from_the_cli(kind, tmp_path):
+    """The new families through the same commands: a transformers folder predicts the photos (its class names
+    printed, as the peer's post-processing finds them at conf 0.1) and validates on a small COCO set."""
+    import peers
+    import torch
+
+    from detr_toolkit.data.synthetic import make_synthetic
+
+    model, size = peers.transformers_model(kind, nc=4)  # the synthetic set's class count, for val
+    model.save_pretrained(tmp_path / kind)
+    run = detect("predict", PHOTOS[0], "--model", tmp_path / kind, "--imgsz", size, "--conf", "0.1")
+    assert run.returncode == 0, run.stderr
+    images = peers.photos(size)[:1]
+    with torch.inference_mode():
+        outputs = model(pixel_values=images)
+    expected = peers.image_processor(kind).post_process_object_detection(outputs, threshold=0.1)[0]
+    counts = {f"class{c}": int((expected["labels"] == c).sum()) for c in expected["labels"].unique().tolist()}
+    assert counts and all(f"{n} {name}" in run.stdout for name, n in counts.items()), (run.stdout, counts)
+    data = make_synthetic(tmp_path / "shapes", train=1, val=2, size=size, max_objects=2)
+    val = detect("val", "--model", tmp_path / kind, "--data", data.parent / "coco.yaml", "--imgsz", size)
+    assert val.returncode == 0 and "mAP50-95" in val.stdout, val.stderr
