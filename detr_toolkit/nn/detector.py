@@ -6,9 +6,9 @@ A config is plain data:
     imgsz: 640              # default inference size
     mean: [0.485, 0.456, 0.406]      # optional input normalisation of 0..1 RGB pixels (RT-DETR: none)
     std: [0.229, 0.224, 0.225]
-    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (hgnetv2, vit)
+    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (hgnetv2, resnet_vd, vit)
     encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (hybrid, none)
-    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (rtdetr, lwdetr)
+    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (rtdetr, dfine, lwdetr)
     loss:     {class_loss: ...}      # training only: see `detr_toolkit.loss` (not read here)
 Channel counts flow from one part to the next; nothing else is implied.
 """
