@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .hf_config import block_count, input_settings, names_of, rename_tensors, require
-from .hf_rtdetr import loss_section
+from .hf_config import block_count, rename_tensors, require
+from .hf_rtdetr import family_config
 from .mapping import Rule, apply_rules
 
-DEFAULT_SIZE = 640
 _BACKBONE: list[Rule] = [
     (r"^model\.backbone\.model\.embedder\.", "backbone.stem."),
     (r"^model\.backbone\.model\.encoder\.stages\.", "backbone.stages."),
@@ -110,66 +109,18 @@ def _backbone(hf: dict[str, Any]) -> dict[str, Any]:
 
 def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> dict[str, Any]:
     """A transformers DFineConfig (as JSON) -> our model config."""
-    for name, supported in (("encoder_layers", 1), ("normalize_before", False), ("learn_initial_query", False),
-                            ("positional_encoding_temperature", 10000), ("layer_norm_eps", 1e-5),
-                            ("decoder_method", "default"), ("layer_scale", 1), ("eval_size", None)):  # fmt: skip
-        require(hf, name, supported)  # eval_size: transformers then drops the encoder's position embedding
-    backbone = _backbone(hf)
-    levels = len(backbone["return_stages"])
-    require(hf, "encode_proj_layers", [levels - 1])
-    require(hf, "num_feature_levels", levels)
-    nc, names = names_of(hf, default_nc=80)
-    imgsz, mean, std = input_settings(preprocessor, DEFAULT_SIZE, None, None)
-    norm_eps = hf.get("batch_norm_eps", 1e-5)
-    return {
-        "nc": nc,
-        "names": names,
-        "imgsz": imgsz,
-        "mean": mean,
-        "std": std,
-        "backbone": backbone,
-        "encoder": {
-            "type": "hybrid",
-            "hidden_dim": hf.get("encoder_hidden_dim", 256),
-            "ffn_dim": hf.get("encoder_ffn_dim", 1024),
-            "num_heads": hf.get("encoder_attention_heads", 8),
-            "attn_act": hf.get("encoder_activation_function", "gelu"),
-            "csp_blocks": round(3 * hf.get("depth_mult", 1.0)),  # transformers' rule for the RepConv count
-            "expansion": hf.get("hidden_expansion", 1.0),
-            "act": hf.get("activation_function", "silu"),
-            "lateral_act": None,
-            "block": "elan",
-            "downsample": "scdown",
-            "dropout": hf.get("dropout", 0.0),
-            "norm_eps": norm_eps,
-        },
-        "decoder": {
-            "type": "dfine",
-            "hidden_dim": hf.get("d_model", 256),
-            "num_queries": hf.get("num_queries", 300),
-            "num_layers": hf.get("decoder_layers", 6),
-            "num_heads": hf.get("decoder_attention_heads", 8),
-            "num_points": hf.get("decoder_n_points", 4),
-            "offset_scale": hf.get("decoder_offset_scale", 0.5),
-            "ffn_dim": hf.get("decoder_ffn_dim", 1024),
-            "act": hf.get("decoder_activation_function", "relu"),
-            "dropout": hf.get("dropout", 0.0),
-            "eval_idx": hf.get("eval_idx", -1),
-            "num_denoising": hf.get("num_denoising", 100),
-            "label_noise_ratio": hf.get("label_noise_ratio", 0.5),
-            "box_noise_scale": hf.get("box_noise_scale", 1.0),
-            "anchor_size": 0.05,  # fixed in transformers' anchor generation
-            "eval_size": imgsz,
-            "norm_eps": norm_eps,
-            "reg_max": hf.get("max_num_bins", 32),
-            "reg_scale": hf.get("reg_scale", 4.0),
-            "up": hf.get("up", 0.5),
-            "lqe_top_k": hf.get("top_prob_values", 4),
-            "lqe_hidden_dim": hf.get("lqe_hidden_dim", 64),
-            "lqe_layers": hf.get("lqe_layers", 2),
-        },
-        "loss": loss_section(hf),
-    }
+    require(hf, "decoder_method", "default")
+    require(hf, "layer_scale", 1)
+    encoder = {
+        "csp_blocks": round(3 * hf.get("depth_mult", 1.0)),  # transformers' rule for the RepConv count
+        "lateral_act": None, "block": "elan", "downsample": "scdown",
+    }  # fmt: skip
+    decoder = {
+        "type": "dfine", "eval_idx": hf.get("eval_idx", -1), "reg_max": hf.get("max_num_bins", 32),
+        "reg_scale": hf.get("reg_scale", 4.0), "up": hf.get("up", 0.5), "lqe_top_k": hf.get("top_prob_values", 4),
+        "lqe_hidden_dim": hf.get("lqe_hidden_dim", 64), "lqe_layers": hf.get("lqe_layers", 2),
+    }  # fmt: skip
+    return family_config(hf, preprocessor, _backbone(hf), encoder, decoder)
 
 
 def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -109,19 +109,29 @@ def _backbone(hf: dict[str, Any]) -> dict[str, Any]:
 
 def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> dict[str, Any]:
     """A transformers RTDetrConfig / RTDetrV2Config (as JSON) -> our model config."""
+    backbone = _backbone(hf)
+    if hf.get("model_type") == "rt_detr_v2":
+        require(hf, "decoder_n_levels", len(backbone["return_stages"]))
+    method = hf.get("decoder_method", "default")
+    if method not in SAMPLING:
+        raise CheckpointError(f"config.json decoder_method={method!r} is not supported (only {list(SAMPLING)})")
+    encoder = {"csp_blocks": 3, "lateral_act": hf.get("activation_function", "silu")}  # 3: fixed in CSPRepLayer
+    decoder = {"type": "rtdetr", "sampling": SAMPLING[method], "eval_idx": -1}  # transformers returns the last layer
+    return family_config(hf, preprocessor, backbone, encoder, decoder)
+
+
+def family_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None, backbone: dict[str, Any],
+                  encoder: dict[str, Any], decoder: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Our model config from the settings the RT-DETR family's transformers configs share (RT-DETR, RT-DETRv2,
+    D-FINE), with a family's `backbone` and its own `encoder` and `decoder` keys on top. Settings our modules do not
+    express are refused by name."""
     for name, supported in (("encoder_layers", 1), ("normalize_before", False), ("learn_initial_query", False),
                             ("positional_encoding_temperature", 10000), ("layer_norm_eps", 1e-5),
                             ("eval_size", None)):  # fmt: skip
         require(hf, name, supported)  # eval_size: transformers then drops the encoder's position embedding
-    backbone = _backbone(hf)
     levels = len(backbone["return_stages"])
     require(hf, "encode_proj_layers", [levels - 1])  # attention on the coarsest level only
     require(hf, "num_feature_levels", levels)
-    if hf.get("model_type") == "rt_detr_v2":
-        require(hf, "decoder_n_levels", levels)
-    method = hf.get("decoder_method", "default")
-    if method not in SAMPLING:
-        raise CheckpointError(f"config.json decoder_method={method!r} is not supported (only {list(SAMPLING)})")
     nc, names = names_of(hf, default_nc=80)
     imgsz, mean, std = input_settings(preprocessor, DEFAULT_SIZE, None, None)
     norm_eps = hf.get("batch_norm_eps", 1e-5)
@@ -138,32 +148,29 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
             "ffn_dim": hf.get("encoder_ffn_dim", 1024),
             "num_heads": hf.get("encoder_attention_heads", 8),
             "attn_act": hf.get("encoder_activation_function", "gelu"),
-            "csp_blocks": 3,  # fixed in transformers' CSPRepLayer
             "expansion": hf.get("hidden_expansion", 1.0),
             "act": hf.get("activation_function", "silu"),
-            "lateral_act": hf.get("activation_function", "silu"),
             "dropout": hf.get("dropout", 0.0),
             "norm_eps": norm_eps,
+            **encoder,
         },
         "decoder": {
-            "type": "rtdetr",
             "hidden_dim": hf.get("d_model", 256),
             "num_queries": hf.get("num_queries", 300),
             "num_layers": hf.get("decoder_layers", 6),
             "num_heads": hf.get("decoder_attention_heads", 8),
             "num_points": hf.get("decoder_n_points", 4),
             "offset_scale": hf.get("decoder_offset_scale", 0.5),
-            "sampling": SAMPLING[method],
             "ffn_dim": hf.get("decoder_ffn_dim", 1024),
             "act": hf.get("decoder_activation_function", "relu"),
             "dropout": hf.get("dropout", 0.0),
-            "eval_idx": -1,  # transformers returns the last layer
             "num_denoising": hf.get("num_denoising", 100),
             "label_noise_ratio": hf.get("label_noise_ratio", 0.5),
             "box_noise_scale": hf.get("box_noise_scale", 1.0),
             "anchor_size": 0.05,  # fixed in transformers' anchor generation
             "eval_size": imgsz,
             "norm_eps": norm_eps,
+            **decoder,
         },
         "loss": loss_section(hf),
     }
