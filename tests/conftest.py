@@ -61,6 +61,18 @@ TINY_CONFIG = {
 
 
 # A small ViT + LW-DETR decoder (RF-DETR / LW-DETR family) with 3 query groups, 64 px inputs.
+TINY_DFINE_CONFIG = {  # the shipped dfine-n.yaml, narrowed: write it to a file beside others to load its base
+    "base": "dfine-n.yaml", "nc": 4, "imgsz": 64,
+    "backbone": {"stem": [8, 8], "layers_per_block": 2, "stages": [
+        {"mid": 8, "out": 16, "blocks": 1, "kernel": 3, "light": False, "downsample": False},
+        {"mid": 8, "out": 32, "blocks": 1, "kernel": 3, "light": False, "downsample": True},
+        {"mid": 16, "out": 48, "blocks": 1, "kernel": 5, "light": True, "downsample": True},
+        {"mid": 16, "out": 64, "blocks": 1, "kernel": 5, "light": True, "downsample": True}]},
+    "encoder": {"hidden_dim": 32, "ffn_dim": 64, "num_heads": 4, "csp_blocks": 1},
+    "decoder": {"hidden_dim": 32, "num_queries": 20, "num_heads": 4, "num_points": [2, 2], "ffn_dim": 64,
+                "eval_size": 64, "reg_max": 16},
+}  # fmt: skip
+
 TINY_VIT_CONFIG = {
     "nc": 4,
     "imgsz": 64,

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import TINY_VIT_CONFIG
+from conftest import TINY_DFINE_CONFIG, TINY_VIT_CONFIG
 
 from detr_toolkit.config import load_model_config
 from detr_toolkit.loss import DetectionCriterion, HungarianMatcher, build_criterion
@@ -190,3 +190,120 @@ def test_losses_equal_transformers_rt_detr(counts):
     assert torch.allclose(sum(ours.values()), total, rtol=1e-5)
     for mine, theirs in (("loss_class", "loss_vfl"), ("loss_bbox", "loss_bbox"), ("loss_giou", "loss_giou")):
         assert torch.allclose(ours[mine], terms[theirs], rtol=1e-5), mine
+
+
+def distribution_case(counts: list[int], reg_max: int = 8, seed: int = 0):
+    """Decoder outputs of a D-FINE-style model (per-layer boxes, logits and edge-distribution logits, layer 0's
+    initial boxes, the references) with denoising groups, and the targets."""
+    from detr_toolkit.nn.decoders.distribution import weighting_function
+
+    outputs, targets, dn = make_case(counts, seed)
+    dn_slots = outputs["dn_boxes"].shape[2]
+    for prefix, queries in (("", QUERIES), ("dn_", dn_slots)):
+        outputs[f"{prefix}corners"] = torch.randn(LAYERS, BATCH, queries, 4 * (reg_max + 1)) * 3
+        outputs[f"{prefix}references"] = random_boxes(BATCH, queries)
+        outputs[f"{prefix}pre_boxes"] = random_boxes(BATCH, queries)
+        outputs[f"{prefix}pre_logits"] = torch.randn(BATCH, queries, CLASSES) * 2
+    outputs.update(bin_values=weighting_function(reg_max, 0.5, 4.0), reg_scale=4.0)
+    return outputs, targets, dn
+
+
+def transformers_distribution_losses(criterion, outputs, targets, dn, groups):
+    """transformers' D-FINE-family criterion on the official criterion's sets: the last layer (FGL), layers
+    0..L-2 (FGL + DDF from the last layer), layer 0's initial boxes, the proposals, and the denoising layers and
+    initial boxes. (Its own `DFineForObjectDetectionLoss` wrapper pairs the sets differently; see the note in
+    loss/criterion.py.)"""
+
+    def layer_set(prefix, i):
+        return {"logits": outputs[f"{prefix}logits"][i], "pred_boxes": outputs[f"{prefix}boxes"][i],
+                "pred_corners": outputs[f"{prefix}corners"][i], "ref_points": outputs[f"{prefix}references"],
+                "teacher_corners": outputs[f"{prefix}corners"][-1], "teacher_logits": outputs[f"{prefix}logits"][-1]}  # fmt: skip
+
+    def plain_set(logits, boxes):
+        return {"logits": logits, "pred_boxes": boxes}
+
+    main = layer_set("", -1)
+    main["auxiliary_outputs"] = [layer_set("", i) for i in range(LAYERS - 1)] + [
+        plain_set(outputs["pre_logits"], outputs["pre_boxes"]),
+        plain_set(outputs["enc_logits"], outputs["enc_boxes"]),
+    ]
+    main["dn_auxiliary_outputs"] = [layer_set("dn_", i) for i in range(LAYERS)] + [
+        plain_set(outputs["dn_pre_logits"], outputs["dn_pre_boxes"])
+    ]
+    main["denoising_meta_values"] = {"dn_positive_idx": dn.positive, "dn_num_group": groups}
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+    return criterion(main, labels)
+
+
+@pytest.mark.parametrize("counts", [[3, 0, 5], [1, 2, 2], [4, 4, 1]])
+@pytest.mark.parametrize("family", ["d_fine", "deimv2", "d_fine_union"])
+def test_distribution_losses_equal_transformers(family, counts):
+    """D-FINE's criterion (varifocal, L1, GIoU, FGL, DDF) and DEIM's (MAL with dense one-to-one = union
+    matching for the box terms) equal transformers' DFineLoss / Deimv2Loss on identical predictions: the total
+    and the last layer's terms. `d_fine_union` is the official D-FINE recipe (GO-LSD union matching, as the
+    shipped configs train), computed by transformers' union code with D-FINE's class loss."""
+    from transformers import Deimv2Config, DFineConfig
+    from transformers.loss.loss_d_fine import DFineLoss
+    from transformers.loss.loss_deimv2 import Deimv2Loss
+
+    from detr_toolkit.weights import hf_dfine
+
+    reg_max = 8
+    outputs, targets, dn = distribution_case(counts, reg_max)
+    groups = 12 // max(counts)
+    settings = {"num_labels": CLASSES, "decoder_layers": LAYERS, "num_queries": QUERIES, "max_num_bins": reg_max}
+    if family == "d_fine":
+        hf = DFineConfig(**settings)
+        theirs_criterion = DFineLoss(hf)
+        section = {**hf_dfine.convert_config(hf.to_dict(), None)["loss"], "union_matching": False}
+    else:
+        hf = Deimv2Config(**settings)
+        theirs_criterion = Deimv2Loss(hf)
+        section = dict(load_model_config("dfine-s")["loss"])
+        if family == "deimv2":
+            section.update(class_loss="mal", alpha=1.0, gamma=hf.focal_loss_gamma)
+        else:
+            theirs_criterion.losses = ["vfl", "boxes", "local"]
+            theirs_criterion.weight_dict["loss_vfl"] = hf.weight_loss_vfl
+    theirs = transformers_distribution_losses(theirs_criterion, outputs, targets, dn, groups)
+    ours = build_criterion(section, CLASSES)(outputs, targets)
+    assert torch.allclose(sum(ours.values()), sum(theirs.values()), rtol=1e-5)
+    class_key = "loss_mal" if family == "deimv2" else "loss_vfl"
+    for mine, key in (("loss_class", class_key), ("loss_bbox", "loss_bbox"), ("loss_giou", "loss_giou"),
+                      ("loss_fgl", "loss_fgl")):  # fmt: skip
+        assert torch.allclose(ours[mine], theirs[key], rtol=1e-5), mine
+    ddf = sum(v for k, v in theirs.items() if k.startswith("loss_ddf_aux_") and "_dn_" not in k)
+    assert torch.allclose(ours["loss_ddf_aux"], ddf, rtol=1e-5)
+    assert ours["loss_ddf_aux"] > 0 and ours["loss_fgl"] > 0
+
+
+def test_dfine_training_step_reaches_every_parameter(tmp_path):
+    """A D-FINE model (shipped dfine-n.yaml, narrowed) trains with its shipped criterion: every set of its
+    outputs (layers, layer 0's initial boxes, proposals, denoising) is supervised, every weight gets a gradient,
+    and the distribution terms are there."""
+    import yaml
+
+    from detr_toolkit.nn import build_model
+
+    tiny = copy.deepcopy(TINY_DFINE_CONFIG)
+    (tmp_path / "tiny-dfine.yaml").write_text(yaml.safe_dump(tiny))
+    config = load_model_config(tmp_path / "tiny-dfine.yaml")
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    with torch.no_grad():  # zero-initialised heads would block gradients to the layers before them
+        for param in model.parameters():
+            if not param.abs().sum():
+                param.normal_(0, 0.01)
+    targets = [{"boxes": random_boxes(n), "labels": torch.randint(0, 4, (n,))} for n in (2, 4)]
+    outputs = model(torch.rand(2, 3, 64, 64), targets)
+    assert outputs["corners"].shape == (3, 2, 20, 4 * 17) and outputs["pre_boxes"].shape == (2, 20, 4)
+    losses = build_criterion(config["loss"], 4)(outputs, targets)
+    assert {"loss_fgl", "loss_fgl_aux", "loss_ddf_aux", "loss_fgl_dn", "loss_ddf_aux_dn"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # (a learnable affine's bias right before a batch norm in training mode gets an exact zero: the norm
+    # removes a constant shift, so only "in the graph" is asked of each weight)
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == [], missing
+    silent = [n for n, p in model.decoder.named_parameters() if not p.grad.abs().sum()]
+    assert silent == [], silent

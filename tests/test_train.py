@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG, TINY_VIT_CONFIG
+from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.coco import load_coco
@@ -241,17 +241,7 @@ def test_dfine_trains(shapes, tmp_path):
     """D-FINE (HGNetv2 with affine blocks, ELAN encoder, distribution-refining decoder), narrowed from the shipped
     dfine-n.yaml: trains through the same entry point and predicts afterwards."""
     data, _ = shapes
-    tiny = {
-        "base": "dfine-n.yaml", "nc": 4, "imgsz": 64,
-        "backbone": {"stem": [8, 8], "layers_per_block": 2, "stages": [
-            {"mid": 8, "out": 16, "blocks": 1, "kernel": 3, "light": False, "downsample": False},
-            {"mid": 8, "out": 32, "blocks": 1, "kernel": 3, "light": False, "downsample": True},
-            {"mid": 16, "out": 48, "blocks": 1, "kernel": 5, "light": True, "downsample": True},
-            {"mid": 16, "out": 64, "blocks": 1, "kernel": 5, "light": True, "downsample": True}]},
-        "encoder": {"hidden_dim": 32, "ffn_dim": 64, "num_heads": 4, "csp_blocks": 1},
-        "decoder": {"hidden_dim": 32, "num_queries": 20, "num_heads": 4, "num_points": [2, 2], "ffn_dim": 64,
-                    "eval_size": 64, "reg_max": 16},
-    }  # fmt: skip
+    tiny = copy.deepcopy(TINY_DFINE_CONFIG)
     (tmp_path / "tiny-dfine.yaml").write_text(yaml.safe_dump(tiny))
     model = RTDETR(tmp_path / "tiny-dfine.yaml")
     run = model.train(data=data, epochs=1, batch=4, workers=0, project=tmp_path, verbose=False, plots=False)

@@ -1,14 +1,22 @@
-"""The training loss of the RT-DETR family (as ultralytics' `RTDETRDetectionLoss` computes it) and of LW-DETR /
-RF-DETR (as transformers' `LwDetrForObjectDetectionLoss` does: IoU-aware BCE, query groups).
+"""The training loss of the RT-DETR family (as ultralytics' `RTDETRDetectionLoss` computes it), of D-FINE and DEIM
+(their official criteria), and of LW-DETR / RF-DETR (as transformers' `LwDetrForObjectDetectionLoss` does).
 
-For every set of predictions (each decoder layer, and the encoder's top-k proposals), queries are matched to
-the objects, then:
-    class: varifocal loss (RT-DETR) or IoU-aware BCE (LW-DETR); a matched query's target follows the IoU of
-           its box with its object's
+For every set of predictions (each decoder layer, D-FINE's first-layer boxes, the encoder's top-k proposals),
+queries are matched to the objects, then:
+    class: varifocal loss (RT-DETR, D-FINE), matchability-aware loss (DEIM) or IoU-aware BCE (LW-DETR); a matched
+           query's target follows the IoU of its box with its object's
     bbox:  L1 between matched boxes (cxcywh, 0..1), summed over objects / number of objects
     giou:  1 - GIoU between matched boxes, likewise
+    fgl, ddf: D-FINE's losses on edge distributions (see `distribution`), for the decoder layers
+With `union_matching` (D-FINE's GO-LSD, DEIM's dense one-to-one), the box terms of every set use the union of
+all sets' matches; the class terms keep each set's own.
 Denoising queries (noised copies of the objects) skip matching: each is paired with the object it copies.
-All terms are summed with weights {class: 1, bbox: 5, giou: 2}.
+All terms are summed with the config's weights.
+
+The sets follow the official D-FINE / DEIM criteria. transformers' loss functions compute the same terms
+(tests/test_loss.py), but its `DFineForObjectDetectionLoss` / `Deimv2ForObjectDetectionLoss` wrappers pair layer
+i's logits with layer i + 1's distributions and give the last layer no FGL. One choice is transformers': the DDF of
+denoising layers is balanced by their own matched / unmatched counts (the official code reuses the regular queries').
 """
 
 from __future__ import annotations
@@ -18,16 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_area, box_convert, generalized_box_iou_loss
 
-from .matcher import HungarianMatcher
-
-Matches = list[tuple[torch.Tensor, torch.Tensor]]
+from .distribution import bin_targets, distillation_loss, edge_distances, localization_loss
+from .matcher import HungarianMatcher, Matches, union_of_matches
 
 
 def varifocal_loss(logits: torch.Tensor, target_scores: torch.Tensor, labels: torch.Tensor, alpha: float,
                    gamma: float) -> torch.Tensor:  # fmt: skip
     """Varifocal loss (Zhang et al., VarifocalNet). Shapes: (L, B, Q, C) each -> (L,): per layer, the sum over B and
     C of the mean over queries. Positives weigh by their target score, negatives by alpha * p^gamma."""
-    weight = alpha * logits.sigmoid().pow(gamma) * (1 - labels) + target_scores * labels
+    weight = alpha * logits.sigmoid().detach().pow(gamma) * (1 - labels) + target_scores * labels
     loss = F.binary_cross_entropy_with_logits(logits.float(), target_scores.float(), reduction="none") * weight
     return loss.mean(2).sum((1, 2))
 
@@ -55,6 +62,18 @@ def iou_aware_bce(logits: torch.Tensor, target_ious: torch.Tensor, labels: torch
     return -(up * F.logsigmoid(logits) + down * F.logsigmoid(-logits)).sum((1, 2, 3))
 
 
+def matchability_aware_loss(logits: torch.Tensor, target_ious: torch.Tensor, labels: torch.Tensor, alpha: float,
+                            gamma: float) -> torch.Tensor:  # fmt: skip
+    """DEIM's MAL (Huang et al., 2025). Shapes and reduction as `varifocal_loss`.
+
+    A positive aims at IoU^gamma with weight 1, so low-quality matches still learn to score; a negative is pushed
+    down with weight alpha * p^gamma.
+    """
+    weight = alpha * logits.sigmoid().detach().pow(gamma) * (1 - labels) + labels
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target_ious.pow(gamma).float(), reduction="none")
+    return (loss * weight).mean(2).sum((1, 2))
+
+
 def paired_iou(boxes: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """IoU of each box with its partner (torchvision's `box_iou` gives all pairs). Shapes: (M, 4) xyxy twice -> (M,)."""
     wh = (torch.minimum(boxes[:, 2:], other[:, 2:]) - torch.maximum(boxes[:, :2], other[:, :2])).clamp(min=0)
@@ -62,20 +81,23 @@ def paired_iou(boxes: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return inter / (box_area(boxes) + box_area(other) - inter)
 
 
-CLASS_LOSSES = ("varifocal", "ia_bce")
+CLASS_LOSSES = ("varifocal", "mal", "ia_bce")
 
 
 class DetectionCriterion(nn.Module):
-    """Shapes: outputs of `RTDETRDecoder` in training mode, targets as for `HungarianMatcher` -> {name: scalar}.
+    """Shapes: outputs of a decoder in training mode, targets as for `HungarianMatcher` -> {name: scalar}.
 
     outputs: "boxes" (L, B, Q, 4) and "logits" (L, B, Q, C) for the L decoder layers; "enc_boxes" (B, Q, 4) and
     "enc_logits" (B, Q, C) for the proposals; optionally "dn_boxes" (L, B, D, 4), "dn_logits" (L, B, D, C) and
     "dn_meta" {"positive": per image (P,) denoising query indices, "target": per image (P,) object indices}.
-    Keys of the result: loss_{class,bbox,giou} for the last layer, ..._aux for the other layers and the
-    proposals, ..._dn for denoising (its last layer) and ..._aux_dn. With "groups": G (LW-DETR / RF-DETR's
-    Group DETR), each of the G query groups is matched to the objects separately.
-    `class_loss`: "varifocal" (RT-DETR; mean over queries, times queries / objects) or "ia_bce" (LW-DETR;
-    sum / objects). `matcher`: keyword arguments of `HungarianMatcher` (its costs).
+    D-FINE's decoders add "pre_boxes"/"pre_logits" (B, Q, ...) (layer 0's initial boxes, an extra set),
+    "corners" (L, B, Q, 4 * (R + 1)) edge-distribution logits, "references" (B, Q, 4) the boxes they are measured
+    from, "bin_values" (R + 1,) and "reg_scale"; each with its "dn_" counterpart.
+    Keys of the result: loss_{class,bbox,giou} (and loss_fgl with `fgl_weight`) for the last layer, ..._aux for
+    the other sets (loss_ddf_aux with `ddf_weight`), ..._dn for denoising (its last layer) and ..._aux_dn. With
+    "groups": G (LW-DETR / RF-DETR's Group DETR), each of the G query groups is matched to the objects separately.
+    `class_loss`: "varifocal" (RT-DETR, D-FINE), "mal" (DEIM; mean over queries, times queries / objects) or
+    "ia_bce" (LW-DETR; sum / objects). `matcher`: keyword arguments of `HungarianMatcher` (its costs).
     Every argument but `num_classes` comes from the `loss` section of the model's config (see `build_criterion`).
     """
 
@@ -89,13 +111,20 @@ class DetectionCriterion(nn.Module):
         gamma: float = 1.5,
         matcher: dict[str, float] | None = None,
         class_loss: str = "varifocal",
+        fgl_weight: float = 0.0,
+        ddf_weight: float = 0.0,
+        distill_temperature: float = 5.0,
+        union_matching: bool = False,
     ):
         super().__init__()
         if class_loss not in CLASS_LOSSES:
             raise ValueError(f"class_loss={class_loss!r}: use one of {CLASS_LOSSES}")
         self.num_classes, self.class_loss = num_classes, class_loss
-        self.weights = {"class": class_weight, "bbox": bbox_weight, "giou": giou_weight}
+        self.weights = {"class": class_weight, "bbox": bbox_weight, "giou": giou_weight, "fgl": fgl_weight,
+                        "ddf": ddf_weight}  # fmt: skip
         self.alpha, self.gamma = alpha, gamma
+        self.distill_temperature = distill_temperature
+        self.union_matching = union_matching
         self.matcher = HungarianMatcher(**(matcher or {}))
 
     def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int) -> Matches:
@@ -111,58 +140,144 @@ class DetectionCriterion(nn.Module):
             for i in range(len(per_group[0]))
         ]
 
-    def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches,
-                   suffix: str) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Class, bbox and giou terms of L stacked sets of predictions (L, B, Q, ...), all layers in one pass.
-
-        matches: per (layer, image), layer-major (L * B pairs of query and object indices). Returns the last
-        layer's terms as `loss_{name}{suffix}` and the others summed as `loss_{name}_aux{suffix}`.
-        """
-        layers, batch = boxes.shape[:2]
-        device = boxes.device
-        image = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(device)  # over L * B
-        query = torch.cat([q for q, _ in matches]).to(device)
-        layer, image_in_layer = image // batch, image % batch
+    @staticmethod
+    def pairs(matches: Matches, targets: list[dict], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Matches per (set, image), set-major -> flat (M,) "set", "image", "query", "label" and (M, 4) "boxes"."""
         per_image = [targets[i % batch] for i in range(len(matches))]
-        gt_boxes = torch.cat([t["boxes"][g.to(t["boxes"].device)] for t, (_, g) in zip(per_image, matches)])
-        gt_labels = torch.cat([t["labels"][g.to(t["labels"].device)] for t, (_, g) in zip(per_image, matches)])
-        num_objects = torch.bincount(layer, minlength=layers).clamp(min=1).to(boxes.dtype)  # matched pairs per layer
-        matched = boxes[layer, image_in_layer, query]
+        index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(device)
+        return {
+            "set": index // batch,
+            "image": index % batch,
+            "query": torch.cat([q for q, _ in matches]).to(device),
+            "boxes": torch.cat([t["boxes"][g.to(t["boxes"].device)] for t, (_, g) in zip(per_image, matches)]),
+            "label": torch.cat([t["labels"][g.to(t["labels"].device)] for t, (_, g) in zip(per_image, matches)]),
+        }
+
+    def class_terms(self, boxes: torch.Tensor, logits: torch.Tensor, pairs: dict) -> torch.Tensor:
+        """Class loss per set (S,) of (S, B, Q, ...) predictions, divided by each set's matched pairs."""
+        sets, queries = logits.shape[0], logits.shape[2]
+        where = (pairs["set"], pairs["image"], pairs["query"], pairs["label"])
+        num_objects = torch.bincount(pairs["set"], minlength=sets).clamp(min=1).to(logits.dtype)
         labels = torch.zeros_like(logits)
-        labels[layer, image_in_layer, query, gt_labels] = 1
-        scores = torch.zeros_like(logits)  # IoU of each matched query's box with its object, at its class
-        per_layer = boxes.new_zeros(layers)
-        if len(gt_boxes):
-            xyxy, gt_xyxy = box_convert(matched, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy")
-            scores[layer, image_in_layer, query, gt_labels] = paired_iou(xyxy.detach(), gt_xyxy).to(scores.dtype)
-            l1 = F.l1_loss(matched, gt_boxes, reduction="none").sum(-1)
-            bbox_loss = per_layer.index_add(0, layer, l1) / num_objects
-            giou_loss = per_layer.index_add(0, layer, generalized_box_iou_loss(xyxy, gt_xyxy)) / num_objects
-        else:
-            bbox_loss = giou_loss = per_layer + boxes.sum() * 0  # keeps every parameter in the graph (DDP)
+        labels[where] = 1
+        ious = torch.zeros_like(logits)  # IoU of each matched query's box with its object, at its class
+        if len(pairs["query"]):
+            matched = boxes[pairs["set"], pairs["image"], pairs["query"]].detach()
+            ious[where] = paired_iou(box_convert(matched, "cxcywh", "xyxy"),
+                                     box_convert(pairs["boxes"], "cxcywh", "xyxy")).to(ious.dtype)  # fmt: skip
         if self.class_loss == "ia_bce":
-            class_loss = iou_aware_bce(logits, scores, labels, self.alpha) / num_objects
+            return iou_aware_bce(logits, ious, labels, self.alpha) / num_objects
+        if self.class_loss == "mal":
+            loss = matchability_aware_loss(logits, ious, labels, self.alpha, self.gamma)
+        elif len(pairs["query"]):
+            loss = varifocal_loss(logits, ious, labels, self.alpha, self.gamma)
         else:
-            class_loss = (varifocal_loss(logits, scores, labels, self.alpha, self.gamma) if len(gt_boxes)
-                          else focal_loss(logits, labels, self.alpha, self.gamma))  # fmt: skip
-            class_loss = class_loss * logits.shape[2] / num_objects
+            loss = focal_loss(logits, labels, self.alpha, self.gamma)
+        return loss * queries / num_objects
+
+    def box_terms(self, boxes: torch.Tensor, pairs: dict, local: dict | None) -> dict[str, torch.Tensor]:
+        """bbox and giou per set (S,) (and fgl, ddf for the sets with edge distributions, see `forward`), divided
+        by each set's matched pairs."""
+        sets = boxes.shape[0]
+        num_objects = torch.bincount(pairs["set"], minlength=sets).clamp(min=1).to(boxes.dtype)
+        zero = boxes.new_zeros(sets)
+        if not len(pairs["query"]):
+            terms = {"bbox": zero + boxes.sum() * 0, "giou": zero + boxes.sum() * 0}  # every parameter in the graph
+        else:
+            matched = boxes[pairs["set"], pairs["image"], pairs["query"]]
+            xyxy, gt_xyxy = box_convert(matched, "cxcywh", "xyxy"), box_convert(pairs["boxes"], "cxcywh", "xyxy")
+            terms = {
+                "bbox": zero.index_add(0, pairs["set"], F.l1_loss(matched, pairs["boxes"], reduction="none").sum(-1)),
+                "giou": zero.index_add(0, pairs["set"], generalized_box_iou_loss(xyxy, gt_xyxy)),
+            }
+            terms = {k: v / num_objects for k, v in terms.items()}
+        if local is not None:
+            terms.update(self.distribution_terms(boxes, pairs, local, num_objects))
+        return terms
+
+    def distribution_terms(self, boxes: torch.Tensor, pairs: dict, local: dict,
+                           num_objects: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        """FGL and DDF per set (S,) for the last L sets (the decoder layers, whose corners are local["corners"]
+        (L, B, Q, 4 * (R + 1))); the teacher of DDF is the last layer, whose own DDF is zero."""
+        corners = local["corners"].unflatten(-1, (4, -1))
+        sets, layers = boxes.shape[0], corners.shape[0]
+        first_layer = sets - layers
+        fgl = boxes.new_zeros(sets) + corners.sum() * 0
+        in_layers = pairs["set"] >= first_layer
+        layer, image, query = (
+            pairs["set"][in_layers] - first_layer,
+            pairs["image"][in_layers],
+            pairs["query"][in_layers],
+        )
+        gt_boxes = pairs["boxes"][in_layers]
+        ious = paired_iou(box_convert(boxes[layer + first_layer, image, query].detach(), "cxcywh", "xyxy"),
+                          box_convert(gt_boxes, "cxcywh", "xyxy"))  # fmt: skip
+        if len(query):
+            with torch.no_grad():
+                distances = edge_distances(local["references"][image, query].detach(),
+                                           box_convert(gt_boxes, "cxcywh", "xyxy"), local["reg_scale"])  # fmt: skip
+                targets = bin_targets(distances, local["bin_values"].to(distances.dtype))
+            per_pair = localization_loss(corners[layer, image, query], targets, ious)
+            fgl = fgl.index_add(0, layer + first_layer, per_pair) / num_objects
+        weights = local["teacher_logits"].detach().sigmoid().amax(-1).expand(layers - 1, -1, -1).clone()
+        matched = torch.zeros_like(weights, dtype=torch.bool)
+        students = layer < layers - 1
+        matched[layer[students], image[students], query[students]] = True
+        weights[layer[students], image[students], query[students]] = ious[students].to(weights.dtype)
+        ddf = distillation_loss(corners[:-1], corners[-1], weights, matched, self.distill_temperature)
+        return {"fgl": fgl, "ddf": torch.cat([boxes.new_zeros(first_layer), ddf, boxes.new_zeros(1)])}
+
+    def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches,
+                   suffix: str, box_matches: Matches | None = None, local: dict | None = None
+                   ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """All terms of S stacked sets of predictions (S, B, Q, ...), all sets in one pass.
+
+        matches: per (set, image), set-major (S * B pairs of query and object indices), for the class terms;
+        box_matches (the same by default) for the box terms. Returns the last set's terms as `loss_{name}{suffix}`
+        and the others summed as `loss_{name}_aux{suffix}`.
+        """
+        batch = boxes.shape[1]
+        class_pairs = self.pairs(matches, targets, batch, boxes.device)
+        box_pairs = class_pairs if box_matches is None else self.pairs(box_matches, targets, batch, boxes.device)
+        terms = {"class": self.class_terms(boxes, logits, class_pairs), **self.box_terms(boxes, box_pairs, local)}
         result = {}
-        for name, values in (("class", class_loss), ("bbox", bbox_loss), ("giou", giou_loss)):
+        for name, values in terms.items():
             values = values * self.weights[name]
-            result[f"loss_{name}{suffix}"] = values[-1]
-            if layers > 1:
+            if name != "ddf":  # the last layer is DDF's teacher
+                result[f"loss_{name}{suffix}"] = values[-1]
+            if len(values) > 1:
                 result[f"loss_{name}_aux{suffix}"] = values[:-1].sum()
         return result
 
+    def local_inputs(self, outputs: dict, prefix: str) -> dict | None:
+        """What the distribution terms need of a decoder's outputs (None for decoders without distributions, or
+        with those terms off)."""
+        if not (self.weights["fgl"] or self.weights["ddf"]) or f"{prefix}corners" not in outputs:
+            return None
+        return {"corners": outputs[f"{prefix}corners"], "references": outputs[f"{prefix}references"],
+                "teacher_logits": outputs[f"{prefix}logits"][-1], "bin_values": outputs["bin_values"],
+                "reg_scale": outputs["reg_scale"]}  # fmt: skip
+
     def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        boxes = torch.cat([outputs["enc_boxes"][None], outputs["boxes"]])
-        logits = torch.cat([outputs["enc_logits"][None], outputs["logits"]])
-        matches = self.match(boxes, logits, targets, outputs.get("groups", 1))  # per (layer, image)
-        losses = self.stack_loss(boxes, logits, targets, matches, "")
+        first = [outputs["enc_boxes"][None]], [outputs["enc_logits"][None]]
+        if "pre_boxes" in outputs:
+            first[0].append(outputs["pre_boxes"][None])
+            first[1].append(outputs["pre_logits"][None])
+        boxes, logits = torch.cat([*first[0], outputs["boxes"]]), torch.cat([*first[1], outputs["logits"]])
+        matches = self.match(boxes, logits, targets, outputs.get("groups", 1))  # per (set, image)
+        box_matches = None
+        if self.union_matching:
+            box_matches = union_of_matches(matches, boxes.shape[1]) * len(boxes)
+        losses = self.stack_loss(boxes, logits, targets, matches, "", box_matches, self.local_inputs(outputs, ""))
         meta = outputs.get("dn_meta")
         if meta is not None:
-            matches = list(zip(meta["positive"], meta["target"])) * len(outputs["dn_boxes"])
-            losses.update(self.stack_loss(outputs["dn_boxes"], outputs["dn_logits"], targets, matches, "_dn"))
+            boxes, logits = outputs["dn_boxes"], outputs["dn_logits"]
+            if "dn_pre_boxes" in outputs:
+                boxes = torch.cat([outputs["dn_pre_boxes"][None], boxes])
+                logits = torch.cat([outputs["dn_pre_logits"][None], logits])
+            matches = list(zip(meta["positive"], meta["target"])) * len(boxes)
+            losses.update(self.stack_loss(boxes, logits, targets, matches, "_dn",
+                                          local=self.local_inputs(outputs, "dn_")))  # fmt: skip
         else:
             zero = outputs["boxes"].sum() * 0
             losses.update({f"{k}_dn": zero for k in list(losses)})

@@ -1,5 +1,7 @@
 """Hungarian matching (Carion et al., DETR): each ground-truth object gets the one query that predicts it most
 cheaply; the cost mixes a focal classification cost, the L1 distance of the boxes and their GIoU.
+
+`union_of_matches` is D-FINE's GO-LSD / DEIM's dense one-to-one set: the matches of every decoder layer together.
 """
 
 from __future__ import annotations
@@ -64,3 +66,29 @@ class HungarianMatcher(nn.Module):
                 rows, cols = linear_sum_assignment(part[image].numpy())
                 matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return matches
+
+
+Matches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def union_of_matches(matches: Matches, batch: int) -> Matches:
+    """The union of several sets' matches, per image (D-FINE's GO-LSD, DEIM's dense one-to-one matching): every
+    (query, object) pair some set matched, each query keeping the object most sets gave it.
+
+    matches: per (set, image), set-major as `HungarianMatcher` returns them -> per image (queries, objects).
+    Ties go as in the official criterion (the order of `torch.unique` and `torch.argsort` of the counts).
+    """
+    union = []
+    for image in range(batch):
+        pairs = torch.cat([torch.stack([q, g], 1) for q, g in matches[image::batch]])
+        if not len(pairs):
+            union.append((pairs[:, 0], pairs[:, 1]))
+            continue
+        unique, counts = torch.unique(pairs, return_counts=True, dim=0)
+        ranked = unique[torch.argsort(counts, descending=True)]
+        queries, first_of = torch.unique(ranked[:, 0], return_inverse=True)
+        position = torch.arange(len(ranked))
+        first = torch.full((len(queries),), len(ranked)).scatter_reduce(0, first_of, position, "amin")
+        kept = ranked[first.sort().values]  # each query's best-ranked pair, in the order they rank
+        union.append((kept[:, 0], kept[:, 1]))
+    return union

@@ -120,7 +120,16 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "reg_scale": hf.get("reg_scale", 4.0), "up": hf.get("up", 0.5), "lqe_top_k": hf.get("top_prob_values", 4),
         "lqe_hidden_dim": hf.get("lqe_hidden_dim", 64), "lqe_layers": hf.get("lqe_layers", 2),
     }  # fmt: skip
-    return family_config(hf, preprocessor, _backbone(hf), encoder, decoder)
+    config = family_config(hf, preprocessor, _backbone(hf), encoder, decoder)
+    config["loss"].update(distribution_loss(hf))
+    return config
+
+
+def distribution_loss(hf: dict[str, Any]) -> dict[str, Any]:
+    """D-FINE's terms on edge distributions, and the union matching the official recipe uses for box terms
+    (GO-LSD; transformers' D-FINE loss matches each layer on its own)."""
+    return {"fgl_weight": hf.get("weight_loss_fgl", 0.15), "ddf_weight": hf.get("weight_loss_ddf", 1.5),
+            "union_matching": True}  # fmt: skip
 
 
 def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -126,11 +126,18 @@ class DFineDecoder(TwoStageDecoder):
     def forward_train(
         self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
     ) -> dict[str, torch.Tensor]:
-        """-> "boxes" (L, B, Q, 4) and "logits" (L, B, Q, C) per layer, "enc_boxes"/"enc_logits" of the proposals;
-        with targets the denoising part as "dn_..." (see `split_denoising`)."""
+        """-> per layer "boxes" (L, B, Q, 4), "logits" (L, B, Q, C) and "corners" (L, B, Q, 4 * (R + 1)); layer 0's
+        initial boxes as an extra set "pre_boxes" (B, Q, 4) / "pre_logits" (B, Q, C) (no quality estimate); the
+        "references" (B, Q, 4) the edge distances start from and the "bin_values"/"reg_scale" that place them
+        (for D-FINE's losses); "enc_boxes"/"enc_logits" of the proposals; with targets the denoising part as
+        "dn_..." (see `split_denoising`)."""
         queries, reference, attn_mask, dn, outputs = self.training_queries(tokens, shapes, targets)
         refined = self.refine(queries, reference, tokens, shapes, len(self.layers), attn_mask)
         logits = [lqe(head(h), c) for lqe, head, h, c in
                   zip(self.lqe_layers, self.dec_score_head, refined["hidden"], refined["corners"])]  # fmt: skip
-        outputs.update(boxes=refined["boxes"], logits=torch.stack(logits))
+        outputs.update(
+            boxes=refined["boxes"], logits=torch.stack(logits), corners=refined["corners"],
+            pre_boxes=refined["pre_boxes"], pre_logits=self.dec_score_head[0](refined["hidden"][0]),
+            references=refined["initial"], bin_values=self.bin_values, reg_scale=self.reg_scale,
+        )  # fmt: skip
         return self.split_denoising(outputs, dn)

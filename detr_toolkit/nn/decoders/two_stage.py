@@ -138,13 +138,18 @@ class TwoStageDecoder(nn.Module):
         return queries, reference, attn_mask, dn, {"enc_boxes": enc_boxes, "enc_logits": enc_logits}
 
     def split_denoising(self, outputs: dict, dn: DenoisingQueries | None) -> dict:
-        """Per-layer outputs over all queries ((L, B, D + K, ...) "boxes", "logits", ...) -> the denoising part as
-        "dn_boxes", "dn_logits" and "dn_meta" (see DetectionCriterion), the rest under the original names."""
+        """Outputs over all queries (per layer (L, B, D + K, ...): "boxes", "logits", "corners"; per query
+        (B, D + K, ...): "pre_boxes", "pre_logits", "references") -> the denoising part as "dn_<name>" and
+        "dn_meta" (see DetectionCriterion), the rest under the original names."""
         if dn is None:  # keep the denoising embedding in the graph, so DDP sees every parameter used
             outputs["boxes"] = outputs["boxes"] + 0 * self.denoising_class_embed.weight.sum()
             return outputs
         split = dn.queries.shape[1]
-        for name in [k for k in ("boxes", "logits") if k in outputs]:
-            outputs[f"dn_{name}"], outputs[name] = outputs[name][:, :, :split], outputs[name][:, :, split:]
+        for name, dim in (("boxes", 2), ("logits", 2), ("corners", 2), ("pre_boxes", 1), ("pre_logits", 1),
+                          ("references", 1)):  # fmt: skip
+            if name in outputs:
+                outputs[f"dn_{name}"], outputs[name] = outputs[name].split(
+                    [split, outputs[name].shape[dim] - split], dim
+                )
         outputs["dn_meta"] = {"positive": dn.positive, "target": dn.target}
         return outputs
