@@ -171,6 +171,46 @@ TRANSFORMERS_SPECS["d_fine_wide"] = {
     "reg_scale": 8.0,
     "depth_mult": 1.0,
 }
+# DEIMv2's three shapes: a 3-stage HGNetv2 into the lite encoder (Atto-Pico: one stride-16 map, shared box head, no
+# gateway), a 4-stage HGNetv2 into the hybrid encoder (N), DINOv3 with the spatial tuning adapter (S-X; a gated MLP,
+# registers and normed taps as ViT-S+, or plain taps without key bias as ViT-Tiny).
+HGNETV2_3_STAGES = {
+    "model_type": "hgnet_v2", "stem_channels": [3, 8, 8], "stage_in_channels": [8, 16, 32],
+    "stage_mid_channels": [8, 8, 16], "stage_out_channels": [16, 32, 64], "hidden_sizes": [16, 32, 64],
+    "depths": [1, 1, 1], "embedding_size": 8, "stage_num_blocks": [1, 1, 2], "stage_downsample": [False, True, True],
+    "stage_light_block": [False, False, True], "stage_kernel_size": [3, 3, 5], "stage_numb_of_layers": [2, 2, 2],
+    "use_learnable_affine_block": True, "out_indices": [3],
+}  # fmt: skip
+DEIMV2_DECODER = {"decoder_activation_function": "silu", "decoder_layers": 3, "decoder_attention_heads": 4,
+                  "num_queries": 30, "encoder_attention_heads": 4}  # fmt: skip
+TRANSFORMERS_SPECS["deimv2_lite"] = {
+    "input_size": 160, "backbone_config": HGNETV2_3_STAGES, "encoder_type": "lite", "encoder_in_channels": [64],
+    "encoder_hidden_dim": 32, "encoder_layers": 0, "hidden_expansion": 0.34, "depth_mult": 0.5, "d_model": 32,
+    "decoder_in_channels": [32, 32], "feat_strides": [16, 32], "num_feature_levels": 2, "decoder_n_points": [4, 2],
+    "decoder_ffn_dim": 64, "share_bbox_head": True, "use_gateway": False, **DEIMV2_DECODER,
+}  # fmt: skip
+TRANSFORMERS_SPECS["deimv2_hgnet"] = {
+    "input_size": 160, "backbone_config": {**TRANSFORMERS_SPECS["d_fine"]["backbone_config"], "out_indices": [3, 4]},
+    "encoder_in_channels": [64, 128], "encoder_hidden_dim": 32, "encoder_ffn_dim": 64, "hidden_expansion": 0.34,
+    "depth_mult": 0.5, "d_model": 32, "decoder_in_channels": [32, 32], "feat_strides": [16, 32],
+    "num_feature_levels": 2, "encode_proj_layers": [1], "decoder_n_points": [6, 6], "decoder_ffn_dim": 64,
+    **DEIMV2_DECODER,
+}  # fmt: skip
+DINOV3 = {"model_type": "dinov3_vit", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+          "patch_size": 16, "out_indices": [2, 3, 4]}  # fmt: skip
+TRANSFORMERS_SPECS["deimv2_dinov3"] = {
+    "input_size": 160,
+    "backbone_config": {**DINOV3, "intermediate_size": 128, "use_gated_mlp": True, "hidden_act": "silu",
+                        "num_register_tokens": 4, "layerscale_value": 0.5, "apply_layernorm": True},
+    "spatial_tuning_adapter_inplanes": 8, "encoder_in_channels": [48, 48, 48], "encoder_hidden_dim": 48,
+    "encoder_ffn_dim": 96, "hidden_expansion": 0.67, "depth_mult": 0.67, "encoder_has_trailing_conv": False,
+    "d_model": 48, "decoder_in_channels": [48, 48, 48], "decoder_n_points": [3, 6, 3], "decoder_ffn_dim": 96,
+    **DEIMV2_DECODER,
+}  # fmt: skip
+TRANSFORMERS_SPECS["deimv2_vit_tiny"] = {
+    **TRANSFORMERS_SPECS["deimv2_dinov3"],
+    "backbone_config": {**DINOV3, "intermediate_size": 256, "key_bias": False, "apply_layernorm": False},
+}
 # The settings official checkpoints do not store, as every released one has them: 8 heads and 4 points per level
 # (v1), offset scale 0.5 (v2), 300 queries.
 OFFICIAL = {"encoder_attention_heads": 8, "decoder_attention_heads": 8, "num_queries": 300}
@@ -195,6 +235,10 @@ TRANSFORMERS_CLASSES = {
     "rt_detr_official": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", False),
     "d_fine": ("DFineConfig", "DFineForObjectDetection", "RTDetrImageProcessor", False),
     "d_fine_wide": ("DFineConfig", "DFineForObjectDetection", "RTDetrImageProcessor", False),
+    "deimv2_lite": ("Deimv2Config", "Deimv2ForObjectDetection", "RTDetrImageProcessor", False),
+    "deimv2_hgnet": ("Deimv2Config", "Deimv2ForObjectDetection", "RTDetrImageProcessor", False),
+    "deimv2_dinov3": ("Deimv2Config", "Deimv2ForObjectDetection", "RTDetrImageProcessor", True),
+    "deimv2_vit_tiny": ("Deimv2Config", "Deimv2ForObjectDetection", "RTDetrImageProcessor", True),
     "rt_detr_v2_official": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2_official_discrete": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),
 }

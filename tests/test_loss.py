@@ -246,7 +246,7 @@ def test_distribution_losses_equal_transformers(family, counts):
     from transformers.loss.loss_d_fine import DFineLoss
     from transformers.loss.loss_deimv2 import Deimv2Loss
 
-    from detr_toolkit.weights import hf_dfine
+    from detr_toolkit.weights import hf_deimv2, hf_dfine
 
     reg_max = 8
     outputs, targets, dn = distribution_case(counts, reg_max)
@@ -261,7 +261,7 @@ def test_distribution_losses_equal_transformers(family, counts):
         theirs_criterion = Deimv2Loss(hf)
         section = dict(load_model_config("dfine-s")["loss"])
         if family == "deimv2":
-            section.update(class_loss="mal", alpha=1.0, gamma=hf.focal_loss_gamma)
+            section = hf_deimv2.convert_config(hf.to_dict(), None)["loss"]
         else:
             theirs_criterion.losses = ["vfl", "boxes", "local"]
             theirs_criterion.weight_dict["loss_vfl"] = hf.weight_loss_vfl

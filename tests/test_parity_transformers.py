@@ -1,4 +1,4 @@
-"""Our detectors against transformers' RF-DETR, LW-DETR, RT-DETR, RT-DETRv2 and D-FINE on the same
+"""Our detectors against transformers' RF-DETR, LW-DETR, RT-DETR, RT-DETRv2, D-FINE and DEIMv2 on the same
 `save_pretrained` weights (folders written by transformers, read by us without it)."""
 
 from __future__ import annotations
@@ -14,7 +14,19 @@ from detr_toolkit.data.images import read_image
 from detr_toolkit.data.sources import Frame
 from detr_toolkit.engine.predictor import preprocess
 
-KINDS = ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine", "d_fine_wide"]
+KINDS = [
+    "rf_detr",
+    "lw_detr",
+    "rt_detr",
+    "rt_detr_v2",
+    "rt_detr_v2_discrete",
+    "d_fine",
+    "d_fine_wide",
+    "deimv2_lite",
+    "deimv2_hgnet",
+    "deimv2_dinov3",
+    "deimv2_vit_tiny",
+]
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -1,5 +1,5 @@
-"""Small building blocks shared by every part of the detector: activations, MLP, LayerNorm2d, inverse sigmoid,
-the DETR head initialisation."""
+"""Small building blocks shared by every part of the detector: activations, MLP, SwiGLU, LayerNorm2d, inverse
+sigmoid, the DETR head initialisation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, None: nn.Identity}
@@ -21,20 +22,37 @@ def activation(name: str | None) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """A stack of `num_layers` linear layers with ReLU between them.
+    """A stack of `num_layers` linear layers with an activation (ReLU by default) between them.
 
     Shapes: (..., in_dim) -> (..., out_dim).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, act: str = "relu"):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
+            x = self.act(layer(x))
         return self.layers[-1](x)
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward network: down(silu(gate(x)) * up(x)) (DEIMv2's decoder FFN).
+
+    Shapes: (..., dim) -> (..., dim), through `hidden_dim` features.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.gate = nn.Linear(dim, hidden_dim)
+        self.up = nn.Linear(dim, hidden_dim)
+        self.down = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

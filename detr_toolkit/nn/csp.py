@@ -1,5 +1,6 @@
 """The fusion blocks of the hybrid encoders: RT-DETR's CSP block of RepConvs (RepC3), D-FINE's ELAN block built
-from two of them (RepNCSPELAN4), and D-FINE's separable downsampling (SCDown)."""
+from two of them (RepNCSPELAN4), DEIMv2's lighter ELAN (RepNCSPELAN5) of single-split CSP blocks (RepCSP2), and
+D-FINE's separable downsampling (SCDown)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,41 @@ class ELAN(nn.Module):
             RepC3(width, width, blocks, 1.0, act, norm_eps), ConvNormAct(width, width, 3, **conv)
         )
         self.merge = ConvNormAct(in_channels + 2 * width, out_channels, 1, **conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.split(x).chunk(2, dim=1)
+        first = self.branch1(b)
+        return self.merge(torch.cat([a, b, first, self.branch2(first)], dim=1))
+
+
+class RepCSP2(nn.Module):
+    """DEIMv2's CSP block: one 1x1 conv split in halves (shortcut, path); RepConvs on the path; the sum, through a
+    3x3 conv when `trailing_conv` (DEIMv2's HGNetv2 sizes) or as it is. Shapes: (B, C_in, H, W) -> (B, C_out, H, W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, trailing_conv: bool, act: str,
+                 norm_eps: float):  # fmt: skip
+        super().__init__()
+        self.split = ConvNormAct(in_channels, 2 * out_channels, 1, act=act, norm_eps=norm_eps)
+        self.blocks = nn.Sequential(*(RepConv(out_channels, act, norm_eps) for _ in range(blocks)))
+        self.merge = ConvNormAct(out_channels, out_channels, 3, act=act, norm_eps=norm_eps) if trailing_conv else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut, path = self.split(x).chunk(2, dim=1)
+        x = shortcut + self.blocks(path)
+        return x if self.merge is None else self.merge(x)
+
+
+class ELAN5(nn.Module):
+    """DEIMv2's RepNCSPELAN5: a 1x1 conv to 2 * in_channels split in halves (a, b); two chained RepCSP2 grow from
+    b; a 1x1 conv merges a, b and both. Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, blocks: int, trailing_conv: bool, act: str,
+                 norm_eps: float):  # fmt: skip
+        super().__init__()
+        self.split = ConvNormAct(in_channels, 2 * in_channels, 1, act=act, norm_eps=norm_eps)
+        self.branch1 = RepCSP2(in_channels, width, blocks, trailing_conv, act, norm_eps)
+        self.branch2 = RepCSP2(width, width, blocks, trailing_conv, act, norm_eps)
+        self.merge = ConvNormAct(2 * in_channels + 2 * width, out_channels, 1, act=act, norm_eps=norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.split(x).chunk(2, dim=1)

@@ -7,7 +7,7 @@ A config is plain data:
     mean: [0.485, 0.456, 0.406]      # optional input normalisation of 0..1 RGB pixels (RT-DETR: none)
     std: [0.229, 0.224, 0.225]
     backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (hgnetv2, resnet_vd, vit)
-    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (hybrid, none)
+    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (hybrid, lite, none)
     decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (rtdetr, dfine, lwdetr)
     loss:     {class_loss: ...}      # training only: see `detr_toolkit.loss` (not read here)
 Channel counts flow from one part to the next; nothing else is implied.
@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from .backbones import BACKBONES
 from .decoders import DECODERS
 from .encoder import HybridEncoder
+from .lite_encoder import LiteEncoder
 from .validation import CONSTRUCTION_ERRORS, check_arguments, check_config_values, check_on_meta, is_number
 
 
@@ -40,7 +41,7 @@ class NoEncoder(nn.Module):
         return features
 
 
-ENCODERS = {"hybrid": HybridEncoder, "none": NoEncoder}
+ENCODERS = {"hybrid": HybridEncoder, "lite": LiteEncoder, "none": NoEncoder}
 MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder", "loss"}
 DEFAULT_IMGSZ = 640  # a config without imgsz is checked at this input size
 # Arguments a part receives from the parts before it, never from its config section.
@@ -50,8 +51,8 @@ DERIVED = {"in_channels", "in_strides", "num_classes"}
 class Detector(nn.Module):
     """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}.
 
-    `mean`/`std` (per RGB channel), when given, normalise the images first; `stride` (the backbone's) is what
-    input sides must be multiples of.
+    `mean`/`std` (per RGB channel), when given, normalise the images first; `stride` (the coarsest of the
+    backbone's and the encoder's maps) is what input sides must be multiples of.
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class Detector(nn.Module):
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
-        self.stride: int = backbone.stride
+        self.stride: int = max(backbone.stride, *encoder.out_strides)
         normalise = mean is not None or std is not None
         self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
         self.register_buffer("std", torch.tensor(std or [1.0] * 3).view(1, 3, 1, 1) if normalise else None, False)

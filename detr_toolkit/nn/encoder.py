@@ -6,7 +6,8 @@ top-down path: lateral conv, upsample, concat with the next finer level, fusion 
 bottom-up path: stride-2 conv, concat with the next coarser level, fusion block          (PAN)
 
 RT-DETR fuses with RepC3 blocks and downsamples with a 3x3 conv; D-FINE fuses with ELAN blocks
-(`block: elan`), downsamples with SCDown and has no activation in its lateral convs (`lateral_act: null`).
+(`block: elan`), downsamples with SCDown and has no activation in its lateral convs (`lateral_act: null`);
+DEIMv2 adds the two levels instead of concatenating them (`fuse: sum`) and fuses with ELAN5 blocks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .common import activation
 from .conv import ConvNormAct
-from .csp import ELAN, RepC3, SCDown
+from .csp import ELAN, ELAN5, RepC3, SCDown
 
 
 def sincos_position_embedding(height: int, width: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -72,16 +73,19 @@ class AIFI(TransformerEncoderLayer):
         return tokens.transpose(1, 2).reshape(-1, dim, height, width)
 
 
-FUSION_BLOCKS = ("repc3", "elan")
+FUSION_BLOCKS = ("repc3", "elan", "elan5")
 DOWNSAMPLES = ("conv", "scdown")
+FUSIONS = ("concat", "sum")
 
 
 class HybridEncoder(nn.Module):
     """AIFI on the coarsest level + FPN/PAN fusion.
 
     Shapes: [(B, in_channels[i], H_i, W_i)] fine to coarse -> [(B, hidden_dim, H_i, W_i)] fine to coarse.
-    `csp_blocks`: RepConvs per RepC3 (in an ELAN: per each of its two RepC3). `expansion`: RepC3's hidden width
-    as a fraction of hidden_dim; an ELAN's branches are round(expansion * hidden_dim // 2) wide (D-FINE's rule).
+    `csp_blocks`: RepConvs per RepC3 (in an ELAN: per each of its two CSP blocks). `expansion`: RepC3's hidden
+    width as a fraction of hidden_dim; an ELAN's branches are round(expansion * hidden_dim // 2) wide (D-FINE's
+    rule). `fuse`: how a level meets the one resampled to it (`concat`, or DEIMv2's `sum`). `trailing_conv`: ELAN5's
+    CSP blocks end in a 3x3 conv.
     """
 
     def __init__(
@@ -100,17 +104,25 @@ class HybridEncoder(nn.Module):
         block: str = "repc3",
         downsample: str = "conv",
         lateral_act: str | None = "silu",
+        fuse: str = "concat",
+        trailing_conv: bool = False,
     ):
         super().__init__()
-        if block not in FUSION_BLOCKS or downsample not in DOWNSAMPLES:
-            raise ValueError(f"block={block!r}, downsample={downsample!r}: use {FUSION_BLOCKS}, {DOWNSAMPLES}")
+        if block not in FUSION_BLOCKS or downsample not in DOWNSAMPLES or fuse not in FUSIONS:
+            raise ValueError(f"block={block!r}, downsample={downsample!r}, fuse={fuse!r}: use {FUSION_BLOCKS}, "
+                             f"{DOWNSAMPLES}, {FUSIONS}")  # fmt: skip
         levels = len(in_channels)
         conv = {"act": act, "norm_eps": norm_eps}
+        self.fuse = fuse
+        fused = hidden_dim if fuse == "sum" else 2 * hidden_dim
+        width = round(expansion * hidden_dim // 2)
 
         def fusion() -> nn.Module:
+            if block == "elan5":
+                return ELAN5(fused, hidden_dim, width, csp_blocks, trailing_conv, **conv)
             if block == "elan":
-                return ELAN(2 * hidden_dim, hidden_dim, round(expansion * hidden_dim // 2), csp_blocks, **conv)
-            return RepC3(2 * hidden_dim, hidden_dim, csp_blocks, expansion, **conv)
+                return ELAN(fused, hidden_dim, width, csp_blocks, **conv)
+            return RepC3(fused, hidden_dim, csp_blocks, expansion, **conv)
 
         def downsampling() -> nn.Module:
             if downsample == "scdown":
@@ -129,6 +141,10 @@ class HybridEncoder(nn.Module):
         self.out_channels = [hidden_dim] * levels
         self.out_strides = list(in_strides)
 
+    def merge(self, resampled: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """A level and the map resampled to its size, as the fusion blocks take them."""
+        return resampled + level if self.fuse == "sum" else torch.cat([resampled, level], dim=1)
+
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         projected = [proj(f) for proj, f in zip(self.input_proj, features)]
         # Top-down: `laterals` collects each coarse level after its lateral conv, coarsest first.
@@ -138,10 +154,10 @@ class HybridEncoder(nn.Module):
             top = self.lateral_convs[i](top)
             laterals.append(top)
             upsampled = F.interpolate(top, scale_factor=2.0, mode="nearest")
-            top = self.fpn_blocks[i](torch.cat([upsampled, finer], dim=1))
+            top = self.fpn_blocks[i](self.merge(upsampled, finer))
         # Bottom-up: start from the finest fused map, walk back to the coarsest lateral.
         outputs = [top]
         for i, coarser in enumerate(reversed(laterals)):
             downsampled = self.downsample_convs[i](outputs[-1])
-            outputs.append(self.pan_blocks[i](torch.cat([downsampled, coarser], dim=1)))
+            outputs.append(self.pan_blocks[i](self.merge(downsampled, coarser)))
         return outputs

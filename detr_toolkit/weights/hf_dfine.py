@@ -19,7 +19,7 @@ from .hf_config import block_count, rename_tensors, require
 from .hf_rtdetr import family_config
 from .mapping import Rule, apply_rules
 
-_BACKBONE: list[Rule] = [
+BACKBONE_RULES: list[Rule] = [
     (r"^model\.backbone\.model\.embedder\.", "backbone.stem."),
     (r"^model\.backbone\.model\.encoder\.stages\.", "backbone.stages."),
     (r"\.layers\.(\d+)\.conv1\.", r".layers.\1.pointwise."),  # light blocks: 1x1, then depthwise
@@ -29,7 +29,7 @@ _BACKBONE: list[Rule] = [
     (r"\.convolution\.", ".conv."),
     (r"\.normalization\.", ".norm."),
 ]
-_ENCODER: list[Rule] = [
+ENCODER_RULES: list[Rule] = [
     (r"^model\.encoder_input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
     (r"^model\.encoder_input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
     (r"^model\.encoder\.(encoder|aifi)\.0\.layers\.0\.", "encoder.aifi."),
@@ -46,7 +46,7 @@ _ENCODER: list[Rule] = [
     (r"^encoder\.aifi\.self_attn_layer_norm\.", "encoder.aifi.norm1."),
     (r"^encoder\.aifi\.final_layer_norm\.", "encoder.aifi.norm2."),
 ]
-_DECODER: list[Rule] = [
+DECODER_RULES: list[Rule] = [
     (r"^model\.decoder_input_proj\.(\d+)\.0\.", r"decoder.input_proj.\1.conv."),
     (r"^model\.decoder_input_proj\.(\d+)\.1\.", r"decoder.input_proj.\1.norm."),
     (r"^model\.decoder\.class_embed\.", "decoder.dec_score_head."),
@@ -56,15 +56,18 @@ _DECODER: list[Rule] = [
     (r"\.final_layer_norm\.", ".norm3."),
     (r"\.encoder_attn\.", ".cross_attn."),
 ]
-_SHARED: list[Rule] = [
+SHARED_RULES: list[Rule] = [
     (r"\.self_attn\.o_proj\.", ".self_attn.out_proj."),
     (r"\.(mlp\.layers\.0|fc1)\.", ".linear1."),
     (r"\.(mlp\.layers\.1|fc2)\.", ".linear2."),
 ]
 _PARTS = [
-    (r"^model\.backbone\.", _BACKBONE),
-    (r"^model\.(encoder_input_proj|encoder)\.", _ENCODER),
-    (r"^model\.(decoder_input_proj|decoder|enc_output|enc_score_head|enc_bbox_head|denoising_class_embed)\.", _DECODER),
+    (r"^model\.backbone\.", BACKBONE_RULES),
+    (r"^model\.(encoder_input_proj|encoder)\.", ENCODER_RULES),
+    (
+        r"^model\.(decoder_input_proj|decoder|enc_output|enc_score_head|enc_bbox_head|denoising_class_embed)\.",
+        DECODER_RULES,
+    ),
 ]
 # Buffers transformers keeps that our modules compute or hold in the config.
 _DROPPED = re.compile(r"(num_batches_tracked|num_points_scale|^model\.decoder\.(reg_scale|up))$")
@@ -76,11 +79,12 @@ def rename(key: str) -> str | None:
         return None
     for prefix, rules in _PARTS:
         if re.match(prefix, key):
-            return apply_rules(apply_rules(key, rules), _SHARED)
+            return apply_rules(apply_rules(key, rules), SHARED_RULES)
     raise KeyError(key)
 
 
-def _backbone(hf: dict[str, Any]) -> dict[str, Any]:
+def hgnetv2_backbone(hf: dict[str, Any]) -> dict[str, Any]:
+    """Our HGNetv2 backbone section from a transformers config with an `hgnet_v2` backbone_config."""
     hg = hf.get("backbone_config") or {}
     if hg.get("model_type") != "hgnet_v2" or hf.get("use_timm_backbone"):
         raise CheckpointError(f"config.json: backbone {hg.get('model_type')!r} is not supported (only hgnet_v2)")
@@ -120,7 +124,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "reg_scale": hf.get("reg_scale", 4.0), "up": hf.get("up", 0.5), "lqe_top_k": hf.get("top_prob_values", 4),
         "lqe_hidden_dim": hf.get("lqe_hidden_dim", 64), "lqe_layers": hf.get("lqe_layers", 2),
     }  # fmt: skip
-    config = family_config(hf, preprocessor, _backbone(hf), encoder, decoder)
+    config = family_config(hf, preprocessor, hgnetv2_backbone(hf), encoder, decoder)
     config["loss"].update(distribution_loss(hf))
     return config
 

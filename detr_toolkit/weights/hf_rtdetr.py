@@ -121,16 +121,23 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
 
 
 def family_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None, backbone: dict[str, Any],
-                  encoder: dict[str, Any], decoder: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+                  encoder: dict[str, Any], decoder: dict[str, Any], levels: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Our model config from the settings the RT-DETR family's transformers configs share (RT-DETR, RT-DETRv2,
-    D-FINE), with a family's `backbone` and its own `encoder` and `decoder` keys on top. Settings our modules do not
-    express are refused by name."""
-    for name, supported in (("encoder_layers", 1), ("normalize_before", False), ("learn_initial_query", False),
-                            ("positional_encoding_temperature", 10000), ("layer_norm_eps", 1e-5),
-                            ("eval_size", None)):  # fmt: skip
-        require(hf, name, supported)  # eval_size: transformers then drops the encoder's position embedding
-    levels = len(backbone["return_stages"])
-    require(hf, "encode_proj_layers", [levels - 1])  # attention on the coarsest level only
+    D-FINE, DEIMv2), with a family's `backbone` and its own `encoder` and `decoder` keys on top; `levels`: the
+    decoder's feature levels (the backbone's returned stages by default). Settings our modules do not express are
+    refused by name.
+
+    `eval_size` is accepted and ignored: transformers then runs its encoder without position embeddings in eval
+    mode, where the official code (whose training made the weights) uses the embedding of that size; we follow the
+    official code.
+    """
+    for name, supported in (("normalize_before", False), ("learn_initial_query", False),
+                            ("positional_encoding_temperature", 10000), ("layer_norm_eps", 1e-5)):  # fmt: skip
+        require(hf, name, supported)
+    levels = levels or len(backbone["return_stages"])
+    if encoder.get("type", "hybrid") == "hybrid":
+        require(hf, "encoder_layers", 1)
+        require(hf, "encode_proj_layers", [levels - 1])  # attention on the coarsest level only
     require(hf, "num_feature_levels", levels)
     nc, names = names_of(hf, default_nc=80)
     imgsz, mean, std = input_settings(preprocessor, DEFAULT_SIZE, None, None)

@@ -3,7 +3,7 @@
 A folder holds `config.json`, optionally `preprocessor_config.json`, and `model.safetensors` (or shards listed in
 `model.safetensors.index.json`); all are plain data, so nothing in them can run code. transformers itself is not
 needed. Each family's module turns the config into ours and renames the tensors to our modules:
-`hf_lwdetr` (RF-DETR, LW-DETR), `hf_rtdetr` (RT-DETR, RT-DETRv2), `hf_dfine` (D-FINE).
+`hf_lwdetr` (RF-DETR, LW-DETR), `hf_rtdetr` (RT-DETR, RT-DETRv2), `hf_dfine` (D-FINE), `hf_deimv2` (DEIMv2).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import CheckpointError
-from . import hf_dfine, hf_lwdetr, hf_rtdetr
+from . import hf_deimv2, hf_dfine, hf_lwdetr, hf_rtdetr
 
 FAMILIES = {"rf_detr": hf_lwdetr, "lw_detr": hf_lwdetr, "rt_detr": hf_rtdetr, "rt_detr_v2": hf_rtdetr,
-            "d_fine": hf_dfine}  # fmt: skip
+            "d_fine": hf_dfine, "deimv2": hf_deimv2}  # fmt: skip
 
 
 def is_hf_folder(path: Path) -> bool:

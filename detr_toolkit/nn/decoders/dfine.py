@@ -26,6 +26,9 @@ class DFineDecoder(TwoStageDecoder):
 
     Args beyond RT-DETR's decoder: reg_max (bins per edge - 1), reg_scale and up (the bin values' curvature and
     range), lqe_top_k / lqe_hidden_dim / lqe_layers (the location-quality estimator).
+    DEIMv2's decoder is this one with other parts: `norm: rms`, `ffn: swiglu`, `gateway: false` for its smallest
+    sizes, `share_bbox_head` (one box head for every layer), a 3-layer query position head (`query_pos_layers`,
+    `query_pos_width`, `query_pos_act`); `head_act`: the activation inside the box and quality heads.
     """
 
     def __init__(
@@ -55,26 +58,37 @@ class DFineDecoder(TwoStageDecoder):
         lqe_top_k: int = 4,
         lqe_hidden_dim: int = 64,
         lqe_layers: int = 2,
+        norm: str = "layer",
+        ffn: str = "mlp",
+        gateway: bool = True,
+        share_bbox_head: bool = False,
+        query_pos_layers: int = 2,
+        query_pos_width: int | None = None,
+        query_pos_act: str = "relu",
+        head_act: str = "relu",
     ):
         super().__init__(in_channels, in_strides, num_classes, hidden_dim, num_queries, num_layers, eval_idx,
                          num_denoising, label_noise_ratio, box_noise_scale, anchor_size, eval_size, norm_eps,
-                         project_inputs=False)  # fmt: skip
+                         project_inputs=False, query_pos_layers=query_pos_layers, query_pos_width=query_pos_width,
+                         query_pos_act=query_pos_act, head_act=head_act)  # fmt: skip
         if reg_max < 4 or reg_max % 2:
             raise ValueError(f"reg_max={reg_max} must be an even number of at least 4")
         num_points = list(num_points) if not isinstance(num_points, int) else num_points
         self.reg_scale = reg_scale
-        dfine_layer = {"offset_scale": offset_scale, "project_values": False, "gateway": True}
+        dfine_layer = {"offset_scale": offset_scale, "project_values": False, "gateway": gateway, "norm": norm,
+                       "ffn": ffn}  # fmt: skip
         self.layers = nn.ModuleList(
             DecoderLayer(hidden_dim, num_heads, ffn_dim, len(in_channels), num_points, act, dropout, **dfine_layer)
             for _ in range(num_layers)
         )
-        self.pre_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
+        self.pre_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3, head_act)
         self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
-        self.dec_bbox_head = nn.ModuleList(
-            MLP(hidden_dim, hidden_dim, 4 * (reg_max + 1), num_layers=3) for _ in range(num_layers)
+        self.dec_bbox_head = nn.ModuleList(  # one, used by every layer, when shared
+            MLP(hidden_dim, hidden_dim, 4 * (reg_max + 1), 3, head_act)
+            for _ in range(1 if share_bbox_head else num_layers)
         )
         self.lqe_layers = nn.ModuleList(
-            LocationQuality(lqe_top_k, lqe_hidden_dim, lqe_layers) for _ in range(num_layers)
+            LocationQuality(lqe_top_k, lqe_hidden_dim, lqe_layers, head_act) for _ in range(num_layers)
         )
         self.register_buffer("bin_values", weighting_function(reg_max, up, reg_scale), persistent=False)
         self.reset_parameters()
@@ -98,7 +112,8 @@ class DFineDecoder(TwoStageDecoder):
         boxes = reference.sigmoid()
         corners = previous = 0
         all_boxes, all_corners, all_hidden = [], [], []
-        for i, (layer, bbox_head) in enumerate(zip(self.layers[:layers], self.dec_bbox_head)):
+        bbox_heads = self.dec_bbox_head if len(self.dec_bbox_head) > 1 else [self.dec_bbox_head[0]] * layers
+        for i, (layer, bbox_head) in enumerate(zip(self.layers[:layers], bbox_heads)):
             query_pos = self.query_pos_head(boxes).clamp(-QUERY_POS_CLAMP, QUERY_POS_CLAMP)
             queries = layer(queries, boxes, query_pos, tokens, shapes, attn_mask)
             if i == 0:

@@ -46,10 +46,10 @@ class LocationQuality(nn.Module):
     """D-FINE's LQE: the top-k probabilities of each edge's distribution and their mean -> an MLP -> a score added
     to every class logit. Shapes: logits (B, Q, C), corners (B, Q, 4 * (R + 1)) -> (B, Q, C)."""
 
-    def __init__(self, top_k: int = 4, hidden_dim: int = 64, num_layers: int = 2):
+    def __init__(self, top_k: int = 4, hidden_dim: int = 64, num_layers: int = 2, act: str = "relu"):
         super().__init__()
         self.top_k = top_k
-        self.reg_conf = MLP(4 * (top_k + 1), hidden_dim, 1, num_layers)
+        self.reg_conf = MLP(4 * (top_k + 1), hidden_dim, 1, num_layers, act)
 
     def forward(self, logits: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
         probabilities = F.softmax(corners.unflatten(-1, (4, -1)), dim=-1)

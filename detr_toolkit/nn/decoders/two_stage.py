@@ -25,6 +25,8 @@ class TwoStageDecoder(nn.Module):
     `project_inputs=False` keeps maps that already have hidden_dim channels as they are (D-FINE); others are
     projected by a 1x1 conv and batch norm. Anchors for `eval_size` inputs are precomputed state, as in upstream
     RT-DETR (eval_spatial_size); imported checkpoints may carry their own (ultralytics stores them rounded to fp16).
+    The query position head maps a box through `query_pos_layers` linear layers (`query_pos_width` wide, twice
+    hidden_dim by default, `query_pos_act` between); `head_act` is the activation inside the box heads' MLPs.
     """
 
     def __init__(
@@ -43,6 +45,10 @@ class TwoStageDecoder(nn.Module):
         eval_size: int | None,
         norm_eps: float,
         project_inputs: bool = True,
+        query_pos_layers: int = 2,
+        query_pos_width: int | None = None,
+        query_pos_act: str = "relu",
+        head_act: str = "relu",
     ):
         super().__init__()
         if not -num_layers <= eval_idx < num_layers:
@@ -63,10 +69,10 @@ class TwoStageDecoder(nn.Module):
             ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels
         )  # fmt: skip
         self.denoising_class_embed = nn.Embedding(num_classes, hidden_dim)
-        self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, num_layers=2)
+        self.query_pos_head = MLP(4, query_pos_width or 2 * hidden_dim, hidden_dim, query_pos_layers, query_pos_act)
         self.enc_output = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim))
         self.enc_score_head = nn.Linear(hidden_dim, num_classes)
-        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
+        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3, head_act)
         self.eval_shapes = level_shapes(eval_size, in_strides) if eval_size else []
         anchors, valid = generate_anchors(self.eval_shapes, anchor_size) if eval_size else (None, None)
         self.register_buffer("anchors", anchors)
