@@ -121,12 +121,17 @@ BASE_DEPTH = 8  # configs a chain of `base:` keys may pass through
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `override`'s keys on top: mappings merge key by key, anything else replaces."""
+    """`base` with `override`'s keys on top: mappings merge key by key, anything else replaces; so does a mapping
+    of another `type` (a different backbone, encoder or decoder keeps none of the base's keys)."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = (
-            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        below = merged.get(key)
+        same_kind = (
+            isinstance(value, dict)
+            and isinstance(below, dict)
+            and value.get("type", below.get("type")) == below.get("type")
         )
+        merged[key] = merge(below, value) if same_kind else value
     return merged
 
 

@@ -376,6 +376,12 @@ PEER_CONFIGS = {
 # HGNetv2 variants as upstream D-FINE defines them: stem (in, mid, out), then per stage
 # (in, mid, out, blocks, downsample, light, kernel, layers).
 HGNETV2 = {
+    "Atto": ((3, 16, 16), [(16, 16, 64, 1, False, False, 3, 3), (64, 32, 256, 1, True, False, 3, 3),
+                           (256, 64, 256, 1, True, True, 3, 3)]),
+    "Femto": ((3, 16, 16), [(16, 16, 64, 1, False, False, 3, 3), (64, 32, 256, 1, True, False, 3, 3),
+                            (256, 64, 512, 1, True, True, 5, 3)]),
+    "Pico": ((3, 16, 16), [(16, 16, 64, 1, False, False, 3, 3), (64, 32, 256, 1, True, False, 3, 3),
+                           (256, 64, 512, 2, True, True, 5, 3)]),
     "B0": ((3, 16, 16), [(16, 16, 64, 1, False, False, 3, 3), (64, 32, 256, 1, True, False, 3, 3),
                          (256, 64, 512, 2, True, True, 5, 3), (512, 128, 1024, 1, True, True, 5, 3)]),
     "B2": ((3, 24, 32), [(32, 32, 96, 1, False, False, 3, 4), (96, 64, 384, 1, True, False, 3, 4),
@@ -393,7 +399,8 @@ def hgnetv2(variant: str, lab: bool, out_indices: list[int]) -> dict:
     names = ["stage_in_channels", "stage_mid_channels", "stage_out_channels", "stage_num_blocks", "stage_downsample",
              "stage_light_block", "stage_kernel_size", "stage_numb_of_layers"]  # fmt: skip
     return {"model_type": "hgnet_v2", "stem_channels": list(stem), **{n: list(c) for n, c in zip(names, columns)},
-            "hidden_sizes": list(columns[2]), "use_learnable_affine_block": lab, "out_indices": out_indices}  # fmt: skip
+            "hidden_sizes": list(columns[2]), "depths": [1] * len(stages), "embedding_size": stem[2],
+            "use_learnable_affine_block": lab, "out_indices": out_indices}  # fmt: skip
 
 
 DFINE = {"encoder_in_channels": [512, 1024, 2048], "decoder_n_points": [3, 6, 3]}
@@ -411,6 +418,50 @@ PEER_CONFIGS.update({
     "dfine-l": ("DFineConfig", {"backbone_config": hgnetv2("B4", False, [2, 3, 4]), **DFINE}),
     "dfine-x": ("DFineConfig", {"backbone_config": hgnetv2("B5", False, [2, 3, 4]), **DFINE, "encoder_hidden_dim": 384,
                                 "encoder_ffn_dim": 2048, "decoder_in_channels": [384, 384, 384]}),
+})  # fmt: skip
+
+# DEIMv2's sizes as transformers' conversion script configures them (its DINOV3_PRESETS and the official configs).
+LITE = {"encoder_type": "lite", "encoder_layers": 0, "hidden_expansion": 0.34, "depth_mult": 0.5,
+        "feat_strides": [16, 32], "num_feature_levels": 2, "decoder_n_points": [4, 2], "decoder_layers": 3,
+        "share_bbox_head": True, "use_gateway": False, "decoder_activation_function": "silu"}  # fmt: skip
+VIT = {"model_type": "dinov3_vit", "num_hidden_layers": 12, "patch_size": 16, "rope_theta": 100.0}
+VIT_TINY = {**VIT, "key_bias": False, "apply_layernorm": False, "out_indices": [4, 8, 12]}
+VIT_S = {**VIT, "key_bias": True, "apply_layernorm": True, "hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536, "num_register_tokens": 4,
+         "out_indices": [6, 9, 12]}  # fmt: skip
+
+
+def deimv2_vit(backbone: dict, adapter: int, hidden: int, encoder_ffn: int, expansion: float, depth: float,
+               layers: int, ffn: int) -> tuple[str, dict]:  # fmt: skip
+    return ("Deimv2Config", {
+        "backbone_config": backbone, "spatial_tuning_adapter_inplanes": adapter, "encoder_in_channels": [hidden] * 3,
+        "encoder_hidden_dim": hidden, "encoder_ffn_dim": encoder_ffn, "hidden_expansion": expansion,
+        "depth_mult": depth, "encoder_has_trailing_conv": False, "d_model": hidden, "decoder_in_channels": [hidden] * 3,
+        "decoder_n_points": [3, 6, 3], "decoder_layers": layers, "decoder_ffn_dim": ffn,
+        "decoder_activation_function": "silu"})  # fmt: skip
+
+
+PEER_CONFIGS.update({
+    "deimv2-atto": ("Deimv2Config", {"backbone_config": hgnetv2("Atto", True, [3]), **LITE, "encoder_in_channels": [256],
+                                     "encoder_hidden_dim": 64, "d_model": 64, "decoder_in_channels": [64, 64],
+                                     "decoder_ffn_dim": 160, "num_queries": 100}),
+    "deimv2-femto": ("Deimv2Config", {"backbone_config": hgnetv2("Femto", True, [3]), **LITE,
+                                      "encoder_in_channels": [512], "encoder_hidden_dim": 96, "d_model": 96,
+                                      "decoder_in_channels": [96, 96], "decoder_ffn_dim": 256, "num_queries": 150}),
+    "deimv2-pico": ("Deimv2Config", {"backbone_config": hgnetv2("Pico", True, [3]), **LITE,
+                                     "encoder_in_channels": [512], "encoder_hidden_dim": 112, "d_model": 112,
+                                     "decoder_in_channels": [112, 112], "decoder_ffn_dim": 320, "num_queries": 200}),
+    "deimv2-n": ("Deimv2Config", {"backbone_config": hgnetv2("B0", True, [3, 4]), "encoder_in_channels": [512, 1024],
+                                  "feat_strides": [16, 32], "num_feature_levels": 2, "encode_proj_layers": [1],
+                                  "encoder_hidden_dim": 128, "encoder_ffn_dim": 512, "hidden_expansion": 0.34,
+                                  "depth_mult": 0.5, "d_model": 128, "decoder_in_channels": [128, 128],
+                                  "decoder_layers": 3, "decoder_ffn_dim": 512, "decoder_n_points": [6, 6],
+                                  "decoder_activation_function": "silu"}),
+    "deimv2-s": deimv2_vit({**VIT_TINY, "hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768},
+                           16, 192, 512, 0.34, 0.67, 4, 512),
+    "deimv2-m": deimv2_vit({**VIT_TINY, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
+                           16, 256, 512, 0.67, 1.0, 4, 512),
+    "deimv2-l": deimv2_vit(VIT_S, 32, 224, 896, 1.0, 1.0, 4, 1792),
+    "deimv2-x": deimv2_vit({**VIT_S, "use_gated_mlp": True, "hidden_act": "silu"}, 64, 256, 1024, 1.25, 1.37, 6, 2048),
 })  # fmt: skip
 
 # transformers' D-FINE names -> the official Peterande/D-FINE names (the names transformers' conversion script reads

@@ -126,7 +126,8 @@ def test_info_counts_parameters_and_flops():
 
 
 def test_a_config_overrides_its_base(tmp_path):
-    """`base:` names a config (beside it or shipped); mappings merge key by key, the rest replaces."""
+    """`base:` names a config (beside it or shipped); mappings of the same type merge key by key, the rest
+    replaces."""
     (tmp_path / "small.yaml").write_text("base: rtdetr-r50.yaml\nnc: 3\ndecoder: {num_layers: 2}\n")
     (tmp_path / "smaller.yaml").write_text("base: small.yaml\nbackbone: {depths: [1, 1, 1, 1]}\n")
     config = load_model_config(tmp_path / "smaller.yaml")
@@ -135,6 +136,10 @@ def test_a_config_overrides_its_base(tmp_path):
     assert config["decoder"] == {**shipped["decoder"], "num_layers": 2}
     assert config["backbone"] == {**shipped["backbone"], "depths": [1, 1, 1, 1]}
     assert "base" not in config
+    # a section of another type keeps nothing of the base's (DEIMv2-S: a ViT where its base, N, has HGNetv2)
+    (tmp_path / "vit.yaml").write_text("base: small.yaml\nbackbone: {type: dinov3, dim: 64}\n")
+    assert load_model_config(tmp_path / "vit.yaml")["backbone"] == {"type": "dinov3", "dim": 64}
+    assert load_model_config("deimv2-s")["backbone"]["type"] == "dinov3"
 
 
 def test_a_base_that_leads_back_is_named(tmp_path):

@@ -46,12 +46,9 @@ _ENCODER: list[Rule] = [
     (r"\.csp_rep([12])\.bottlenecks\.(\d+)\.conv2\.", r".branch\1.blocks.\2.conv1x1."),
     (r"_block(s\.\d+)?\.conv1\.", r"_block\1.split."),
     (r"_block(s\.\d+)?\.conv2\.", r"_block\1.merge."),
-    (r"downsample_convs\.(\d+)\.conv1\.", r"downsample_convs.\1.pointwise."),
-    (r"downsample_convs\.(\d+)\.conv2\.", r"downsample_convs.\1.depthwise."),
     (r"^encoder\.down_conv([12])\.", r"encoder.down\1."),
     (r"^encoder\.bi_fusion_conv\.", "encoder.global_fusion."),
-    (r"^encoder\.aifi\.self_attn_layer_norm\.", "encoder.aifi.norm1."),
-    (r"^encoder\.aifi\.final_layer_norm\.", "encoder.aifi.norm2."),
+    *hf_dfine.SCDOWN_AIFI_RULES,
 ]
 _DECODER: list[Rule] = [
     (r"^model\.decoder_input_proj\.(\d+)\.", r"decoder.input_proj.\1."),
@@ -62,7 +59,7 @@ _DECODER: list[Rule] = [
 _DROPPED = re.compile(r"(num_batches_tracked|num_points_scale|^model\.decoder\.(reg_scale|up)|mask_token)$")
 
 
-def _renamer(config: dict[str, Any]) -> Callable[[str], str | None]:
+def renamer(config: dict[str, Any]) -> Callable[[str], str | None]:
     """The rename of this model's keys (a ViT's MLP names depend on whether it is gated)."""
     vit = _VIT + (_GATED_MLP if config["backbone"].get("gated_mlp") else _PLAIN_MLP)
     shared_box_head = bool(config["decoder"].get("share_bbox_head"))
@@ -165,4 +162,4 @@ def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str
         value = tensors.get(f"model.decoder.{name}")
         if value is not None:
             config["decoder"][name] = float(value.reshape(-1)[0])
-    return rename_tensors(tensors, _renamer(config), where, config["nc"])
+    return rename_tensors(tensors, renamer(config), where, config["nc"])

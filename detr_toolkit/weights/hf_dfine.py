@@ -29,6 +29,12 @@ BACKBONE_RULES: list[Rule] = [
     (r"\.convolution\.", ".conv."),
     (r"\.normalization\.", ".norm."),
 ]
+SCDOWN_AIFI_RULES: list[Rule] = [  # encoder parts D-FINE and DEIMv2 share
+    (r"downsample_convs\.(\d+)\.conv1\.", r"downsample_convs.\1.pointwise."),
+    (r"downsample_convs\.(\d+)\.conv2\.", r"downsample_convs.\1.depthwise."),
+    (r"^encoder\.aifi\.self_attn_layer_norm\.", "encoder.aifi.norm1."),
+    (r"^encoder\.aifi\.final_layer_norm\.", "encoder.aifi.norm2."),
+]
 ENCODER_RULES: list[Rule] = [
     (r"^model\.encoder_input_proj\.(\d+)\.0\.", r"encoder.input_proj.\1.conv."),
     (r"^model\.encoder_input_proj\.(\d+)\.1\.", r"encoder.input_proj.\1.norm."),
@@ -41,10 +47,7 @@ ENCODER_RULES: list[Rule] = [
     (r"_blocks\.(\d+)\.conv2\.", r"_blocks.\1.branch1.1."),
     (r"_blocks\.(\d+)\.conv3\.", r"_blocks.\1.branch2.1."),
     (r"_blocks\.(\d+)\.conv4\.", r"_blocks.\1.merge."),
-    (r"downsample_convs\.(\d+)\.conv1\.", r"downsample_convs.\1.pointwise."),
-    (r"downsample_convs\.(\d+)\.conv2\.", r"downsample_convs.\1.depthwise."),
-    (r"^encoder\.aifi\.self_attn_layer_norm\.", "encoder.aifi.norm1."),
-    (r"^encoder\.aifi\.final_layer_norm\.", "encoder.aifi.norm2."),
+    *SCDOWN_AIFI_RULES,
 ]
 DECODER_RULES: list[Rule] = [
     (r"^model\.decoder_input_proj\.(\d+)\.0\.", r"decoder.input_proj.\1.conv."),
