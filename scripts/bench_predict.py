@@ -4,14 +4,15 @@
     python scripts/bench_predict.py --weights rtdetr-l.pt --runs 20 --image assets/zidane.jpg
     python scripts/bench_predict.py --peer transformers   # rfdetr-base shape vs transformers' RfDetr, 560x560
     python scripts/bench_predict.py --peer transformers --arch dfine-s   # D-FINE-S shape vs transformers' DFine
+    python scripts/bench_predict.py --peer transformers --arch deimv2-s  # DEIMv2-S (DINOv3) vs transformers' Deimv2
 
 Each side runs in a process of its own, as its users run it: our predictor configures the process it runs
 in (it keeps freed memory for reuse, see detr_toolkit/engine/cpu_memory.py), which must not speed up the
 peer. `--same-allocator` gives the peer's process that setting too, to see what remains without it.
 Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state; medians
 and the ratio ours / peer are printed for the whole predict call and, against ultralytics, for the model's
-forward pass alone. Targets: ratio <= 0.6 on CPU (issues 2 and 3); for dfine-s, <= 0.7 in float32 and <= 0.5
-with `half=True` (issue 12). The `half` row times our `half=True`
+forward pass alone. Targets: ratio <= 0.6 on CPU (issues 2 and 3); for dfine-s and deimv2-s, <= 0.7 in float32
+and <= 0.5 with `half=True` (issue 12). The `half` row times our `half=True`
 (bfloat16 on CPUs with native bf16; both peers ignore `half` on CPU) and prints how far its detections
 move from float32 ones.
 """
@@ -89,7 +90,12 @@ def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
 
 # transformers' model and image processor per architecture (rfdetr-base's RF-DETR; D-FINE, DEIMv2: RT-DETR's).
 TRANSFORMERS_CLASSES = {"rfdetr-base": ("RfDetrForObjectDetection", "RfDetrImageProcessor"),
-                        "dfine-s": ("DFineForObjectDetection", "RTDetrImageProcessor")}  # fmt: skip
+                        "dfine-s": ("DFineForObjectDetection", "RTDetrImageProcessor"),
+                        "deimv2-s": ("Deimv2ForObjectDetection", "RTDetrImageProcessor")}  # fmt: skip
+# Image processor settings a built folder gets (DEIMv2's DINOv3 sizes take ImageNet-normalised pixels, as
+# transformers' conversion script sets); both sides read them from the folder.
+PROCESSOR_SETTINGS = {"deimv2-s": {"do_normalize": True, "image_mean": [0.485, 0.456, 0.406],
+                                   "image_std": [0.229, 0.224, 0.225]}}  # fmt: skip
 
 
 def transformers(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
@@ -101,7 +107,12 @@ def transformers(args: argparse.Namespace, weights: Path) -> dict[str, Callable]
 
     model_name, processor_name = TRANSFORMERS_CLASSES[args.arch]
     model = getattr(transformers, model_name).from_pretrained(weights).eval()
-    processor = getattr(transformers, processor_name)(size={"height": args.imgsz, "width": args.imgsz})
+    processor_class = getattr(transformers, processor_name)
+    size = {"height": args.imgsz, "width": args.imgsz}
+    if (Path(weights) / "preprocessor_config.json").is_file():
+        processor = processor_class.from_pretrained(weights, size=size)
+    else:
+        processor = processor_class(size=size)
 
     def predict():  # from the image file, as our predict(path) reads it: the same decoder, the same cost
         image = read_image(args.image)[..., ::-1].copy()  # RGB for the processor
@@ -170,7 +181,10 @@ def peer_weights(args: argparse.Namespace) -> Path:
         config_name, kwargs = peers.PEER_CONFIGS[args.arch]
         config = getattr(transformers, config_name)(**kwargs, num_labels=80)
     folder = Path(tempfile.mkdtemp()) / args.arch
-    getattr(transformers, TRANSFORMERS_CLASSES[args.arch][0])(config).save_pretrained(folder)
+    model_name, processor_name = TRANSFORMERS_CLASSES[args.arch]
+    getattr(transformers, model_name)(config).save_pretrained(folder)
+    if args.arch in PROCESSOR_SETTINGS:
+        getattr(transformers, processor_name)(**PROCESSOR_SETTINGS[args.arch]).save_pretrained(folder)
     return folder
 
 
@@ -180,7 +194,7 @@ def main() -> None:
     parser.add_argument("--weights", help="the peer's checkpoint: an ultralytics .pt or a transformers folder "
                         "(default: build rtdetr-l / rfdetr-base with random weights)")  # fmt: skip
     parser.add_argument("--arch", help="architecture to build when no --weights: ultralytics' rtdetr-l (default) or "
-                        "rtdetr-x; transformers' rfdetr-base (default) or dfine-s")  # fmt: skip
+                        "rtdetr-x; transformers' rfdetr-base (default), dfine-s or deimv2-s")  # fmt: skip
     parser.add_argument("--image", default=str(ROOT / "assets" / "bus.jpg"))
     parser.add_argument("--imgsz", type=int, help="input size (default: 640 for ultralytics, 560 for transformers)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per side")

@@ -154,7 +154,7 @@ def test_native_libraries_add_no_lines_to_an_error(tmp_path):
     assert "libpng" in debug.stderr and "Traceback" in debug.stderr
 
 
-@pytest.mark.parametrize("kind", ["rt_detr_v2_discrete", "d_fine"])
+@pytest.mark.parametrize("kind", ["rt_detr_v2_discrete", "d_fine", "deimv2_dinov3"])
 def test_every_family_predicts_and_validates_from_the_cli(kind, tmp_path):
     """The new families through the same commands: a transformers folder predicts the photos (its class names
     printed, as the peer's post-processing finds them at conf 0.1) and validates on a small COCO set."""
@@ -169,7 +169,7 @@ def test_every_family_predicts_and_validates_from_the_cli(kind, tmp_path):
     assert run.returncode == 0, run.stderr
     images = peers.photos(size)[:1]
     with torch.inference_mode():
-        outputs = model(pixel_values=images)
+        outputs = model(pixel_values=peers.pixel_values(kind, images))
     expected = peers.image_processor(kind).post_process_object_detection(outputs, threshold=0.1)[0]
     counts = {f"class{c}": int((expected["labels"] == c).sum()) for c in expected["labels"].unique().tolist()}
     assert counts and all(f"{n} {name}" in run.stdout for name, n in counts.items()), (run.stdout, counts)

@@ -52,11 +52,13 @@ def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_p
     assert max_row_error(exported, expected) < 1e-3  # float32 through 6 decoder layers (ultralytics' own: ~1e-3)
 
 
-@pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine"])
+@pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine",
+                                  "deimv2_lite", "deimv2_dinov3"])  # fmt: skip
 def test_transformers_models_export(kind, tmp_path):
     """Weights of every transformers family: RF-DETR / LW-DETR (position embeddings resized at export, as ONNX
     has no antialiased bicubic; windows cut for any batch), RT-DETR with ResNet-vd (frozen batch norms folded),
-    RT-DETRv2 (points per level; with discrete sampling the graph holds no GridSample), D-FINE."""
+    RT-DETRv2 (points per level; with discrete sampling the graph holds no GridSample), D-FINE, DEIMv2 (the lite
+    encoder; DINOv3 with rotary positions and the adapter)."""
     peer, size = peers.transformers_model(kind)
     peer.save_pretrained(tmp_path / kind)
     model = RTDETR(tmp_path / kind)

@@ -247,3 +247,43 @@ def test_dfine_trains(shapes, tmp_path):
     run = model.train(data=data, epochs=1, batch=4, workers=0, project=tmp_path, verbose=False, plots=False)
     assert [int(r["epoch"]) for r in rows(run)] == [1] and float(rows(run)[0]["loss"]) > 0
     assert len(model.predict(data.parent / "images" / "val", verbose=False)) == 4
+
+
+@pytest.mark.parametrize(
+    "narrowed",
+    [
+        {"base": "deimv2-pico.yaml", "backbone": {"stem": [8, 8], "layers_per_block": 2, "stages": [
+            {"mid": 8, "out": 16, "blocks": 1, "kernel": 3, "light": False, "downsample": False},
+            {"mid": 8, "out": 32, "blocks": 1, "kernel": 3, "light": False, "downsample": True},
+            {"mid": 16, "out": 48, "blocks": 1, "kernel": 5, "light": True, "downsample": True}]},
+         "encoder": {"hidden_dim": 32}, "decoder": {"hidden_dim": 32, "query_pos_width": 32}},
+        {"base": "deimv2-s.yaml", "backbone": {"dim": 32, "depth": 3, "num_heads": 2, "ffn_dim": 64,
+                                                 "num_registers": 2, "return_blocks": [0, 1, 2], "adapter_width": 8},
+         "encoder": {"hidden_dim": 32, "ffn_dim": 64, "num_heads": 4}, "decoder": {"hidden_dim": 32,
+                                                                                    "query_pos_width": 32}},
+    ],
+    ids=["lite", "dinov3"],
+)  # fmt: skip
+def test_deimv2_trains_through_the_cli(narrowed, shapes, tmp_path):
+    """DEIMv2 (the lite HGNetv2 and the DINOv3 shapes, narrowed from the shipped configs) trains with DEIM's
+    criterion through `detect train`, and predicts with what it learnt."""
+    from test_cli import detect
+
+    from detr_toolkit.weights import load_weights
+
+    data, _ = shapes
+    tiny = {**narrowed, "nc": 4, "imgsz": 64}
+    tiny["decoder"] = {**tiny["decoder"], "num_queries": 20, "num_heads": 4, "ffn_dim": 64, "eval_size": 64}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    torch.manual_seed(0)
+    start = RTDETR(tmp_path / "tiny.yaml")
+    start.save(tmp_path / "start.safetensors")
+    run = detect("train", "--model", tmp_path / "start.safetensors", "--data", data, "epochs=1", "batch=4",
+                 "imgsz=64", "workers=0", "--project", tmp_path, "--name", "deim")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    config, trained = load_weights(tmp_path / "deim" / "weights" / "last.safetensors")
+    assert config["loss"]["class_loss"] == "mal"
+    before = start.model.state_dict()
+    assert not torch.equal(before["decoder.dec_score_head.0.weight"], trained["decoder.dec_score_head.0.weight"])
+    assert RTDETR(tmp_path / "deim" / "weights" / "last.safetensors").predict(data.parent / "images" / "val",
+                                                                              verbose=False)  # fmt: skip

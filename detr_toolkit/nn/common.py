@@ -1,5 +1,5 @@
-"""Small building blocks shared by every part of the detector: activations, MLP, SwiGLU, LayerNorm2d, inverse
-sigmoid, the DETR head initialisation."""
+"""Small building blocks shared by every part of the detector: activations, MLP, RMSNorm, SwiGLU, LayerNorm2d,
+inverse sigmoid, the DETR head initialisation."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ class MLP(nn.Module):
         for layer in self.layers[:-1]:
             x = self.act(layer(x))
         return self.layers[-1](x)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last dimension, computed in float32: weight * x / sqrt(mean(x^2) + eps).
+    Plain ops, so that every ONNX opset exports it. Shapes: (..., dim) -> (..., dim)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 class SwiGLU(nn.Module):

@@ -37,7 +37,7 @@ VALUE_LIMITS = {
 # Integers of a model config count something (layers, channels, heads, points) and are at least 1, but for these:
 SIGNED_KEYS = {"eval_idx"}  # Python-style indices, negative from the end
 ZERO_OK_KEYS = {"num_registers", "num_denoising", "frozen_parts"}  # may be none
-INDEX_LIST_KEYS = {"out_indices", "global_blocks", "return_stages"}  # lists of indices, from 0
+INDEX_LIST_KEYS = {"out_indices", "global_blocks", "return_stages", "return_blocks"}  # lists of indices, from 0
 
 
 def is_number(value: Any) -> bool:

@@ -89,8 +89,12 @@ class DINOv3(nn.Module):
         adapter_norm_eps: float = 1e-5,
     ):
         super().__init__()
-        if len(return_blocks) != 3 or not all(0 <= b < depth for b in return_blocks):
-            raise ValueError(f"return_blocks={list(return_blocks)}: three blocks of 0..{depth - 1}")
+        if (
+            len(set(return_blocks)) != 3
+            or sorted(return_blocks) != list(return_blocks)
+            or not all(0 <= b < depth for b in return_blocks)
+        ):
+            raise ValueError(f"return_blocks={list(return_blocks)}: three different blocks of 0..{depth - 1}, in order")
         if tap_norm not in TAP_NORMS:
             raise ValueError(f"tap_norm={tap_norm!r}: use one of {TAP_NORMS}")
         self.patch_size, self.num_heads, self.rope_theta = patch_size, num_heads, rope_theta
@@ -112,8 +116,8 @@ class DINOv3(nn.Module):
         """The ViT's patch grids after `return_blocks`: [(B, dim, H / p, W / p)] * 3."""
         grid_h, grid_w = images.shape[2] // self.patch_size, images.shape[3] // self.patch_size
         patches = self.patch_embed(images).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(len(images), -1, -1), self.register_tokens.expand(len(images), -1, -1),
-                       patches], dim=1)  # fmt: skip
+        batch = patches.shape[0]  # (not len(): a traced export keeps the batch size free)
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), self.register_tokens.expand(batch, -1, -1), patches], 1)
         cos, sin = rope_tables(grid_h, grid_w, x.shape[-1] // self.num_heads, self.rope_theta, images.device)
         rotary = (cos.to(x.dtype), sin.to(x.dtype))
         taps = []

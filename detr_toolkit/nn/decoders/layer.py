@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from ..attention import MultiHeadAttention
-from ..common import SwiGLU, activation
+from ..common import RMSNorm, SwiGLU, activation
 from .deformable_attention import MSDeformableAttention
 
-NORMS = {"layer": nn.LayerNorm, "rms": lambda dim: nn.RMSNorm(dim, eps=1e-6)}  # DEIMv2's RMSNorm epsilon
+NORMS = {"layer": nn.LayerNorm, "rms": RMSNorm}
 FFNS = ("mlp", "swiglu")
 
 
