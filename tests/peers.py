@@ -292,20 +292,23 @@ def transformers_model(kind: str, nc: int = 5, seed: int = 0):
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config)
 
-    class Pixels(torch.nn.Module):  # our convention: 0..1 RGB in
-        def __init__(self, peer):
-            super().__init__()
-            self.peer = peer
-
-        def forward(self, images):
-            return self.peer(pixel_values=pixel_values(kind, images))
-
-    make_realistic_(Pixels(model), photos(size), seed)
+    make_realistic_(PixelsIn(model, kind), photos(size), seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "class_embed" in name:  # scores spread around a 5% prior, from query to query
                 param.normal_(math.log(0.05 / 0.95), 0.5) if name.endswith("bias") else param.normal_(0, 0.4)
     return model.eval(), size
+
+
+class PixelsIn(torch.nn.Module):
+    """transformers' model of `kind` taking our convention: (B, 3, H, W) RGB in 0..1."""
+
+    def __init__(self, peer, kind: str):
+        super().__init__()
+        self.peer, self.kind = peer, kind
+
+    def forward(self, images):
+        return self.peer(pixel_values=pixel_values(self.kind, images))
 
 
 def pixel_values(kind: str, images: torch.Tensor) -> torch.Tensor:
@@ -504,23 +507,130 @@ OFFICIAL_DFINE_NAMES = [
 ]
 
 
-def official_dfine_checkpoint(path: Path, model) -> Path:
-    """A transformers DFineForObjectDetection's weights as Peterande/D-FINE releases them: {"model": state dict}
-    with packed attention projections and reg_scale / up stored twice."""
+def renamed_to_official(model, rules, fix=lambda key: key) -> tuple[dict, dict]:
+    """A transformers model's tensors under the official names `rules` give (`fix` may adjust a name further, or
+    drop the tensor with None) -> (state, packed): packed holds the parts of tensors the official code stores
+    packed, by name and part (from the names' "<part>" suffix)."""
     import re
 
     state, packed = {}, {}
     for key, tensor in model.state_dict().items():
         if re.match(r"(class|bbox)_embed\.", key):  # transformers' top-level aliases of the decoder's heads
             continue
-        for pattern, replacement in OFFICIAL_DFINE_NAMES:
+        for pattern, replacement in rules:
             key = re.sub(pattern, replacement, key)
-        if key.endswith(">"):
-            packed.setdefault(key[:-3], {})[key[-2]] = tensor
-        else:
+        key = fix(key)
+        match = re.match(r"(.*)<(\w+)>$", key or "")
+        if match:
+            packed.setdefault(match[1], {})[match[2]] = tensor
+        elif key is not None:
             state[key] = tensor
+    return state, packed
+
+
+def official_dfine_checkpoint(path: Path, model) -> Path:
+    """A transformers DFineForObjectDetection's weights as Peterande/D-FINE releases them: {"model": state dict}
+    with packed attention projections and reg_scale / up stored twice."""
+    state, packed = renamed_to_official(model, OFFICIAL_DFINE_NAMES)
     for key, parts in packed.items():
         state[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    for name in ("reg_scale", "up"):
+        state[f"decoder.decoder.{name}"] = state[f"decoder.{name}"]
+    torch.save({"model": state}, path)
+    return path
+
+
+# transformers' DEIMv2 names -> the official Intellindust-AI-Lab/DEIMv2 names (the ones transformers' conversion
+# script reads; module names of the official code). "<q|k|v>" marks a third of a packed attention projection,
+# "<gate|up>" a half of the SwiGLU's packed w12; "!" a tensor the official model does not have; "<vit>", "<vit-up>",
+# "<vit-down>": names that differ between the ViT-Tiny, DINOv3-S and DINOv3-S+.
+OFFICIAL_DEIMV2_NAMES = [
+    (r"^model\.conv_encoder\.model\.embedder\.(stem\w+)\.", r"backbone.stem.\1."),
+    (r"^model\.conv_encoder\.model\.encoder\.stages\.", "backbone.stages."),
+    (r"^(backbone\.(stem|stages)\..*)\.convolution\.", r"\1.conv."),
+    (r"^(backbone\.(stem|stages)\..*)\.normalization\.", r"\1.bn."),
+    (r"^model\.conv_encoder\.encoder_input_proj\.", "encoder.input_proj."),
+    (r"^model\.conv_encoder\.fusion_proj\.(\d+)\.conv\.", r"backbone.convs.\1."),
+    (r"^model\.conv_encoder\.fusion_proj\.(\d+)\.norm\.", r"backbone.norms.\1."),
+    (r"^model\.conv_encoder\.spatial_tuning_adapter\.stem_conv\.conv\.", "backbone.sta.stem.0."),
+    (r"^model\.conv_encoder\.spatial_tuning_adapter\.stem_conv\.norm\.", "backbone.sta.stem.1."),
+    (r"^model\.conv_encoder\.spatial_tuning_adapter\.conv2\.conv\.", "backbone.sta.conv2.0."),
+    (r"^model\.conv_encoder\.spatial_tuning_adapter\.conv2\.norm\.", "backbone.sta.conv2.1."),
+    (r"^model\.conv_encoder\.spatial_tuning_adapter\.conv([34])\.conv\.", r"backbone.sta.conv\1.1."),
+    (r"^model\.conv_encoder\.spatial_tuning_adapter\.conv([34])\.norm\.", r"backbone.sta.conv\1.2."),
+    (r"^model\.conv_encoder\.backbone\.embeddings\.patch_embeddings\.", "backbone.dinov3.<vit>patch_embed.proj."),
+    (r"^model\.conv_encoder\.backbone\.embeddings\.register_tokens$", "backbone.dinov3.<vit>storage_tokens"),
+    (r"^model\.conv_encoder\.backbone\.embeddings\.", "backbone.dinov3.<vit>"),
+    (r"^model\.conv_encoder\.backbone\.(model\.)?layer\.", "backbone.dinov3.<vit>blocks."),
+    (r"^model\.conv_encoder\.backbone\.norm\.", "backbone.dinov3.<vit>norm."),
+    (r"\.attention\.o_proj\.", ".attn.proj."),
+    (r"\.attention\.([qkv])_proj\.(weight|bias)$", r".attn.qkv.\2<\1>"),
+    (r"\.layer_scale([12])\.lambda1$", r".ls\1.gamma"),
+    (r"^(backbone\..*)\.mlp\.gate_proj\.", r"\1.mlp.w1."),
+    (r"^(backbone\..*)\.mlp\.up_proj\.", r"\1.mlp.<vit-up>."),
+    (r"^(backbone\..*)\.mlp\.down_proj\.", r"\1.mlp.<vit-down>."),
+    (r"^model\.encoder\.aifi\.0\.layers\.0\.", "encoder.encoder.0.layers.0."),
+    (r"^model\.encoder\.", "encoder."),
+    (r"^(encoder\..*)\.self_attn\.o_proj\.", r"\1.self_attn.out_proj."),
+    (r"^(encoder\..*)\.self_attn\.([qkv])_proj\.(weight|bias)$", r"\1.self_attn.in_proj_\3<\2>"),
+    (r"^(encoder\..*)\.mlp\.layers\.([01])\.", lambda m: f"{m[1]}.linear{int(m[2]) + 1}."),
+    (r"^(encoder\.encoder\..*)\.self_attn_layer_norm\.", r"\1.norm1."),
+    (r"^(encoder\.encoder\..*)\.final_layer_norm\.", r"\1.norm2."),
+    (r"downsample_convs\.(\d+)\.conv([12])\.", r"downsample_convs.\1.0.cv\2."),
+    (r"_block(s\.\d+)?\.csp_rep([12])\.conv2\.", lambda m: f"_block{m[1] or ''}.cv{int(m[2]) + 1}.1."),
+    (r"_block(s\.\d+)?\.csp_rep([12])\.", lambda m: f"_block{m[1] or ''}.cv{int(m[2]) + 1}.0."),
+    (r"_block(s\.\d+)?\.conv1\.", r"_block\1.cv1."),
+    (r"_block(s\.\d+)?\.conv2\.", r"_block\1.cv4."),
+    (r"^encoder\.down_conv([12])\.conv\.", r"encoder.down_sample\1.1."),
+    (r"^encoder\.down_conv([12])\.norm\.", r"encoder.down_sample\1.2."),
+    (r"^encoder\.bi_fusion_conv\.", "encoder.bi_fusion.cv."),
+    (r"^model\.decoder\.class_embed\.", "decoder.dec_score_head."),
+    (r"^model\.decoder\.bbox_embed\.", "decoder.dec_bbox_head."),
+    (r"^model\.decoder\.(layers|lqe_layers)\.", r"decoder.decoder.\1."),
+    (r"^model\.enc_output\.", "!"),
+    (r"^model\.(decoder\.)?", "decoder."),
+    (r"^(decoder\..*)\.self_attn\.o_proj\.", r"\1.self_attn.out_proj."),
+    (r"^(decoder\..*)\.self_attn\.([qkv])_proj\.(weight|bias)$", r"\1.self_attn.in_proj_\3<\2>"),
+    (r"\.self_attn_layer_norm\.weight$", ".norm1.scale"),
+    (r"\.encoder_attn_layer_norm\.weight$", ".norm2.scale"),
+    (r"\.final_layer_norm\.weight$", ".norm3.scale"),
+    (r"\.gateway\.norm\.weight$", ".gateway.norm.scale"),
+    (r"\.encoder_attn\.", ".cross_attn."),
+    (r"^(decoder\..*)\.mlp\.(gate|up)_proj\.(weight|bias)$", r"\1.swish_ffn.w12.\3<\2>"),
+    (r"^(decoder\..*)\.mlp\.down_proj\.", r"\1.swish_ffn.w3."),
+]
+
+
+def official_deimv2_checkpoint(path: Path, model) -> Path:
+    """A transformers Deimv2ForObjectDetection's weights as the official DEIMv2 solver saves them: {"model": state
+    dict} with packed projections, the ViT-Tiny's names (`dinov3._model`) or DINOv3's (`dinov3`, with a key-bias
+    mask), reg_scale and up twice, and without what transformers adds (the proposal projection)."""
+    import re
+
+    tiny = model.config.backbone_config.model_type == "dinov3_vit" and not model.config.backbone_config.use_gated_mlp \
+        and model.config.backbone_config.num_register_tokens == 0  # fmt: skip
+    gated = model.config.backbone_config.model_type == "dinov3_vit" and model.config.backbone_config.use_gated_mlp
+
+    def fix(key: str) -> str | None:
+        key = key.replace("<vit>", "_model." if tiny else "")
+        key = key.replace("<vit-up>", "w2" if gated else "fc1").replace("<vit-down>", "w3" if gated else "fc2")
+        if key.startswith("!") or key.endswith("num_batches_tracked"):
+            return None  # transformers' proposal projection
+        if tiny and re.search(r"\.ls[12]\.gamma$|dinov3\._model\.norm\.", key):
+            return None  # the ViT-Tiny has no layer scales (transformers': 1) and no final norm
+        return key
+
+    state, packed = renamed_to_official(model, OFFICIAL_DEIMV2_NAMES, fix)
+    for key, parts in packed.items():
+        if "w12" in key:
+            state[key] = torch.cat([parts["gate"], parts["up"]])
+            continue
+        if "k" not in parts:  # transformers' ViT-Tiny has no key bias: the official one's is zero here
+            parts["k"] = torch.zeros_like(parts["q"])
+        state[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        if key.endswith("attn.qkv.bias") and not tiny:  # DINOv3's mask keeps q and v biases, zeroes k's
+            state[key.replace("qkv.bias", "qkv.bias_mask")] = torch.cat([torch.ones_like(parts[n]) * (n != "k")
+                                                                         for n in "qkv"])  # fmt: skip
     for name in ("reg_scale", "up"):
         state[f"decoder.decoder.{name}"] = state[f"decoder.{name}"]
     torch.save({"model": state}, path)

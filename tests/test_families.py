@@ -4,6 +4,8 @@ the papers publish."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from peers import PEER_CONFIGS
@@ -18,6 +20,13 @@ PEER_MODELS = {"RTDetrConfig": "RTDetrForObjectDetection", "RTDetrV2Config": "RT
 # each family's renaming of transformers' tensors, for our config
 RENAME = {"RTDetrConfig": lambda _: hf_rtdetr.rename, "RTDetrV2Config": lambda _: hf_rtdetr.rename,
           "DFineConfig": lambda _: hf_dfine.rename, "Deimv2Config": hf_deimv2.renamer}  # fmt: skip
+# Tensors in which transformers' DEIMv2 differs from the official model our configs build: a projection before
+# the proposal heads; in the ViT-Tiny (S, M) no key bias (which, rotated by the position embedding, does count),
+# but layer scales of 1 and a final norm that the official ViT-Tiny does not have.
+DEIMV2_DIFFERENCES = r"^decoder\.enc_output\."
+VIT_TINY_DIFFERENCES = r"|^backbone\.blocks\.\d+\.(attn\.k_proj\.bias|ls[12]\.gamma)$|^backbone\.norm\."
+DIFFERENCES = {"deimv2-s": DEIMV2_DIFFERENCES + VIT_TINY_DIFFERENCES, "deimv2-m": DEIMV2_DIFFERENCES + VIT_TINY_DIFFERENCES,
+               **{f"deimv2-{size}": DEIMV2_DIFFERENCES for size in ("atto", "femto", "pico", "n", "l", "x")}}  # fmt: skip
 # (parameters in millions, GFLOPs at 640x640) as published: RT-DETR paper Table 2, RT-DETRv2 paper Table 1, the
 # D-FINE README. GFLOPs counters differ (D-FINE's leaves out a few small operations): within 3%.
 PUBLISHED = {
@@ -55,7 +64,10 @@ def test_shapes_equal_the_peers(name):
     width = ours["decoder.denoising_class_embed.weight"].shape[1]
     renamed["decoder.denoising_class_embed.weight"] = torch.Size([80, width])  # less transformers' padding row
     mine = {k: v.shape for k, v in ours.items() if not k.endswith(("num_batches_tracked", "anchors", "valid_mask"))}
-    assert renamed == mine
+    differ = re.compile(DIFFERENCES.get(name, "^$"))
+    assert {k: v for k, v in renamed.items() if not differ.search(k)} == {
+        k: v for k, v in mine.items() if not differ.search(k)
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from detr_toolkit import RTDETR
+from detr_toolkit.config import load_model_config
 from detr_toolkit.errors import CheckpointError
 
 CASES = {  # kind of peer -> file name (RT-DETRv2's discrete-sampling checkpoints say "dsp" in theirs)
@@ -100,3 +101,85 @@ def test_official_dfine_checkpoint_computes_what_transformers_does(tmp_path):
         theirs, mine = peer(pixel_values=images), ours.model(images)
     assert (mine["logits"] - theirs.logits).abs().max() < 1e-4
     assert (mine["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
+
+
+# What transformers' DEIMv2 computes differently from the official model (see weights/hf_deimv2.py): set on the
+# official import, with transformers' extra tensors, it must compute what transformers' model does.
+TRANSFORMERS_DEIMV2 = {"head_act": "relu", "query_pos_per_layer": True, "proposal_projection": True}
+
+
+@pytest.mark.parametrize("size", ["deimv2-atto", "deimv2-s", "deimv2-x"])
+def test_official_deimv2_checkpoint_holds_transformers_weights(size, tmp_path):
+    """A DEIMv2 model as the official solver saves it ({"model": state}; packed projections, the ViT-Tiny's or
+    DINOv3's names, DINOv3's key-bias mask), made from transformers' model of that size with 7 classes: its shipped
+    config is found by the shapes, with the file's class count; every tensor lands where our import of the
+    transformers folder puts it, and with transformers' few differences switched on it computes what
+    transformers' model computes."""
+    import copy
+
+    import transformers
+
+    from detr_toolkit.nn import build_model
+
+    _, kwargs = peers.PEER_CONFIGS[size]
+    torch.manual_seed(0)
+    peer = transformers.Deimv2ForObjectDetection(transformers.Deimv2Config(**kwargs, num_labels=7)).eval()
+    kind = "deimv2_dinov3" if "dinov3_vit" in str(kwargs["backbone_config"]) else "deimv2_lite"  # (pixel convention)
+    peers.make_realistic_(peers.PixelsIn(peer, kind), peers.photos(160))  # scores that spread, no near-ties
+    with torch.no_grad():  # DINOv3 masks its key bias to zero (with rotary positions it would count)
+        for name, param in peer.named_parameters():
+            if name.endswith("attention.k_proj.bias"):
+                param.zero_()
+    path = peers.official_deimv2_checkpoint(tmp_path / f"{size}_custom.pth", peer)
+    peer.save_pretrained(tmp_path / "hf")
+    official, converted = RTDETR(path), RTDETR(tmp_path / "hf")
+    assert official.config["decoder"]["hidden_dim"] == load_model_config(size)["decoder"]["hidden_dim"]
+    assert len(official.names) == 7
+    computed = ("num_batches_tracked", "anchors", "valid_mask")  # (anchors: for each config's eval size)
+    mine, theirs = ({k: v for k, v in m.model.state_dict().items() if not k.endswith(computed)}
+                    for m in (official, converted))  # fmt: skip
+    shared = set(mine) & set(theirs)
+    assert set(mine) - shared <= {k for k in mine if k.endswith("k_proj.bias")}  # transformers' ViT-Tiny has none
+    assert all(torch.equal(mine[k], theirs[k]) for k in shared if not k.endswith("k_proj.bias"))
+    config = copy.deepcopy(official.config)
+    config["decoder"].update(TRANSFORMERS_DEIMV2)
+    if config["backbone"]["type"] == "dinov3":  # and, in its ViT, taps normed, layer scales, the norms' epsilon
+        config["backbone"].update({k: converted.config["backbone"][k] for k in ("tap_norm", "layer_scale", "norm_eps")})
+    switched = build_model({k: v for k, v in config.items() if k != "names"}).eval()
+    result = switched.load_state_dict({**theirs, **mine}, strict=False)  # the file's, and transformers' extras
+    assert all(k.endswith(computed) for k in result.missing_keys) and not result.unexpected_keys, result
+    images = peers.photos(160).double()  # exact maths: float32 rounding through a perturbed model can swap queries
+    with torch.inference_mode():
+        expected, outputs = peers.PixelsIn(peer.double(), kind)(images), switched.double()(images)
+    assert (outputs["logits"] - expected.logits).abs().max() < 1e-4  # (our bin values are float32 constants)
+    assert (outputs["boxes"] - expected.pred_boxes).abs().max() < 1e-4
+
+
+def test_named_deimv2_weights_are_the_official_hub_safetensors(tmp_path, monkeypatch):
+    """`RTDETR("deimv2-atto.safetensors")`: the official HuggingFace repository's `model.safetensors` (the official
+    model's state dict, no config), cached under the repository's name; read as DEIMv2-Atto, offline."""
+    import transformers
+    from safetensors.torch import save_file
+
+    from detr_toolkit.weights import hub
+
+    monkeypatch.setenv("DETR_TOOLKIT_CACHE", str(tmp_path))
+    url = "http://127.0.0.1:9/Intellindust/DEIMv2_HGNetv2_ATTO_COCO/resolve/main/model.safetensors"
+    monkeypatch.setitem(hub.OFFICIAL_WEIGHTS, "deimv2-atto.safetensors", url)
+    cached = tmp_path / "weights" / "DEIMv2_HGNetv2_ATTO_COCO.safetensors"
+    with pytest.raises(CheckpointError, match=f"put it at {cached}"):
+        RTDETR("deimv2-atto.safetensors")
+    _, kwargs = peers.PEER_CONFIGS["deimv2-atto"]
+    peer = transformers.Deimv2ForObjectDetection(transformers.Deimv2Config(**kwargs, num_labels=80)).eval()
+    state = torch.load(peers.official_deimv2_checkpoint(tmp_path / "atto.pth", peer), weights_only=True)["model"]
+    cached.parent.mkdir(exist_ok=True)
+    for shared in (
+        "decoder.decoder.reg_scale",
+        "decoder.decoder.up",
+        "decoder.dec_bbox_head.0",
+        "decoder.dec_bbox_head.1",
+    ):
+        state = {k: v for k, v in state.items() if not k.startswith(shared)}  # safetensors keeps one name of each
+    save_file({k: v.contiguous() for k, v in state.items()}, cached)
+    model = RTDETR("deimv2-atto.safetensors")
+    assert model.config["imgsz"] == 320 and model.config["decoder"]["share_bbox_head"] and len(model.names) == 80

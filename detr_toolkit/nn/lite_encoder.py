@@ -38,7 +38,7 @@ class LiteEncoder(nn.Module):
         if len(in_channels) != 1:
             raise ValueError(f"the lite encoder takes one backbone map, got {len(in_channels)}")
         conv = {"act": act, "norm_eps": norm_eps}
-        self.input_proj = ConvNormAct(in_channels[0], hidden_dim, 1, act=None, norm_eps=norm_eps)
+        self.input_proj = nn.ModuleList([ConvNormAct(in_channels[0], hidden_dim, 1, act=None, norm_eps=norm_eps)])
         self.pool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
         self.down1 = ConvNormAct(hidden_dim, hidden_dim, 1, **conv)
         self.global_fusion = ConvNormAct(hidden_dim, hidden_dim, 1, **conv)
@@ -50,7 +50,7 @@ class LiteEncoder(nn.Module):
         self.out_strides = [in_strides[0], 2 * in_strides[0]]
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        fine = self.input_proj(features[0])
+        fine = self.input_proj[0](features[0])
         coarse = self.down1(self.pool(fine))
         coarse = self.global_fusion(coarse + F.adaptive_avg_pool2d(coarse, 1))
         fine = self.fpn_block(fine + F.interpolate(coarse, scale_factor=2.0, mode="nearest"))

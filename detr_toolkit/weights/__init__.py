@@ -1,7 +1,7 @@
 """Loading models from anything a user may hold: a config, our safetensors weights, or a foreign checkpoint.
 
 Each foreign format is one module of key mapping (`ultralytics.py`, `huggingface.py`, `roboflow.py`,
-`official_rtdetr.py`, `official_dfine.py`); all return the same pair
+`official_rtdetr.py`, `official_dfine.py`, `official_deimv2.py`); all return the same pair
 (model config, state dict) so that `nn.build_model` stays the only place models are made.
 """
 
@@ -17,9 +17,9 @@ from torch import nn
 
 from ..config import load_model_config
 from ..errors import CheckpointError, DetrToolkitError
-from . import huggingface, official_dfine, official_rtdetr, roboflow, ultralytics
+from . import huggingface, official_deimv2, official_dfine, official_rtdetr, roboflow, ultralytics
 from .hub import resolve_weights
-from .native import load_weights, save_weights
+from .native import is_ours, load_weights, read_safetensors, save_weights
 from .safe_pickle import load_foreign_checkpoint
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -43,7 +43,11 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
     path = resolve_weights(source)
     if path.suffix == ".safetensors":
         with _malformed_is_named(path, "detr-toolkit weights file"):
-            return load_weights(path)
+            metadata, tensors = read_safetensors(path)
+            if official_deimv2.official_state({"model": tensors}) is not None and not is_ours(metadata):
+                with _malformed_is_named(path, "DEIMv2 checkpoint"):  # Intellindust/DEIMv2_* on the HuggingFace hub
+                    return official_deimv2.convert({"model": tensors}, path)
+            return load_weights(path, (metadata, tensors))
     checkpoint = load_foreign_checkpoint(path)
     if ultralytics.is_ultralytics_checkpoint(checkpoint):
         with _malformed_is_named(path, "ultralytics checkpoint"):
@@ -57,8 +61,12 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
     if official_dfine.official_state(checkpoint) is not None:
         with _malformed_is_named(path, "D-FINE checkpoint"):
             return official_dfine.convert(checkpoint, path)
+    if official_deimv2.official_state(checkpoint) is not None:
+        with _malformed_is_named(path, "DEIMv2 checkpoint"):
+            return official_deimv2.convert(checkpoint, path)
     raise CheckpointError(
-        f"{path}: not a checkpoint of a known format (ultralytics, rf-detr, official RT-DETR or D-FINE, detr-toolkit)"
+        f"{path}: not a checkpoint of a known format (ultralytics, rf-detr, official RT-DETR, D-FINE or DEIMv2, "
+        "detr-toolkit)"
     )
 
 

@@ -2,8 +2,10 @@
 
 The config becomes ours: an HGNetv2 backbone (Atto to N) or DINOv3 with the spatial tuning adapter (S to X), the
 hybrid encoder with DEIMv2's sum fusion and ELAN5 blocks or the lite encoder, and the D-FINE decoder with DEIMv2's
-parts (RMSNorm, SwiGLU, optional gateway, shared box head). transformers' DEIMv2 computes its heads with ReLU and
-its ViT-Tiny taps with the last one normed; so do the converted configs, to compute what the folder's model does.
+parts (RMSNorm, SwiGLU, optional gateway, shared box head). transformers' DEIMv2 differs from the official code
+(see `official_deimv2`): ReLU in its heads, a projection before the proposal heads, query positions recomputed in
+every layer; in the ViT-Tiny the last tap normed and no key bias (which the rotary embedding makes count). The
+converted configs say so, to compute what the folder's model does.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ _GATED_MLP: list[Rule] = [(r"\.mlp\.(gate|up|down)_proj\.", r".mlp.\1.")]
 _PLAIN_MLP: list[Rule] = [(r"\.mlp\.up_proj\.", ".mlp.fc1."), (r"\.mlp\.down_proj\.", ".mlp.fc2.")]
 _ENCODER: list[Rule] = [
     (r"^model\.conv_encoder\.(encoder_input_proj|fusion_proj)\.", "encoder.input_proj."),
-    (r"^model\.encoder\.input_proj\.0\.", "encoder.input_proj."),  # the lite encoder's one projection
     (r"^model\.encoder\.aifi\.0\.layers\.0\.", "encoder.aifi."),
     (r"^model\.encoder\.", "encoder."),
     (r"\.csp_rep([12])\.conv1\.", r".branch\1.split."),
@@ -140,6 +141,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "ffn": "swiglu", "gateway": bool(hf.get("use_gateway", True)),
         "share_bbox_head": bool(hf.get("share_bbox_head", False)), "query_pos_layers": 3,
         "query_pos_width": hf.get("d_model", 256), "query_pos_act": hf.get("decoder_activation_function", "relu"),
+        "head_act": "relu", "query_pos_per_layer": True, "proposal_projection": True,  # transformers' DEIMv2
     }  # fmt: skip
     levels = 2 if lite else (3 if kind == "dinov3_vit" else None)
     config = family_config(hf, preprocessor, backbone, encoder, decoder, levels)

@@ -16,8 +16,9 @@ from ..files import atomic_file
 ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 RTDETR = "https://github.com/lyuwenyu/storage/releases/download"  # lyuwenyu/RT-DETR's releases (v1 and v2)
 DFINE = "https://github.com/Peterande/storage/releases/download/dfinev1.0"  # Peterande/D-FINE's COCO releases
+DEIMV2 = "https://huggingface.co/Intellindust/DEIMv2_{}_COCO/resolve/main/model.safetensors"  # the official repos
 # Our name -> where the official file is. The cached copy keeps the official file name: it says what it holds
-# (RT-DETRv2's "dsp" files are read with discrete sampling).
+# (RT-DETRv2's "dsp" files are read with discrete sampling); a HuggingFace repository's file is named after it.
 OFFICIAL_WEIGHTS = {
     "rtdetr-l.pt": f"{ULTRALYTICS}/rtdetr-l.pt",
     "rtdetr-x.pt": f"{ULTRALYTICS}/rtdetr-x.pt",
@@ -33,7 +34,21 @@ OFFICIAL_WEIGHTS = {
     "rtdetrv2-m-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_m_dsp_3x_coco.pth",
     "rtdetrv2-l-dsp.pth": f"{RTDETR}/v0.1/rtdetrv2_r50vd_dsp_1x_coco.pth",
     **{f"dfine-{size}.pth": f"{DFINE}/dfine_{size}_coco.pth" for size in "nsmlx"},
+    **{
+        f"deimv2-{size.lower()}.safetensors": DEIMV2.format(f"HGNetv2_{size}")
+        for size in ("ATTO", "FEMTO", "PICO", "N")
+    },
+    **{f"deimv2-{size.lower()}.safetensors": DEIMV2.format(f"DINOv3_{size}") for size in "SMLX"},
 }
+
+
+def cached_name(url: str) -> str:
+    """The file name a download keeps: the URL's, or for a HuggingFace repository's file, the repository's name
+    with the file's suffix (every DEIMv2 repository holds a `model.safetensors`)."""
+    parts = Path(unquote(urlparse(url).path)).parts  # (..., repo, 'resolve', revision, file) on the hub
+    if len(parts) >= 5 and parts[-3] == "resolve":
+        return parts[-4] + Path(parts[-1]).suffix
+    return parts[-1] if len(parts) > 1 else "download"
 
 
 def cache_dir() -> Path:
@@ -42,7 +57,7 @@ def cache_dir() -> Path:
 
 def download(url: str, subdir: str = "", timeout: float = 30.0) -> Path:
     """Fetch `url` into the cache (once); the file appears only when complete. SourceError when offline."""
-    target = cache_dir() / subdir / (Path(unquote(urlparse(url).path)).name or "download")
+    target = cache_dir() / subdir / cached_name(url)
     if target.is_file():
         return target
     try:
@@ -67,7 +82,7 @@ def resolve_weights(name: str | Path) -> Path:
     if path.is_file():
         return path
     if str(name) in OFFICIAL_WEIGHTS:
-        cached = cache_dir() / "weights" / Path(urlparse(OFFICIAL_WEIGHTS[str(name)]).path).name
+        cached = cache_dir() / "weights" / cached_name(OFFICIAL_WEIGHTS[str(name)])
         if cached.is_file():
             return cached
         try:

@@ -1,13 +1,18 @@
 """Helpers shared by the checkpoint importers: rename keys by regex rules, unpack packed attention, find the weights
-in an official solver's checkpoint."""
+in an official solver's checkpoint, and the shipped config a config-less checkpoint's shapes fit."""
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..config import class_names, load_model_config
+from ..nn import build_model
 
 Rule = tuple[str, str | Callable[[re.Match], str]]
 
@@ -38,3 +43,32 @@ def solver_state(checkpoint: Any) -> dict | None:
     ema = checkpoint.get("ema")
     state = ema.get("module") if isinstance(ema, dict) else checkpoint.get("model")
     return state if isinstance(state, dict) else None
+
+
+UNCOUNTED = ("num_batches_tracked", "decoder.anchors", "decoder.valid_mask")  # what a model computes or counts itself
+
+
+def tensor_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
+    """The shapes of a config's model's tensors (built on the meta device), less those it computes itself."""
+    with torch.device("meta"):
+        model = build_model({k: v for k, v in config.items() if k != "names"})
+    return {k: v.shape for k, v in model.state_dict().items() if not k.endswith(UNCOUNTED)}
+
+
+def shipped_size(
+    sizes: Sequence[str], state: dict[str, torch.Tensor], path: str | Path, decoder: dict[str, Any],
+    fit: Callable[[dict[str, Any], dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda config, state: state,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:  # fmt: skip
+    """For an official checkpoint without a config: the first shipped config of `sizes` whose model has exactly the
+    tensors of `state` (as `fit` arranges them for that config), with the file's class count and its `decoder`
+    settings -> (config, state); None when no size fits."""
+    nc = state["decoder.dec_score_head.0.weight"].shape[0]
+    for size in sizes:
+        config = copy.deepcopy(load_model_config(size))
+        config["decoder"].update(decoder)
+        if nc != config["nc"]:  # fine-tuned to other classes, which the file does not name
+            config["nc"], config["names"] = nc, class_names(None, nc, str(path))
+        fitted = fit(config, state)
+        if tensor_shapes(config) == {k: v.shape for k, v in fitted.items() if not k.endswith(UNCOUNTED)}:
+            return config, fitted
+    return None

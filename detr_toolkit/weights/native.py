@@ -39,14 +39,27 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         return f.metadata() or {}, {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not iterable)
 
 
-def load_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a file written by `save_weights` -> (config, state dict)."""
-    path = Path(path)
+def read_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of any safetensors file; CheckpointError naming it when it is not one."""
     try:
-        metadata, state = _read(path)
+        return _read(Path(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
-    if metadata.get("format") != FORMAT:
+
+
+def is_ours(metadata: dict[str, str]) -> bool:
+    """Whether a safetensors file's metadata says `save_weights` wrote it."""
+    return metadata.get("format") == FORMAT
+
+
+def load_weights(
+    path: str | Path, contents: tuple[dict[str, str], dict[str, torch.Tensor]] | None = None
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a file written by `save_weights` (or its `read_safetensors` contents, read already) -> (config, state
+    dict)."""
+    path = Path(path)
+    metadata, state = contents or read_safetensors(path)
+    if not is_ours(metadata):
         raise CheckpointError(f"{path}: a safetensors file, but not a detr-toolkit model (no config inside)")
     try:
         config = json.loads(metadata["config"])

@@ -8,20 +8,17 @@ the file's class count and `reg_scale`.
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import class_names, load_model_config
 from ..errors import CheckpointError
-from ..nn import build_model
-from .mapping import Rule, apply_rules, solver_state, unpack_in_proj
+from .mapping import Rule, apply_rules, shipped_size, solver_state, unpack_in_proj
 
 SIZES = ("dfine-n", "dfine-s", "dfine-m", "dfine-l", "dfine-x")
-_RULES: list[Rule] = [
+RULES: list[Rule] = [  # (DEIMv2's importer shares them)
     (r"^backbone\.(stem|stages)\.(.*)\.bn\.", r"backbone.\1.\2.norm."),
     (r"\.layers\.(\d+)\.conv1\.", r".layers.\1.pointwise."),  # light blocks: 1x1, then depthwise
     (r"\.layers\.(\d+)\.conv2\.", r".layers.\1.depthwise."),
@@ -43,21 +40,14 @@ _RULES: list[Rule] = [
 ]
 # What the official model stores that ours computes or keeps in its config.
 _DROPPED = re.compile(r"^decoder\.(anchors|valid_mask)$|\.num_points_scale$|^decoder\.(decoder\.)?(reg_scale|up)$")
-_UNCOUNTED = ("num_batches_tracked", "decoder.anchors", "decoder.valid_mask")
 
 
 def official_state(checkpoint: Any) -> dict[str, torch.Tensor] | None:
     """The state dict of an official D-FINE checkpoint (its EMA when it has one), else None."""
     state = solver_state(checkpoint)
-    if state is not None and "backbone.stem.stem1.conv.weight" in state and "decoder.decoder.up" in state:
+    if state is not None and "decoder.decoder.up" in state and "decoder.decoder.layers.0.linear1.weight" in state:
         return state
     return None
-
-
-def _shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
-    with torch.device("meta"):
-        model = build_model(config)
-    return {k: v.shape for k, v in model.state_dict().items() if not k.endswith(_UNCOUNTED)}
 
 
 def convert(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -66,17 +56,13 @@ def convert(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any
     state: dict[str, torch.Tensor] = {}
     for key, tensor in official.items():
         if not _DROPPED.search(key):
-            state.update(unpack_in_proj(apply_rules(key, _RULES), tensor))
+            state.update(unpack_in_proj(apply_rules(key, RULES), tensor))
     nc = state["decoder.dec_score_head.0.weight"].shape[0]
     state["decoder.denoising_class_embed.weight"] = state["decoder.denoising_class_embed.weight"][:nc]  # padding row
-    reg_scale = float(official["decoder.decoder.reg_scale"].reshape(-1)[0])
-    up = float(official["decoder.decoder.up"].reshape(-1)[0])
-    wanted = {k: v.shape for k, v in state.items() if not k.endswith(_UNCOUNTED)}
-    for size in SIZES:
-        config = copy.deepcopy(load_model_config(size))
-        config["decoder"].update(reg_scale=reg_scale, up=up)
-        if nc != config["nc"]:  # fine-tuned to other classes, which the file does not name
-            config["nc"], config["names"] = nc, class_names(None, nc, str(path))
-        if _shapes({k: v for k, v in config.items() if k != "names"}) == wanted:
-            return config, state
-    raise CheckpointError(f"{path}: an official D-FINE checkpoint of a size no shipped config has ({', '.join(SIZES)})")
+    settings = {name: float(official[f"decoder.decoder.{name}"].reshape(-1)[0]) for name in ("reg_scale", "up")}
+    found = shipped_size(SIZES, state, path, settings)
+    if found is None:
+        raise CheckpointError(
+            f"{path}: an official D-FINE checkpoint of a size no shipped config has ({', '.join(SIZES)})"
+        )
+    return found

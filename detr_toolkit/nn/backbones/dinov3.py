@@ -41,15 +41,15 @@ def rope_tables(
 class DINOv3Block(nn.Module):
     """Pre-norm block: x + ls1(attn(norm1 x)), then x + ls2(mlp(norm2 x)). Shapes: (B, T, dim) -> (B, T, dim)."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, gated_mlp: bool, layer_scale: float, key_bias: bool,
-                 norm_eps: float):  # fmt: skip
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, gated_mlp: bool, layer_scale: float | None,
+                 key_bias: bool, norm_eps: float):  # fmt: skip
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, num_heads, key_bias=key_bias)
-        self.ls1 = LayerScale(dim, layer_scale)
+        self.ls1 = nn.Identity() if layer_scale is None else LayerScale(dim, layer_scale)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = SwiGLU(dim, ffn_dim) if gated_mlp else ViTMLP(dim, ffn_dim)
-        self.ls2 = LayerScale(dim, layer_scale)
+        self.ls2 = nn.Identity() if layer_scale is None else LayerScale(dim, layer_scale)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         y = self.norm1(x)
@@ -62,11 +62,12 @@ class DINOv3(nn.Module):
 
     Args:
         patch_size, dim, depth, num_heads, ffn_dim: the ViT's shape. gated_mlp: a SwiGLU MLP (ViT-S+).
-        num_registers: register tokens after the class token. layer_scale: the layer scales' initial value.
+        num_registers: register tokens after the class token. layer_scale: the layer scales' initial value (None:
+            no layer scale, as DEIMv2's ViT-Tiny).
         key_bias: a bias in the key projection. rope_theta: the rotary embedding's base period.
         return_blocks: the three blocks (0-based) whose outputs become the stride 8, 16 and 32 maps.
         tap_norm: which taps the final norm is applied to: `all`, `last` (only a tap of the last block; how
-            transformers runs DINOv3 taps without norm), or `none`.
+            transformers runs DINOv3 taps without norm), or `none` (then the ViT has no final norm).
         adapter_width: the spatial tuning adapter's base width c (its maps have 2c, 4c, 4c channels).
     """
 
@@ -79,7 +80,7 @@ class DINOv3(nn.Module):
         ffn_dim: int = 768,
         gated_mlp: bool = False,
         num_registers: int = 0,
-        layer_scale: float = 1.0,
+        layer_scale: float | None = 1.0,
         key_bias: bool = True,
         rope_theta: float = 100.0,
         norm_eps: float = 1e-5,
@@ -105,7 +106,7 @@ class DINOv3(nn.Module):
         self.blocks = nn.ModuleList(
             DINOv3Block(dim, num_heads, ffn_dim, gated_mlp, layer_scale, key_bias, norm_eps) for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if tap_norm != "none" else None
         self.adapter = SpatialTuningAdapter(adapter_width, adapter_norm_eps)
         self.out_channels = [dim + c for c in self.adapter.out_channels]
         self.out_strides = list(OUT_STRIDES)
@@ -124,7 +125,7 @@ class DINOv3(nn.Module):
         for i, block in enumerate(self.blocks[: max(self.return_blocks) + 1]):
             x = block(x, rotary)
             if i in self.return_blocks:
-                normed = self.tap_norm == "all" or self.tap_norm == "last" and i == len(self.blocks) - 1
+                normed = self.tap_norm == "all" or self.tap_norm == "last" and i == len(self.blocks) - 1  # else none
                 tokens = self.norm(x) if normed else x
                 taps.append(tokens[:, -grid_h * grid_w :].transpose(1, 2).unflatten(2, (grid_h, grid_w)))
         return taps

@@ -6,17 +6,19 @@ import torch
 
 
 def anchor_boxes(
-    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One anchor box per pixel of every level: its centre, with side `base_size * 2**level`.
 
-    Returns boxes (1, S, 4) cxcywh in 0..1 and valid (1, S, 1), False for boxes within `eps` of the border.
+    Returns boxes (1, S, 4) cxcywh in 0..1 and valid (1, S, 1), False for boxes within `eps` of the border;
+    computed in `dtype` (the model's: a float64 model gets float64 anchors).
     """
     anchors = []
     for level, (h, w) in enumerate(shapes):
         ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=device),
-            torch.arange(w, dtype=torch.float32, device=device),
+            torch.arange(h, dtype=dtype, device=device),
+            torch.arange(w, dtype=dtype, device=device),
             indexing="ij",
         )
         centres = torch.stack([(xs + 0.5) / w, (ys + 0.5) / h], dim=-1)
@@ -27,10 +29,11 @@ def anchor_boxes(
 
 
 def generate_anchors(
-    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes: list[tuple[int, int]], base_size: float = 0.05, eps: float = 0.01, device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`anchor_boxes` in logit space, as RT-DETR refines them: (1, S, 4) logits (inf where invalid), valid (1, S, 1)."""
-    anchors, valid = anchor_boxes(shapes, base_size, eps, device)
+    anchors, valid = anchor_boxes(shapes, base_size, eps, device, dtype)
     return torch.log(anchors / (1 - anchors)).masked_fill(~valid, float("inf")), valid
 
 

@@ -28,7 +28,9 @@ class DFineDecoder(TwoStageDecoder):
     range), lqe_top_k / lqe_hidden_dim / lqe_layers (the location-quality estimator).
     DEIMv2's decoder is this one with other parts: `norm: rms`, `ffn: swiglu`, `gateway: false` for its smallest
     sizes, `share_bbox_head` (one box head for every layer), a 3-layer query position head (`query_pos_layers`,
-    `query_pos_width`, `query_pos_act`); `head_act`: the activation inside the box and quality heads.
+    `query_pos_width`, `query_pos_act`), computed once from the selected boxes (`query_pos_per_layer: false`, where
+    D-FINE recomputes it from every layer's boxes); `head_act`: the activation inside the box and quality heads;
+    `proposal_projection`: see `TwoStageDecoder`.
     """
 
     def __init__(
@@ -66,11 +68,15 @@ class DFineDecoder(TwoStageDecoder):
         query_pos_width: int | None = None,
         query_pos_act: str = "relu",
         head_act: str = "relu",
+        query_pos_per_layer: bool = True,
+        proposal_projection: bool = True,
     ):
         super().__init__(in_channels, in_strides, num_classes, hidden_dim, num_queries, num_layers, eval_idx,
                          num_denoising, label_noise_ratio, box_noise_scale, anchor_size, eval_size, norm_eps,
                          project_inputs=False, query_pos_layers=query_pos_layers, query_pos_width=query_pos_width,
-                         query_pos_act=query_pos_act, head_act=head_act)  # fmt: skip
+                         query_pos_act=query_pos_act, head_act=head_act,
+                         proposal_projection=proposal_projection)  # fmt: skip
+        self.query_pos_per_layer = query_pos_per_layer
         if reg_max < 4 or reg_max % 2:
             raise ValueError(f"reg_max={reg_max} must be an even number of at least 4")
         num_points = list(num_points) if not isinstance(num_points, int) else num_points
@@ -114,7 +120,8 @@ class DFineDecoder(TwoStageDecoder):
         all_boxes, all_corners, all_hidden = [], [], []
         bbox_heads = self.dec_bbox_head if len(self.dec_bbox_head) > 1 else [self.dec_bbox_head[0]] * layers
         for i, (layer, bbox_head) in enumerate(zip(self.layers[:layers], bbox_heads)):
-            query_pos = self.query_pos_head(boxes).clamp(-QUERY_POS_CLAMP, QUERY_POS_CLAMP)
+            if i == 0 or self.query_pos_per_layer:
+                query_pos = self.query_pos_head(boxes).clamp(-QUERY_POS_CLAMP, QUERY_POS_CLAMP)
             queries = layer(queries, boxes, query_pos, tokens, shapes, attn_mask)
             if i == 0:
                 pre_boxes = torch.sigmoid(self.pre_bbox_head(queries) + inverse_sigmoid(boxes))

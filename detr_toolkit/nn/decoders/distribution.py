@@ -15,13 +15,13 @@ from ..common import MLP
 
 def weighting_function(reg_max: int, up: float, reg_scale: float) -> torch.Tensor:
     """The bin values W(n), n = 0..reg_max: 0 in the middle, +-up * reg_scale one bin from the ends, twice that at
-    the ends, geometric in between. Shape (reg_max + 1,), float32 (computed as transformers does)."""
-    up_, scale = torch.tensor([abs(up)]), abs(reg_scale)
+    the ends, geometric in between. Shape (reg_max + 1,), float64 (as transformers computes them; cast to use)."""
+    up_, scale = torch.tensor([abs(up)], dtype=torch.float64), abs(reg_scale)
     bound = up_ * scale
     step = (bound + 1) ** (2 / (reg_max - 2))
     left = [-(step**i) + 1 for i in range(reg_max // 2 - 1, 0, -1)]
     right = [step**i - 1 for i in range(1, reg_max // 2)]
-    return torch.cat([-2 * bound, *left, torch.zeros(1), *right, 2 * bound])
+    return torch.cat([-2 * bound, *left, torch.zeros(1, dtype=torch.float64), *right, 2 * bound])
 
 
 def expected_distances(corners: torch.Tensor, bin_values: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ class TwoStageDecoder(nn.Module):
     RT-DETR (eval_spatial_size); imported checkpoints may carry their own (ultralytics stores them rounded to fp16).
     The query position head maps a box through `query_pos_layers` linear layers (`query_pos_width` wide, twice
     hidden_dim by default, `query_pos_act` between); `head_act` is the activation inside the box heads' MLPs.
+    `proposal_projection`: tokens pass a linear layer and a LayerNorm before the proposal heads (RT-DETR, D-FINE;
+    DEIMv2 scores the tokens as they are).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class TwoStageDecoder(nn.Module):
         query_pos_width: int | None = None,
         query_pos_act: str = "relu",
         head_act: str = "relu",
+        proposal_projection: bool = True,
     ):
         super().__init__()
         if not -num_layers <= eval_idx < num_layers:
@@ -70,7 +73,8 @@ class TwoStageDecoder(nn.Module):
         )  # fmt: skip
         self.denoising_class_embed = nn.Embedding(num_classes, hidden_dim)
         self.query_pos_head = MLP(4, query_pos_width or 2 * hidden_dim, hidden_dim, query_pos_layers, query_pos_act)
-        self.enc_output = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim))
+        self.enc_output = (nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim))
+                           if proposal_projection else nn.Identity())  # fmt: skip
         self.enc_score_head = nn.Linear(hidden_dim, num_classes)
         self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, 3, head_act)
         self.eval_shapes = level_shapes(eval_size, in_strides) if eval_size else []
@@ -82,20 +86,22 @@ class TwoStageDecoder(nn.Module):
     def reset_proposal_heads(self) -> None:
         """RT-DETR's init of the shared parts: class bias at prior 0.01, box deltas at zero, xavier projections."""
         init_detection_heads([self.enc_score_head], [self.enc_bbox_head])
-        nn.init.xavier_uniform_(self.enc_output[0].weight)
+        if isinstance(self.enc_output, nn.Sequential):
+            nn.init.xavier_uniform_(self.enc_output[0].weight)
         for layer in self.query_pos_head.layers:
             nn.init.xavier_uniform_(layer.weight)
         for proj in self.input_proj:
             if isinstance(proj, ConvNormAct):
                 nn.init.xavier_uniform_(proj.conv.weight)
 
-    def _anchors(self, shapes: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchors for these level shapes: the stored ones at eval size, else computed and cached."""
+    def _anchors(self, shapes: list[tuple[int, int]], device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Anchors for these level shapes: the stored ones at eval size, else computed (in `dtype`) and cached."""
         if shapes == self.eval_shapes:
             return self.anchors, self.valid_mask
         cache = self._anchor_cache
-        if cache is None or cache[0] != shapes or cache[1].device != device:
-            anchors, valid = generate_anchors(shapes, self.anchor_size, device=device)
+        if cache is None or cache[0] != shapes or cache[1].device != device or cache[1].dtype != dtype:
+            anchors, valid = generate_anchors(shapes, self.anchor_size, device=device, dtype=dtype)
             self._anchor_cache = cache = (shapes, anchors, valid)
         return cache[1], cache[2]
 
@@ -113,7 +119,8 @@ class TwoStageDecoder(nn.Module):
         Returns queries (B, K, D), reference box logits (B, K, 4), and the proposals' boxes (B, K, 4, sigmoid)
         and class logits (B, K, C) for the encoder's auxiliary loss.
         """
-        anchors, valid = self._anchors(shapes, tokens.device)
+        anchors, valid = self._anchors(shapes, tokens.device, torch.float64 if tokens.dtype == torch.float64 else
+                                       torch.float32)  # fmt: skip
         memory = self.enc_output(valid.to(tokens.dtype) * tokens)
         scores = self.enc_score_head(memory)
         index = top_k_indices(scores, self.num_queries)  # (B, K)
