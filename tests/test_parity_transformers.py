@@ -85,6 +85,19 @@ def test_detections_match_post_processing(peer, conf):
         assert (mine[:, 5] == paired[:, 5]).all()
 
 
+@pytest.mark.parametrize("kind", ["rt_detr", "rt_detr_v2", "d_fine", "deimv2_lite", "deimv2_dinov3"])
+def test_non_square_input_matches_the_rt_detr_family(kind, tmp_path):
+    """A 128x224 batch of both photos: anchors, the encoder's position embedding, deformable sampling and (DEIMv2)
+    the ViT's rotary positions and the adapter all follow a non-square grid as transformers' do."""
+    model, _ = peers.transformers_model(kind)
+    model.save_pretrained(tmp_path / kind)
+    images = torch.nn.functional.interpolate(peers.photos(256), size=(128, 224), mode="bilinear")
+    with torch.inference_mode():
+        theirs, mine = model(pixel_values=peers.pixel_values(kind, images)), RTDETR(tmp_path / kind).model(images)
+    assert (mine["logits"] - theirs.logits).abs().max() < 1e-4
+    assert (mine["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
+
+
 def test_non_square_input_matches_lw_detr(tmp_path):
     """LW-DETR's peer windows non-square token grids correctly (RF-DETR's swaps height and width), so the
     non-square check is made against it: a 128x256 input, 2x2 windows of 4x8 patches."""
