@@ -48,3 +48,30 @@ def test_bf16_keeps_the_accuracy_of_trained_weights(monkeypatch, tmp_path):
     # strictest IoU, where rounded box edges count most).
     for key, bound in (("mAP50-95", 0.01), ("mAP50", 0.01), ("mAP75", 0.02)):
         assert abs(half[key] - full[key]) < bound, (key, half[key], full[key])
+
+
+def test_chunked_attention_is_attention():
+    """The chunked attention long bfloat16 sequences take on a CPU computes what scaled_dot_product_attention does:
+    equal in float32 (several chunks and a partial one), within bfloat16's rounding in bfloat16; and a DINOv3 ViT
+    layer in bfloat16 takes it."""
+    import torch.nn.functional as F
+
+    from detr_toolkit.nn import attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 1100, 64) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v)
+    assert (attention.chunked_attention(q, k, v) - expected).abs().max() < 1e-5
+    half = attention.chunked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+    assert (half - expected).abs().max() < 0.02
+    layer = attention.MultiHeadAttention(192, 3).eval()
+    tokens = torch.randn(1, attention.CHUNKED_FROM, 192)
+    calls = []
+    original = attention.chunked_attention
+    try:
+        attention.chunked_attention = lambda *a: calls.append(1) or original(*a)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+            layer(tokens, tokens, tokens)
+    finally:
+        attention.chunked_attention = original
+    assert calls == [1]

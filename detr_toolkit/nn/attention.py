@@ -2,6 +2,7 @@
 
 Holds separate q/k/v projections (so query and key may differ from value, as DETR adds positions to
 q and k only); checkpoints that pack them (`in_proj_weight` of `nn.MultiheadAttention`) are split on import.
+Long bfloat16 sequences on a CPU go through `chunked_attention` instead (see there).
 """
 
 from __future__ import annotations
@@ -13,11 +14,32 @@ from torch import nn
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding of the last N tokens: x * cos + rotate_half(x) * sin, rotate_half(a, b) = (-b, a).
-    Shapes: x (B, heads, L, d), cos and sin (N, d) -> (B, heads, L, d)."""
+    Shapes: x (B, heads, L, d), cos and sin (N, d) -> (B, heads, L, d), in x's dtype."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     prefix, tokens = x.split([x.shape[-2] - cos.shape[-2], cos.shape[-2]], dim=-2)
     first, second = tokens.chunk(2, dim=-1)
     rotated = tokens * cos + torch.cat([-second, first], dim=-1) * sin
     return torch.cat([prefix, rotated], dim=-2)
+
+
+CHUNKED_FROM = 1024  # keys from which bfloat16 attention on a CPU is computed in chunks of queries
+QUERY_CHUNK = 256  # queries per chunk: their scores (heads x 256 x keys) stay in the CPU's caches
+
+
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v, `QUERY_CHUNK` queries at a time, with plain matmuls. Shapes: (B, heads, L, d)
+    -> (B, heads, L, d).
+
+    For bfloat16 on CPUs without AMX, PyTorch's flash-attention kernel is no faster than in float32, while matmuls
+    use the CPU's bfloat16 dot products: a DINOv3 ViT layer of 1601 tokens takes 8 ms this way against 14 ms.
+    """
+    scale = q.shape[-1] ** -0.5
+    keys = k.transpose(-1, -2).contiguous()
+    out = torch.empty_like(q)
+    for start in range(0, q.shape[-2], QUERY_CHUNK):
+        scores = torch.matmul(q[..., start : start + QUERY_CHUNK, :] * scale, keys)
+        out[..., start : start + QUERY_CHUNK, :] = torch.matmul(scores.softmax(-1), v)
+    return out
 
 
 class MultiHeadAttention(nn.Module):
@@ -57,11 +79,20 @@ class MultiHeadAttention(nn.Module):
         v = self._split_heads(self.v_proj(value))
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=None if attn_mask is None else ~attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        if (
+            attn_mask is None
+            and not self.training
+            and q.dtype == torch.bfloat16
+            and q.device.type == "cpu"
+            and (k.shape[-2] >= CHUNKED_FROM and not torch.jit.is_tracing())
+        ):
+            out = chunked_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=None if attn_mask is None else ~attn_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+            )
         return self.out_proj(out.transpose(1, 2).flatten(2))

@@ -24,17 +24,18 @@ OUT_STRIDES = [8, 16, 32]
 
 
 def rope_tables(
-    grid_h: int, grid_w: int, head_dim: int, theta: float, device=None
+    grid_h: int, grid_w: int, head_dim: int, theta: float, device=None, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DINOv3's 2-D rotary tables for a (grid_h, grid_w) patch grid, row-major. -> cos, sin (grid_h * grid_w, head_dim).
 
     Patch centres are placed in [-1, 1] along each axis; head_dim / 4 frequencies 1 / theta^(4i / head_dim) turn
-    each coordinate into angles 2 pi c f: [y angles, x angles], repeated twice.
+    each coordinate into angles 2 pi c f: [y angles, x angles], repeated twice. Centres and frequencies are float32,
+    as DINOv3 computes them; the angles are computed in `dtype` (float64 for a float64 model).
     """
-    frequencies = 1 / theta ** torch.arange(0, 1, 4 / head_dim, dtype=torch.float32, device=device)
+    frequencies = (1 / theta ** torch.arange(0, 1, 4 / head_dim, dtype=torch.float32, device=device)).to(dtype)
     axes = [torch.arange(0.5, n, dtype=torch.float32, device=device) / n for n in (grid_h, grid_w)]
     centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1) * 2 - 1  # (N, 2) y, x
-    angles = (2 * math.pi * centres[:, :, None] * frequencies).flatten(1).tile(2)
+    angles = (2 * math.pi * centres.to(dtype)[:, :, None] * frequencies).flatten(1).tile(2)
     return angles.cos(), angles.sin()
 
 
@@ -119,8 +120,8 @@ class DINOv3(nn.Module):
         patches = self.patch_embed(images).flatten(2).transpose(1, 2)
         batch = patches.shape[0]  # (not len(): a traced export keeps the batch size free)
         x = torch.cat([self.cls_token.expand(batch, -1, -1), self.register_tokens.expand(batch, -1, -1), patches], 1)
-        cos, sin = rope_tables(grid_h, grid_w, x.shape[-1] // self.num_heads, self.rope_theta, images.device)
-        rotary = (cos.to(x.dtype), sin.to(x.dtype))
+        exact = torch.float64 if x.dtype == torch.float64 else torch.float32  # (attention casts to its dtype)
+        rotary = rope_tables(grid_h, grid_w, x.shape[-1] // self.num_heads, self.rope_theta, images.device, exact)
         taps = []
         for i, block in enumerate(self.blocks[: max(self.return_blocks) + 1]):
             x = block(x, rotary)
