@@ -60,7 +60,6 @@ TINY_CONFIG = {
 }  # fmt: skip
 
 
-# A small ViT + LW-DETR decoder (RF-DETR / LW-DETR family) with 3 query groups, 64 px inputs.
 TINY_DFINE_CONFIG = {  # the shipped dfine-n.yaml, narrowed: write it to a file beside others to load its base
     "base": "dfine-n.yaml", "nc": 4, "imgsz": 64,
     "backbone": {"stem": [8, 8], "layers_per_block": 2, "stages": [
@@ -73,6 +72,7 @@ TINY_DFINE_CONFIG = {  # the shipped dfine-n.yaml, narrowed: write it to a file 
                 "eval_size": 64, "reg_max": 16},
 }  # fmt: skip
 
+# A small ViT + LW-DETR decoder (RF-DETR / LW-DETR family) with 3 query groups, 64 px inputs.
 TINY_VIT_CONFIG = {
     "nc": 4,
     "imgsz": 64,

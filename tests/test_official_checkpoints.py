@@ -183,3 +183,21 @@ def test_named_deimv2_weights_are_the_official_hub_safetensors(tmp_path, monkeyp
     save_file({k: v.contiguous() for k, v in state.items()}, cached)
     model = RTDETR("deimv2-atto.safetensors")
     assert model.config["imgsz"] == 320 and model.config["decoder"]["share_bbox_head"] and len(model.names) == 80
+
+
+def test_an_official_deimv2_file_that_fits_no_size_says_where_it_differs(tmp_path):
+    """A DEIMv2 file missing one tensor: the error names the closest shipped size and the tensor; one without its
+    bin settings names them."""
+    import transformers
+
+    _, kwargs = peers.PEER_CONFIGS["deimv2-atto"]
+    peer = transformers.Deimv2ForObjectDetection(transformers.Deimv2Config(**kwargs, num_labels=80)).eval()
+    state = torch.load(peers.official_deimv2_checkpoint(tmp_path / "atto.pth", peer), weights_only=True)["model"]
+    torch.save({"model": {k: v for k, v in state.items() if k != "decoder.pre_bbox_head.layers.0.bias"}},
+               tmp_path / "cut.pth")  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"cut.pth: .*closest deimv2-atto, 1 tensor\(s\) differ: missing "
+                                              r"decoder.pre_bbox_head.layers.0.bias$"):  # fmt: skip
+        RTDETR(tmp_path / "cut.pth")
+    torch.save({"model": {k: v for k, v in state.items() if not k.endswith("reg_scale")}}, tmp_path / "bins.pth")
+    with pytest.raises(CheckpointError, match=r"bins.pth: an official DEIMv2 checkpoint without decoder.reg_scale"):
+        RTDETR(tmp_path / "bins.pth")

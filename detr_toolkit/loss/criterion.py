@@ -1,5 +1,6 @@
-"""The training loss of the RT-DETR family (as ultralytics' `RTDETRDetectionLoss` computes it), of D-FINE and DEIM
-(their official criteria), and of LW-DETR / RF-DETR (as transformers' `LwDetrForObjectDetectionLoss` does).
+"""The training loss of the RT-DETR family (the values ultralytics' `RTDETRDetectionLoss` computes; the gradients of
+the official criterion, which, unlike ultralytics', detaches the varifocal weight), of D-FINE and DEIM (their
+official criteria), and of LW-DETR / RF-DETR (as transformers' `LwDetrForObjectDetectionLoss` does).
 
 For every set of predictions (each decoder layer, D-FINE's first-layer boxes, the encoder's top-k proposals),
 queries are matched to the objects, then:
@@ -93,7 +94,8 @@ class DetectionCriterion(nn.Module):
     D-FINE's decoders add "pre_boxes"/"pre_logits" (B, Q, ...) (layer 0's initial boxes, an extra set),
     "corners" (L, B, Q, 4 * (R + 1)) edge-distribution logits, "references" (B, Q, 4) the boxes they are measured
     from, "bin_values" (R + 1,) and "reg_scale"; each with its "dn_" counterpart.
-    Keys of the result: loss_{class,bbox,giou} (and loss_fgl with `fgl_weight`) for the last layer, ..._aux for
+    Keys of the result: loss_{class,bbox,giou} (and loss_fgl when `fgl_weight` or `ddf_weight` is set and the
+    decoder has edge distributions; other decoders ignore those weights) for the last layer, ..._aux for
     the other sets (loss_ddf_aux with `ddf_weight`), ..._dn for denoising (its last layer) and ..._aux_dn. With
     "groups": G (LW-DETR / RF-DETR's Group DETR), each of the G query groups is matched to the objects separately.
     `class_loss`: "varifocal" (RT-DETR, D-FINE), "mal" (DEIM; mean over queries, times queries / objects) or

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..config import class_names, load_model_config
+from ..errors import CheckpointError
 from ..nn import build_model
 
 Rule = tuple[str, str | Callable[[re.Match], str]]
@@ -56,19 +57,31 @@ def tensor_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
 
 
 def shipped_size(
-    sizes: Sequence[str], state: dict[str, torch.Tensor], path: str | Path, decoder: dict[str, Any],
+    family: str, sizes: Sequence[str], state: dict[str, torch.Tensor], path: str | Path, decoder: dict[str, Any],
     fit: Callable[[dict[str, Any], dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda config, state: state,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:  # fmt: skip
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:  # fmt: skip
     """For an official checkpoint without a config: the first shipped config of `sizes` whose model has exactly the
     tensors of `state` (as `fit` arranges them for that config), with the file's class count and its `decoder`
-    settings -> (config, state); None when no size fits."""
+    settings -> (config, state). CheckpointError naming the tensors in which the closest size differs otherwise."""
     nc = state["decoder.dec_score_head.0.weight"].shape[0]
+    closest: tuple[int, str, list[str]] | None = None
     for size in sizes:
         config = copy.deepcopy(load_model_config(size))
         config["decoder"].update(decoder)
         if nc != config["nc"]:  # fine-tuned to other classes, which the file does not name
             config["nc"], config["names"] = nc, class_names(None, nc, str(path))
         fitted = fit(config, state)
-        if tensor_shapes(config) == {k: v.shape for k, v in fitted.items() if not k.endswith(UNCOUNTED)}:
+        wanted, have = tensor_shapes(config), {k: v.shape for k, v in fitted.items() if not k.endswith(UNCOUNTED)}
+        if wanted == have:
             return config, fitted
-    return None
+        differences = ([f"missing {k}" for k in wanted if k not in have]
+                       + [f"unexpected {k}" for k in have if k not in wanted]
+                       + [f"{k} is {list(have[k])}, not {list(wanted[k])}" for k in wanted
+                          if k in have and have[k] != wanted[k]])  # fmt: skip
+        if closest is None or len(differences) < closest[0]:
+            closest = (len(differences), size, differences)
+    count, size, differences = closest
+    raise CheckpointError(
+        f"{path}: an official {family} checkpoint of a size no shipped config has ({', '.join(sizes)}); closest "
+        f"{size}, {count} tensor(s) differ: {'; '.join(differences[:3])}"
+    )

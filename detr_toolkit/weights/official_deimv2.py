@@ -101,20 +101,21 @@ def convert(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any
             state.update(_split(_rename(key), tensor, official.get(f"{key}_mask")))  # qkv.bias -> qkv.bias_mask
     nc = state["decoder.dec_score_head.0.weight"].shape[0]
     state["decoder.denoising_class_embed.weight"] = state["decoder.denoising_class_embed.weight"][:nc]  # padding row
-    reg_scale = official.get("decoder.decoder.reg_scale", official.get("decoder.reg_scale"))
-    found = shipped_size(SIZES, state, path, {"reg_scale": float(reg_scale.reshape(-1)[0])}, _fit)
-    if found is None:
-        raise CheckpointError(
-            f"{path}: an official DEIMv2 checkpoint of a size no shipped config has ({', '.join(SIZES)})"
-        )
-    return found
+    settings = {}
+    for name in ("reg_scale", "up"):  # stored twice; safetensors keep one of the names
+        value = official.get(f"decoder.decoder.{name}", official.get(f"decoder.{name}"))
+        if value is None:
+            raise CheckpointError(f"{path}: an official DEIMv2 checkpoint without decoder.{name}")
+        settings[name] = float(value.reshape(-1)[0])
+    return shipped_size("DEIMv2", SIZES, state, path, settings, _fit)
 
 
 def _fit(config: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors as `config`'s model holds them: one shared box head (stored under every layer's index, or, as
     safetensors keep one name of shared tensors, under any one), the ViT-Tiny's empty register tokens."""
-    if config["decoder"]["share_bbox_head"]:
-        first = min(int(m[1]) for k in state if (m := re.match(r"decoder\.dec_bbox_head\.(\d+)\.", k)))
+    heads = [int(m[1]) for k in state if (m := re.match(r"decoder\.dec_bbox_head\.(\d+)\.", k))]
+    if config["decoder"]["share_bbox_head"] and heads:
+        first = min(heads)
         head = {re.sub(r"^decoder\.dec_bbox_head\.\d+\.", "decoder.dec_bbox_head.0.", k): v for k, v in state.items()
                 if k.startswith(f"decoder.dec_bbox_head.{first}.")}  # fmt: skip
         state = {**{k: v for k, v in state.items() if not k.startswith("decoder.dec_bbox_head.")}, **head}

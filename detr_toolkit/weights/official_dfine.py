@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
 from .mapping import Rule, apply_rules, shipped_size, solver_state, unpack_in_proj
 
 SIZES = ("dfine-n", "dfine-s", "dfine-m", "dfine-l", "dfine-x")
@@ -60,9 +59,4 @@ def convert(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any
     nc = state["decoder.dec_score_head.0.weight"].shape[0]
     state["decoder.denoising_class_embed.weight"] = state["decoder.denoising_class_embed.weight"][:nc]  # padding row
     settings = {name: float(official[f"decoder.decoder.{name}"].reshape(-1)[0]) for name in ("reg_scale", "up")}
-    found = shipped_size(SIZES, state, path, settings)
-    if found is None:
-        raise CheckpointError(
-            f"{path}: an official D-FINE checkpoint of a size no shipped config has ({', '.join(SIZES)})"
-        )
-    return found
+    return shipped_size("D-FINE", SIZES, state, path, settings)

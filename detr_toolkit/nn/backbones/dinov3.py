@@ -95,8 +95,12 @@ class DINOv3(nn.Module):
             len(set(return_blocks)) != 3
             or sorted(return_blocks) != list(return_blocks)
             or not all(0 <= b < depth for b in return_blocks)
+            or return_blocks[-1] != depth - 1  # blocks after the last tap would never run: unused weights
         ):
-            raise ValueError(f"return_blocks={list(return_blocks)}: three different blocks of 0..{depth - 1}, in order")
+            raise ValueError(
+                f"return_blocks={list(return_blocks)}: three different blocks of 0..{depth - 1} in order, the last "
+                f"one {depth - 1}"
+            )
         if tap_norm not in TAP_NORMS:
             raise ValueError(f"tap_norm={tap_norm!r}: use one of {TAP_NORMS}")
         self.patch_size, self.num_heads, self.rope_theta = patch_size, num_heads, rope_theta
@@ -123,7 +127,7 @@ class DINOv3(nn.Module):
         exact = torch.float64 if x.dtype == torch.float64 else torch.float32  # (attention casts to its dtype)
         rotary = rope_tables(grid_h, grid_w, x.shape[-1] // self.num_heads, self.rope_theta, images.device, exact)
         taps = []
-        for i, block in enumerate(self.blocks[: max(self.return_blocks) + 1]):
+        for i, block in enumerate(self.blocks):
             x = block(x, rotary)
             if i in self.return_blocks:
                 normed = self.tap_norm == "all" or self.tap_norm == "last" and i == len(self.blocks) - 1  # else none

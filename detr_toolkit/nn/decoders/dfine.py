@@ -96,7 +96,8 @@ class DFineDecoder(TwoStageDecoder):
         self.lqe_layers = nn.ModuleList(
             LocationQuality(lqe_top_k, lqe_hidden_dim, lqe_layers, head_act) for _ in range(num_layers)
         )
-        self.register_buffer("bin_values", weighting_function(reg_max, up, reg_scale), persistent=False)
+        bins = weighting_function(reg_max, up, reg_scale).float()  # (float64 buffers cannot go to every device)
+        self.register_buffer("bin_values", bins, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -15,7 +15,7 @@ from ..common import MLP
 
 def weighting_function(reg_max: int, up: float, reg_scale: float) -> torch.Tensor:
     """The bin values W(n), n = 0..reg_max: 0 in the middle, +-up * reg_scale one bin from the ends, twice that at
-    the ends, geometric in between. Shape (reg_max + 1,), float64 (as transformers computes them; cast to use)."""
+    the ends, geometric in between. Shape (reg_max + 1,), float64 (as transformers computes them)."""
     up_, scale = torch.tensor([abs(up)], dtype=torch.float64), abs(reg_scale)
     bound = up_ * scale
     step = (bound + 1) ** (2 / (reg_max - 2))
