@@ -183,6 +183,8 @@ def test_named_deimv2_weights_are_the_official_hub_safetensors(tmp_path, monkeyp
     save_file({k: v.contiguous() for k, v in state.items()}, cached)
     model = RTDETR("deimv2-atto.safetensors")
     assert model.config["imgsz"] == 320 and model.config["decoder"]["share_bbox_head"] and len(model.names) == 80
+    save_file({f"model.{k}": v.contiguous() for k, v in state.items()}, tmp_path / "wrapped.safetensors")
+    assert RTDETR(tmp_path / "wrapped.safetensors").config["imgsz"] == 320  # a hub wrapper's names, unwrapped
 
 
 def test_an_official_deimv2_file_that_fits_no_size_says_where_it_differs(tmp_path):

@@ -61,11 +61,14 @@ _DROPPED = re.compile(r"^decoder\.(anchors|valid_mask)$|\.num_points_scale$|^dec
 
 
 def official_state(checkpoint: Any) -> dict[str, torch.Tensor] | None:
-    """The state dict of an official DEIMv2 checkpoint (its EMA when it has one), else None."""
+    """The state dict of an official DEIMv2 checkpoint (its EMA when it has one), else None. A model saved inside
+    a wrapper (every name under `model.`) is unwrapped."""
     state = solver_state(checkpoint)
-    if state is not None and "decoder.decoder.layers.0.swish_ffn.w12.weight" in state:
-        return state
-    return None
+    if state is None:
+        return None
+    if "model.decoder.decoder.layers.0.swish_ffn.w12.weight" in state:
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+    return state if "decoder.decoder.layers.0.swish_ffn.w12.weight" in state else None
 
 
 def _split(key: str, tensor: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
