@@ -87,7 +87,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "writes runs/train/NAME/{args.yaml, weights/{last,best}.*, results.csv, results.png}.",
         epilog="Also accepts key=value arguments, e.g. `detect train data=data.yaml epochs=10 lr=1e-4`.",
     )
-    train.add_argument("--model", default="rtdetr-l.yaml", help=f"{MODEL_HELP} to start from; default rtdetr-l.yaml")
     train.add_argument("--cfg", help="YAML file of training settings (options and key=value arguments override it)")
     _add_settings(train, TrainArgs)
     train.set_defaults(run=_train)
@@ -148,8 +147,8 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not settings.get("data"):
         raise DetrToolkitError("train needs --data (a YOLO data.yaml, a COCO data yaml or an instances .json)")
-    TrainArgs.from_sources(args.cfg, **settings)  # settings errors before the model is loaded
-    RTDETR(args.model).train(args.cfg, **settings)
+    model = TrainArgs.from_sources(args.cfg, **settings).model  # settings errors before the model is loaded
+    RTDETR(model).train(args.cfg, **settings)
     return 0
 
 

@@ -308,7 +308,12 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
     what: ClassVar[str] = "training setting"
     given: ClassVar[frozenset[str]] = frozenset()
     data: str = Setting("", "YOLO data.yaml, COCO data yaml (format: coco) or COCO instances .json").field()
+    model: str = Setting("rtdetr-l.yaml", "model config or weights `detect train` starts from (a recipe names its "
+                         "model; Python trains the RTDETR object's)").field()  # fmt: skip
     epochs: int = Setting(72, "passes over the training set", int, low=1).field()
+    time: float | None = Setting(None, "hours of training (overrides epochs): the epochs that fit are estimated from "
+                                 "the first ones, and the schedule and augmentation phases fitted to them", float,
+                                 low=0, low_open=True, optional=True).field()  # fmt: skip
     patience: int = Setting(0, "stop after this many epochs without a better val mAP50-95 (0: never)", int,
                             low=0).field()  # fmt: skip
     batch: int = _batch(8, "images per optimizer step, over all processes").field()
@@ -338,6 +343,17 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
     zoom_out: float = Setting(0.5, "probability of zooming out", float, low=0, high=1).field()
     iou_crop: float = Setting(0.8, "probability of an IoU crop", float, low=0, high=1).field()
     hflip: float = Setting(0.5, "probability of a horizontal flip", float, low=0, high=1).field()
+    mosaic: float = Setting(0.0, "probability of a mosaic of four images (each at about its own scale)", float,
+                            low=0, high=1).field()  # fmt: skip
+    mixup: float = Setting(0.0, "probability of blending in a second training sample (and its boxes)", float, low=0,
+                           high=1).field()  # fmt: skip
+    close_mosaic: float = Setting(0.1, "share of the final epochs trained without mosaic and mixup (DEIM's plain "
+                                  "tail; a share, so it fits time=)", float, low=0, high=1).field()  # fmt: skip
+    o2m: int = Setting(0, "one-to-many branch: extra queries matched to this many copies of the targets (hybrid "
+                       "matching; training only; 0: off)", int, low=0, high=64).field()  # fmt: skip
+    o2m_queries: int = Setting(0, "queries of the one-to-many branch (0: o2m x the most objects in an image, at "
+                               "least the model's queries)", int, low=0, high=10000).field()  # fmt: skip
+    o2m_weight: float = Setting(1.0, "weight of the one-to-many branch's losses", float, low=0).field()
     multi_scale: list[int] = Setting([], "training sizes to draw per batch (empty: imgsz only)", list, int, low=1,
                                      limit=limits.IMAGE_SIZE).field()  # fmt: skip
     val: bool = Setting(True, "evaluate on the val split after every epoch", bool).field()

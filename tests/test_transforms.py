@@ -1,15 +1,19 @@
-"""Training augmentation: our batched IoU crop draws the crops torchvision's RandomIoUCrop draws."""
+"""Training augmentation: our batched IoU crop draws the crops torchvision's RandomIoUCrop draws; mosaic boxes
+follow their pixels."""
 
 from __future__ import annotations
 
+import random
 import statistics
 
 import pytest
 import torch
+from torchvision import tv_tensors
 from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
 from detr_toolkit.data.iou_crop import BatchedRandomIoUCrop
+from detr_toolkit.data.mosaic import Mosaic
 from detr_toolkit.data.transforms import build_transforms, to_sample
 
 BOXES = torch.tensor([[10.0, 12.0, 40.0, 50.0], [60.0, 20.0, 90.0, 44.0], [30.0, 60.0, 70.0, 110.0], [5, 90, 20, 118]])
@@ -79,3 +83,82 @@ def test_training_transforms_give_valid_samples():
 def test_unknown_augmentation_is_refused():
     with pytest.raises(ValueError, match="mosaic"):
         build_transforms(64, {"mosaic": 1.0})
+
+
+def _scene(sizes: list[tuple[int, int]], boxes_per_image: int, generator: torch.Generator) -> list[dict]:
+    """Black images of the given (h, w), each with non-overlapping rectangles; label = object id."""
+    samples, ident = [], 0
+    for height, width in sizes:
+        boxes, band = [], height // boxes_per_image
+        for row in range(boxes_per_image):  # one horizontal band per box: no overlaps
+            x1 = int(torch.randint(0, width - 12, (1,), generator=generator))
+            w = int(torch.randint(6, min(60, width - x1) + 1, (1,), generator=generator))
+            y1 = row * band + int(torch.randint(0, band - 6, (1,), generator=generator))
+            h = int(torch.randint(5, row * band + band - y1 + 1, (1,), generator=generator))
+            boxes.append([x1, y1, x1 + w, y1 + h])
+        labels = torch.arange(ident, ident + boxes_per_image)
+        image = torch.zeros(3, height, width, dtype=torch.uint8)
+        samples.append(to_sample(image, torch.tensor(boxes, dtype=torch.float32), labels))
+        ident += boxes_per_image
+    return samples
+
+
+def _only(samples: list[dict], ident: int) -> list[dict]:
+    """The samples with object `ident` painted white, all else black."""
+    painted = []
+    for sample in samples:
+        image = torch.zeros_like(sample["image"])
+        for box, label in zip(sample["boxes"].as_subclass(torch.Tensor).int().tolist(), sample["labels"].tolist()):
+            if label == ident:
+                image[:, box[1] : box[3], box[0] : box[2]] = 255
+        painted.append({**sample, "image": tv_tensors.Image(image)})
+    return painted
+
+
+def test_mosaic_boxes_follow_the_pixels():
+    """Random mosaics: each kept box is where its object's pixels are (shifted, scaled, clipped to the window);
+    an object is dropped exactly when less than min_visible (a quarter) of it remains in the window."""
+    random.seed(0)
+    generator = torch.Generator().manual_seed(0)
+    size, mosaic = 96, Mosaic(96, fill=0)
+    kept_count = dropped_count = 0
+    for _ in range(20):
+        sizes = [(int(torch.randint(60, 160, (1,), generator=generator)),
+                  int(torch.randint(60, 160, (1,), generator=generator))) for _ in range(4)]  # fmt: skip
+        samples = _scene(sizes, 4, generator)
+        params = mosaic.make_params()
+        out = mosaic.apply(samples, **params)
+        boxes, labels = out["boxes"].as_subclass(torch.Tensor), out["labels"]
+        assert out["image"].shape == (3, size, size) and out["image"].dtype == torch.uint8
+        assert len(boxes) == len(labels) and ((boxes >= 0) & (boxes <= size)).all()
+        scaled = max(round(2 * size * params["factor"]), size)
+        for sample, (height, width) in zip(samples, sizes):
+            scale = size / max(height, width) * scaled / (2 * size)  # source pixels -> window pixels
+            for source_box, ident in zip(sample["boxes"].as_subclass(torch.Tensor), sample["labels"].tolist()):
+                coverage = mosaic.apply(_only(samples, ident), **params)["image"][0].float() / 255
+                full_area = float((source_box[2] - source_box[0]) * (source_box[3] - source_box[1])) * scale**2
+                visible = float(coverage.sum()) / full_area
+                kept = labels == ident
+                if kept.any():
+                    ys, xs = torch.nonzero(coverage >= 0.5, as_tuple=True)
+                    extent = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+                    assert torch.allclose(boxes[kept][0], extent, atol=1.0), (boxes[kept][0], extent)
+                    assert visible >= 0.25 - 0.03
+                    kept_count += 1
+                elif visible > 0:
+                    sides = (coverage >= 0.5).any(dim=0).sum(), (coverage >= 0.5).any(dim=1).sum()
+                    assert visible < 0.25 + 0.03 or min(sides) <= 2
+                    dropped_count += 1
+    assert kept_count > 100 and dropped_count > 3
+
+
+def test_mosaic_clips_and_drops_remnants():
+    """Four 64x64 images meeting at the canvas's middle, unscaled: the window is the inner quarter of each; a box
+    cut to 56% of its area is clipped and kept, one cut to 2% is dropped."""
+    images = [torch.zeros(3, 64, 64, dtype=torch.uint8) for _ in range(4)]
+    boxes = torch.tensor([[22.0, 22, 62, 62], [50, 0, 64, 36]])  # image 0 (top-left) shows its [32:, 32:] quarter
+    samples = [to_sample(images[0], boxes, torch.tensor([0, 1]))]
+    samples += [to_sample(image, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)) for image in images[1:]]
+    out = Mosaic(64).apply(samples, centre=(64, 64), factor=1.0, shift=(0.0, 0.0))
+    assert out["labels"].tolist() == [0]
+    assert out["boxes"].as_subclass(torch.Tensor).tolist() == [[0.0, 0.0, 30.0, 30.0]]

@@ -13,6 +13,7 @@ from torchvision.ops import box_convert
 
 from .annotations import Annotation
 from .images import read_image
+from .mosaic import Mosaic
 from .transforms import build_transforms, to_sample
 
 
@@ -21,28 +22,50 @@ class DetectionDataset(Dataset):
     "index": i, "orig_size": (h, w)}).
 
     augment: probabilities of the training augmentations (see `transforms.build_transforms`), None to only resize.
+    mosaic, mixup: probabilities of a mosaic of item i with three random others (`mosaic.Mosaic`) and of blending
+    in a second random sample with its boxes; `mixing = False` turns both off (the final epochs of training).
     """
 
     def __init__(self, annotations: Sequence[Annotation], names: dict[int, str], imgsz: int,
-                 augment: dict[str, float] | None = None):  # fmt: skip
+                 augment: dict[str, float] | None = None, mosaic: float = 0.0, mixup: float = 0.0):  # fmt: skip
         self.annotations, self.names, self.imgsz = list(annotations), names, imgsz
         self.transforms = build_transforms(imgsz, augment)
+        self.mosaic, self.mixup, self.mixing = mosaic, mixup, True
+        self.mosaic_transforms = build_transforms(imgsz, augment, crops=False) if mosaic else None
+        self.make_mosaic = Mosaic(imgsz)
 
     def __len__(self) -> int:
         return len(self.annotations)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         annotation = self.annotations[index]
+        image, boxes, labels = self._augmented(index)
+        if self.mixing and self.mixup and random.random() < self.mixup:
+            other, other_boxes, other_labels = self._augmented(random.randrange(len(self)))
+            weight = random.uniform(0.45, 0.55)  # DEIM's range
+            image = image * weight + other * (1 - weight)
+            boxes, labels = torch.cat([boxes, other_boxes]), torch.cat([labels, other_labels])
+        height, width = image.shape[-2:]
+        boxes = box_convert(boxes, "xyxy", "cxcywh") / torch.tensor([width, height, width, height], dtype=boxes.dtype)
+        target = {"boxes": boxes, "labels": labels, "index": index, "orig_size": annotation.size}
+        return image, target
+
+    def _augmented(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Item `index` transformed (or a mosaic of it) -> image (3, imgsz, imgsz) float, boxes (n, 4) xyxy pixels,
+        labels (n,)."""
+        if self.mosaic_transforms is not None and self.mixing and random.random() < self.mosaic:
+            partners = [random.randrange(len(self)) for _ in range(3)]
+            sample = self.mosaic_transforms(self.make_mosaic([self._read(i) for i in (index, *partners)]))
+        else:
+            sample = self.transforms(self._read(index))
+        return (sample["image"].as_subclass(torch.Tensor), sample["boxes"].as_subclass(torch.Tensor),
+                sample["labels"])  # fmt: skip
+
+    def _read(self, index: int) -> dict[str, Any]:
+        annotation = self.annotations[index]
         bgr = read_image(annotation.image)
         image = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1)
-        sample = self.transforms(
-            to_sample(image, torch.from_numpy(annotation.boxes), torch.from_numpy(annotation.classes))
-        )
-        height, width = sample["image"].shape[-2:]
-        boxes = box_convert(sample["boxes"].as_subclass(torch.Tensor), "xyxy", "cxcywh")
-        boxes = boxes / torch.tensor([width, height, width, height], dtype=boxes.dtype)
-        target = {"boxes": boxes, "labels": sample["labels"], "index": index, "orig_size": annotation.size}
-        return sample["image"].as_subclass(torch.Tensor), target
+        return to_sample(image, torch.from_numpy(annotation.boxes), torch.from_numpy(annotation.classes))
 
 
 class Collate:

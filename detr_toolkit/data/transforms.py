@@ -19,10 +19,11 @@ AUGMENT_KEYS = {"photometric", "zoom_out", "iou_crop", "hflip"}
 DEFAULT_AUGMENT = {"photometric": 0.5, "zoom_out": 0.5, "iou_crop": 0.8, "hflip": 0.5}  # probabilities
 
 
-def build_transforms(imgsz: int, augment: dict[str, float] | None) -> v2.Compose:
+def build_transforms(imgsz: int, augment: dict[str, float] | None, crops: bool = True) -> v2.Compose:
     """Transforms taking {"image": Image uint8, "boxes": BoundingBoxes xyxy, "labels"} to a resized float sample.
 
     augment: probabilities for each of AUGMENT_KEYS (0 or missing: off); None for validation (resize only).
+    crops: False leaves out zoom out and IoU crop (a mosaic has moved and cut its images already, as in DEIM).
     """
     steps: list[Any] = []
     if augment:
@@ -31,9 +32,11 @@ def build_transforms(imgsz: int, augment: dict[str, float] | None) -> v2.Compose
             raise ValueError(f"unknown augment key(s) {unknown} (known: {sorted(AUGMENT_KEYS)})")
         if augment.get("photometric"):
             steps.append(v2.RandomPhotometricDistort(p=augment["photometric"]))
-        if augment.get("zoom_out"):
+        if augment.get("zoom_out") and crops:
             steps.append(v2.RandomApply([v2.RandomZoomOut(fill=0)], p=augment["zoom_out"]))
-        if augment.get("iou_crop"):  # boxes it cuts away become empty; the final SanitizeBoundingBoxes drops them
+        if (
+            augment.get("iou_crop") and crops
+        ):  # boxes it cuts away become empty; the final SanitizeBoundingBoxes drops them
             steps.append(v2.RandomApply([BatchedRandomIoUCrop()], p=augment["iou_crop"]))
         if augment.get("hflip"):
             steps.append(v2.RandomHorizontalFlip(p=augment["hflip"]))

@@ -10,6 +10,13 @@ validation, a line of results.csv and atomically written checkpoints.
         train_batch0.jpg              the first (augmented) training batch with its labels
         pr_curve.png, confusion_matrix.png    of the best weights on the val split
 
+`time=` (hours) caps the wall time instead of `epochs`: after each epoch the epochs that still fit are estimated
+from the mean epoch so far (validation included, and the final scoring of the best weights set aside), and the
+learning-rate schedule, warm-up and the mosaic/mixup phase are fitted to that count, as ultralytics does.
+
+Small datasets get settings that fit them unless given (each change printed): the warm-up ends within the first
+tenth of the run, and a model with fewer queries than the most objects in a training image gets more.
+
 Runs are reproducible: every epoch reseeds from (seed, epoch), so a run resumed from last.pt continues
 exactly as the uninterrupted run would have (see the README for what `seed=` guarantees).
 
@@ -63,6 +70,11 @@ LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
 # Consecutive batches with a non-finite loss after which a run is taken to have diverged (or a whole epoch's, if
 # an epoch has fewer batches).
 NONFINITE_STREAK = 20
+# Share of a run's optimizer steps the warm-up may take unless warmup_iters is given.
+WARMUP_SHARE = 0.1
+# Queries per object of the most crowded training image that a model is given when it has fewer (a mosaic can
+# gather about twice an image's objects).
+QUERIES_PER_OBJECT, QUERIES_PER_OBJECT_MOSAIC = 1.5, 2.0
 
 
 def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: int) -> tuple[Detector, list[str]]:
@@ -78,6 +90,20 @@ def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: in
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
     return model, sorted(set(own) - set(fitting))
+
+
+def enough_queries(config: dict, most_objects: int, mosaic: bool) -> tuple[dict, str | None]:
+    """`config` with at least QUERIES_PER_OBJECT(_MOSAIC) x `most_objects` decoder queries (rounded up to tens),
+    and the reason, when it had fewer; else (config, None)."""
+    decoder = config.get("decoder", {})
+    queries = decoder.get("num_queries", 300)
+    per_object = QUERIES_PER_OBJECT_MOSAIC if mosaic else QUERIES_PER_OBJECT
+    needed = math.ceil(most_objects * per_object / 10) * 10
+    if queries >= needed:
+        return config, None
+    reason = (f"num_queries {queries} -> {needed}: training images hold up to {most_objects} objects"
+              + (" (and a mosaic gathers more)" if mosaic else ""))  # fmt: skip
+    return {**config, "decoder": {**decoder, "num_queries": needed}}, reason
 
 
 def parameter_groups(model: Detector, lr: float, lr_backbone: float, weight_decay: float) -> list[dict]:
@@ -141,12 +167,16 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()
         train, self.names = load_split(args.data, "train", **args.dataset)
-        self.train_set = DetectionDataset(train, self.names, args.imgsz, args.augment)
+        self.train_set = DetectionDataset(train, self.names, args.imgsz, args.augment, args.mosaic, args.mixup)
         self.val_set = None
         if args.val:
             val, _ = load_split(args.data, "val", **args.dataset)
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
         config = {k: v for k, v in config.items() if k != "names"}
+        adapted = []  # what was fitted to the data, and why
+        if checkpoint is None:
+            config, reason = enough_queries(config, max((len(a.boxes) for a in train), default=0), args.mosaic > 0)
+            adapted += [reason] if reason else []
         torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
         self.model, reset = adapt_to_classes(config, state if checkpoint is None else None, len(self.names))
         if checkpoint is not None:  # a resumed model is the checkpoint's, exactly
@@ -160,6 +190,8 @@ class Trainer:
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
+        if args.o2m:
+            self._add_one_to_many(max((len(a.boxes) for a in train), default=0))
         self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (CPU and CUDA)
             parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr, fused=True
         )
@@ -168,8 +200,18 @@ class Trainer:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.start_epoch, self.best_fitness, self.best_epoch, self.skipped = 0, -1.0, -1, 0
+        self.start_epoch, self.best_fitness, self.best_epoch, self.skipped, self.epochs_done = 0, -1.0, -1, 0, 0
         self.steps_per_epoch = math.ceil(len(self._loader(0)) / args.accumulate)
+        self.epochs = args.epochs  # planned; time= re-fits it after every epoch
+        self.train_seconds = 0.0  # spent training so far (over resumes), for time=
+        self.val_seconds = 0.0  # the last validation's
+        self.mixing = args.mosaic > 0 or args.mixup > 0  # until the final, plain epochs
+        warmup = self._warmup()
+        if warmup != args.warmup_iters:
+            adapted.append(f"warmup_iters {args.warmup_iters} -> {warmup}: at most {WARMUP_SHARE:.0%} of the run's "
+                           f"{self.steps_per_epoch * self.epochs} optimizer steps")  # fmt: skip
+        for reason in adapted if args.verbose and self.main else ():
+            print(f"adapted to the data: {reason} (give the setting to choose)")
         # Only a run folder this run made may be removed when it fails (not a resumed one, nor one reused by exist_ok).
         self.made_run_dir = checkpoint is None and not (args.exist_ok and (Path(args.project) / args.name).exists())
         self.made_from = first_missing(Path(args.project) / args.name) if self.made_run_dir else None
@@ -182,6 +224,15 @@ class Trainer:
             dist.broadcast_object_list(shared, src=0)
             self.save_dir = Path(shared[0])
 
+    def _add_one_to_many(self, most_objects: int) -> None:
+        """Hybrid matching: o2m_queries more queries in training (default o2m x the most objects in an image, at
+        least the model's queries), matched to o2m copies of the objects."""
+        decoder, args = self.model.decoder, self.args
+        if not hasattr(decoder, "one_to_many_queries"):
+            raise ConfigError(f"o2m={args.o2m}: the {type(decoder).__name__} has no one-to-many branch")
+        decoder.one_to_many_queries = args.o2m_queries or max(args.o2m * most_objects, decoder.num_queries)
+        self.criterion.one_to_many_copies, self.criterion.one_to_many_weight = args.o2m, args.o2m_weight
+
     @classmethod
     def resume(cls, args: TrainArgs) -> Path:
         """Continue the run whose weights/last.pt `args.resume` names (True: the newest under `args.project`), in
@@ -189,7 +240,12 @@ class Trainer:
         path = find_checkpoint(args.resume, args.project)
         checkpoint = read_checkpoint(path)
         resumed = resumed_args(checkpoint["train_args"], args, path)
-        if resumed.epochs <= checkpoint["epoch"] + 1:
+        # What the run was given stays given (not fitted to the data); a checkpoint from before "given" was
+        # stored counts every setting as given.
+        resumed.given = frozenset(checkpoint.get("given", checkpoint["train_args"])) | args.given
+        if resumed.time and checkpoint.get("train_seconds", 0.0) >= resumed.time * 3600:
+            raise ConfigError(f"{path}: the run has used its time={resumed.time:g} hours; give time= more to continue")
+        if not resumed.time and resumed.epochs <= checkpoint["epoch"] + 1:
             raise ConfigError(
                 f"{path}: the run has trained all of its {resumed.epochs} epochs; give epochs= more to continue"
             )
@@ -210,6 +266,10 @@ class Trainer:
         self.start_epoch = checkpoint["epoch"] + 1
         self.best_fitness = checkpoint.get("best_fitness", -1.0)
         self.best_epoch = checkpoint.get("best_epoch", -1)
+        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+        if self.args.time:  # else the (perhaps changed) epochs= holds
+            self.epochs = max(int(checkpoint.get("planned_epochs", self.epochs)), self.start_epoch + 1)
+        self.mixing = bool(checkpoint.get("mixing", self.mixing))
         if self.args.verbose and self.main:
             print(f"resuming from epoch {self.start_epoch + 1}")
 
@@ -226,6 +286,8 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "config": self.config,
             "names": self.names, "train_args": self.args.to_dict(), "save_dir": str(self.save_dir),
+            "train_seconds": self.train_seconds, "planned_epochs": self.epochs, "mixing": self.mixing,
+            "given": sorted(self.args.given),
         })  # fmt: skip
 
     # --- loop ----------------------------------------------------------------------------------------------
@@ -250,9 +312,15 @@ class Trainer:
             drop_last=drop_last,
         )
 
+    def _warmup(self) -> int:
+        """Warm-up steps: warmup_iters, at most WARMUP_SHARE of the planned steps unless given."""
+        if "warmup_iters" in self.args.given:
+            return self.args.warmup_iters
+        return min(self.args.warmup_iters, max(1, round(WARMUP_SHARE * self.steps_per_epoch * self.epochs)))
+
     def _set_lr(self, step: int, total: int) -> None:
         a = self.args
-        factor = lr_factor(step, total, a.warmup_iters, a.schedule, a.lrf)
+        factor = lr_factor(step, total, self._warmup(), a.schedule, a.lrf)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
@@ -280,20 +348,22 @@ class Trainer:
             self.ema.update(self.model)
         return finite
 
-    def train_epoch(self, epoch: int, total_steps: int) -> dict[str, float]:
-        """One pass over the training set -> mean losses, throughput, skipped batches and learning rates."""
+    def train_epoch(self, epoch: int, total_steps: int, deadline: float = math.inf) -> dict[str, float]:
+        """One pass over the training set -> mean losses, throughput, skipped batches and learning rates; cut short
+        after the step that passes `deadline` (time.monotonic())."""
         from tqdm import tqdm
 
         args = self.args
         torch.manual_seed(args.seed + epoch)
         random.seed(args.seed + epoch)
         self.model.train()
+        self.train_set.mixing = self.mixing
         loader = self._loader(epoch)
         batches, accumulated, skipped, streak = len(loader), 0, 0, 0
         sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
         # The bar draws on a terminal; logs and captured output get one line per epoch instead (see _end_epoch).
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (self.progress_bar and self.main))
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not (self.progress_bar and self.main))
         step = epoch * self.steps_per_epoch
         for i, (images, targets) in enumerate(bar):
             if epoch == 0 and i == 0 and self.main and args.plots:  # what the model sees, augmentation included
@@ -324,6 +394,8 @@ class Trainer:
             if i + 1 == window_start + window and accumulated:  # the window is complete: step
                 skipped += not self._step(step, total_steps)
                 step, accumulated = step + 1, 0
+                if deadline < math.inf and not self._agree(time.monotonic() < deadline):
+                    break
             bar.set_postfix({k.removeprefix("loss_"): f"{v / max(seen, 1):.3f}" for k, v in sums.items()}
                             | {"img/s": f"{seen / (time.perf_counter() - start):.1f}"})  # fmt: skip
         elapsed = time.perf_counter() - start
@@ -348,14 +420,30 @@ class Trainer:
 
     def _train(self) -> None:
         args = self.args
-        total_steps = self.steps_per_epoch * args.epochs
-        for epoch in range(self.start_epoch, args.epochs):
-            row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch, total_steps)}
+        started = time.monotonic() - self.train_seconds
+        budget = args.time * 3600 if args.time else math.inf
+        epoch = self.start_epoch
+        while epoch < self.epochs:
+            if self.mixing and epoch >= self.epochs - math.ceil(args.close_mosaic * self.epochs):
+                self.mixing = False
+                if args.verbose and self.main and (args.mosaic or args.mixup):
+                    print(f"epoch {epoch + 1}: mosaic and mixup off for the final epochs")
+            # Stop inside the budget with time left for this epoch's validation and the final scoring.
+            deadline = started + budget - 2 * self.val_seconds
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                **self.train_epoch(epoch, self.steps_per_epoch * self.epochs, deadline),
+            }
             if not all(bool(torch.isfinite(p).all()) for p in self.ema.module.parameters()):
                 raise ModelOutputError(f"training diverged at epoch {epoch + 1}: the weights are no longer finite; "
                                        f"lower lr={args.lr:g}")  # fmt: skip
             if self.main:
                 self._end_epoch(epoch, row)
+            self.train_seconds, self.epochs_done = time.monotonic() - started, epoch + 1
+            if epoch == self.start_epoch:  # epochs are timed from here: the first one has start-up costs
+                timed_from = (self.train_seconds, epoch + 1)
+            if args.time:
+                self._fit_to_budget(epoch, budget, timed_from)
             stop = not self._agree(not self._patience_ran_out(epoch))
             if self.world > 1:
                 dist.barrier()
@@ -364,10 +452,31 @@ class Trainer:
                     print(f"stopping early: no better val mAP50-95 for {args.patience} epochs (best: epoch "
                           f"{self.best_epoch + 1})")  # fmt: skip
                 break
+            epoch += 1
         if self.world > 1:
             self._check_in_sync()
         if self.main:
             self.finish()
+
+    def _fit_to_budget(self, epoch: int, budget: float, timed_from: tuple[float, int]) -> None:
+        """time=: plan as many epochs as fit in what is left of `budget` (seconds) at the mean time of the epochs
+        after `timed_from` (seconds, epochs: this process's first one, which has start-up costs; it alone until
+        there are others), after setting aside the final scoring (about one validation); every rank plans alike."""
+        seconds = torch.tensor([self.train_seconds, self.val_seconds, *timed_from], dtype=torch.float32,
+                               device=self.device)  # fmt: skip
+        if self.world > 1:
+            dist.broadcast(seconds, src=0)
+        spent, val_seconds, timed_seconds, timed_epochs = seconds.tolist()
+        if epoch + 1 > timed_epochs:
+            per_epoch = (spent - timed_seconds) / (epoch + 1 - timed_epochs)
+        else:
+            per_epoch = spent / (epoch + 1)
+        more = math.floor((budget - spent - val_seconds) / per_epoch) if per_epoch > 0 else 0
+        planned = epoch + 1 + max(more, 0)
+        if planned != self.epochs and self.args.verbose and self.main:
+            print(f"time={self.args.time:g}h: {per_epoch:.1f} s per epoch, {planned} epochs fit "
+                  f"(warm-up {self._warmup()} steps)")  # fmt: skip
+        self.epochs = planned
 
     def _patience_ran_out(self, epoch: int) -> bool:
         """Early stopping: `patience` epochs validated since the best one (rank 0 knows; the others follow)."""
@@ -378,6 +487,7 @@ class Trainer:
         """Validate, save the checkpoints, append to results.csv and redraw results.png."""
         fitness = None
         if self.val_set is not None:
+            started = time.monotonic()
             try:
                 stats, _ = evaluate(self.ema.module, self.val_set, self.args.batch, self.device)
                 fitness = stats["mAP50-95"]
@@ -385,8 +495,9 @@ class Trainer:
                 print(f"warning: epoch {epoch + 1}: {error}")
                 stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
             row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
+            self.val_seconds = time.monotonic() - started
         if self.args.verbose and not self.progress_bar:
-            print(f"epoch {epoch + 1}/{self.args.epochs}: " + "  ".join(
+            print(f"epoch {epoch + 1}/{self.epochs}: " + "  ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and not k.startswith("lr/")))  # fmt: skip
         if row["skipped"] and self.args.verbose:
             print(
@@ -417,7 +528,7 @@ class Trainer:
         """Score best.safetensors on the val split: PR curves and confusion matrix plots, a per-class AP table."""
         args = self.args
         if args.verbose:
-            print(f"\n{args.epochs} epochs done; results in {self.save_dir}")
+            print(f"\n{self.epochs_done} epochs done; results in {self.save_dir}")
             if self.skipped:
                 print(f"warning: {self.skipped} batches or steps skipped for non-finite losses or gradients")
         best_file = self.save_dir / "weights" / "best.safetensors"

@@ -101,6 +101,10 @@ class DetectionCriterion(nn.Module):
     `class_loss`: "varifocal" (RT-DETR, D-FINE), "mal" (DEIM; mean over queries, times queries / objects) or
     "ia_bce" (LW-DETR; sum / objects). `matcher`: keyword arguments of `HungarianMatcher` (its costs).
     Every argument but `num_classes` comes from the `loss` section of the model's config (see `build_criterion`).
+
+    A one-to-many branch (outputs["one_to_many"], the same names over its own queries; H-DETR's hybrid matching)
+    is matched to `one_to_many_copies` copies of every image's objects and adds all of its terms, suffixed _o2m and
+    times `one_to_many_weight` (training settings, which the trainer sets).
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class DetectionCriterion(nn.Module):
                         "ddf": ddf_weight}  # fmt: skip
         self.alpha, self.gamma = alpha, gamma
         self.distill_temperature = distill_temperature
+        self.one_to_many_copies, self.one_to_many_weight = 1, 1.0
         self.union_matching = union_matching
         self.matcher = HungarianMatcher(**(matcher or {}))
 
@@ -283,4 +288,10 @@ class DetectionCriterion(nn.Module):
         else:
             zero = outputs["boxes"].sum() * 0
             losses.update({f"{k}_dn": zero for k in list(losses)})
+        branch = outputs.get("one_to_many")
+        if branch is not None:
+            copies = self.one_to_many_copies
+            repeated = [{"boxes": t["boxes"].repeat(copies, 1), "labels": t["labels"].repeat(copies)} for t in targets]
+            extra = self.forward(branch, repeated)
+            losses.update({f"{k}_o2m": v * self.one_to_many_weight for k, v in extra.items() if not k.endswith("_dn")})
         return losses

@@ -163,4 +163,4 @@ class DFineDecoder(TwoStageDecoder):
             pre_boxes=refined["pre_boxes"], pre_logits=self.dec_score_head[0](refined["hidden"][0]),
             references=refined["initial"], bin_values=self.bin_values, reg_scale=self.reg_scale,
         )  # fmt: skip
-        return self.split_denoising(outputs, dn)
+        return self.split_training_outputs(outputs, dn)

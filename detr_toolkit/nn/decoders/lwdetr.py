@@ -67,6 +67,7 @@ class LWDETRDecoder(nn.Module):
             raise ValueError(f"decoder inputs must all have hidden_dim={hidden_dim} channels, got {in_channels}")
         self.num_queries, self.num_classes, self.num_groups = num_queries, num_classes, num_groups
         self.anchor_size = anchor_size
+        self.one_to_many_queries = 0  # training only, set by the trainer: no weights, nothing at inference
         self.query_feat = nn.Embedding(num_queries * num_groups, hidden_dim)
         self.query_ref = nn.Embedding(num_queries * num_groups, 4)  # offsets from the proposal, in reparam units
         self.enc_output = nn.ModuleList(
@@ -99,15 +100,15 @@ class LWDETRDecoder(nn.Module):
         return cache[1], cache[2]
 
     def select_queries(
-        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], group: int = 0
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], group: int = 0, count: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score every token as a proposal with group `group`'s heads -> the top-k proposals: boxes (B, K, 4)
-        and class logits (B, K, C)."""
+        """Score every token as a proposal with group `group`'s heads -> the `count` (default num_queries) best
+        proposals, best first: boxes (B, K, 4) and class logits (B, K, C)."""
         anchors, valid = self._anchors(shapes, tokens.device)
         memory = self.enc_output[group](tokens * valid)
         scores = self.enc_score_head[group](memory).masked_fill(~valid, float("-inf"))
         proposals = refine_boxes(anchors, self.enc_bbox_head[group](memory))
-        index = top_k_indices(scores, self.num_queries)
+        index = top_k_indices(scores, count or self.num_queries)
         return gather_tokens(proposals, index), gather_tokens(scores, index)
 
     def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
@@ -116,29 +117,47 @@ class LWDETRDecoder(nn.Module):
         Training returns "boxes" (L, B, G * Q, 4) and "logits" (L, B, G * Q, C) per layer, the proposals
         "enc_boxes" (B, G * Q, 4) and "enc_logits" (B, G * Q, C), and "groups": G, so that the criterion
         matches every group to the objects on its own (`targets` are not used: no denoising here).
+        With `one_to_many_queries` the first group's next-best proposals (rounded up to R more groups of Q, with
+        the first group's query embeddings) form a one-to-many branch: the same outputs over its R * Q queries
+        under "one_to_many" (each group attends only within itself, as all groups do).
         """
         shapes = [tuple(f.shape[2:]) for f in features]
         tokens = torch.cat([f.flatten(2) for f in features], dim=2).transpose(1, 2)
         groups = self.num_groups if self.training else 1
         selected = [self.select_queries(tokens, shapes, g) for g in range(groups)]
+        k = sum(boxes.shape[1] for boxes, _ in selected)
+        query_ref, query_feat = self.query_ref.weight[:k], self.query_feat.weight[:k]
+        extra_groups = min(math.ceil(self.one_to_many_queries / self.num_queries),
+                           tokens.shape[1] // self.num_queries - 1) if self.training else 0  # fmt: skip
+        if extra_groups > 0:
+            count = self.num_queries * (1 + extra_groups)
+            boxes, logits = self.select_queries(tokens, shapes, 0, count)
+            selected.append((boxes[:, self.num_queries :], logits[:, self.num_queries :]))
+            query_ref = torch.cat([query_ref, self.query_ref.weight[: self.num_queries].repeat(extra_groups, 1)])
+            query_feat = torch.cat([query_feat, self.query_feat.weight[: self.num_queries].repeat(extra_groups, 1)])
         proposals = torch.cat([boxes for boxes, _ in selected], 1)
-        k = proposals.shape[1]
-        reference = refine_boxes(proposals.detach(), self.query_ref.weight[:k])
-        queries = self.query_feat.weight[:k].expand(tokens.shape[0], -1, -1)
+        reference = refine_boxes(proposals.detach(), query_ref)
+        queries = query_feat.expand(tokens.shape[0], -1, -1)
         query_pos = self.query_pos_head(sine_box_embedding(reference, tokens.shape[-1] // 2))
         layer_outputs = []
         for layer in self.layers:
-            queries = layer(queries, reference, query_pos, tokens, shapes, groups=groups)
+            queries = layer(queries, reference, query_pos, tokens, shapes, groups=groups + max(extra_groups, 0))
             if self.training:
                 layer_outputs.append(self.norm(queries))
         if not self.training:
             queries = self.norm(queries)
             return {"boxes": refine_boxes(reference, self.bbox_head(queries)), "logits": self.score_head(queries)}
         hidden = torch.stack(layer_outputs)
-        return {
+        outputs = {
             "boxes": refine_boxes(reference, self.bbox_head(hidden)),
             "logits": self.score_head(hidden),
             "enc_boxes": proposals,
             "enc_logits": torch.cat([logits for _, logits in selected], 1),
             "groups": groups,
         }
+        if extra_groups > 0:
+            branch = {"groups": extra_groups}
+            for name, dim in (("boxes", 2), ("logits", 2), ("enc_boxes", 1), ("enc_logits", 1)):
+                outputs[name], branch[name] = outputs[name].split([k, outputs[name].shape[dim] - k], dim)
+            outputs["one_to_many"] = branch
+        return outputs

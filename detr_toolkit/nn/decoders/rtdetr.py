@@ -97,4 +97,4 @@ class RTDETRDecoder(TwoStageDecoder):
             all_logits.append(score_head(queries))
             previous, boxes = refined, refined.detach()
         outputs.update(boxes=torch.stack(all_boxes), logits=torch.stack(all_logits))
-        return self.split_denoising(outputs, dn)
+        return self.split_training_outputs(outputs, dn)

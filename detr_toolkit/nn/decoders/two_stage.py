@@ -2,7 +2,10 @@
 
     encoder maps --input_proj--> tokens (B, S, D) --enc_output--> proposal scores/boxes per token
     top-k tokens by best class score -> queries (content) + reference boxes (anchor + predicted delta)
-    training: contrastive denoising queries (noised copies of the objects) go in front of the queries
+    training: contrastive denoising queries (noised copies of the objects) go in front of the queries, and with a
+              one-to-many branch (H-DETR's hybrid matching) the next `one_to_many_queries` proposals behind them:
+              [denoising | one-to-one | one-to-many], each part blind to the others' queries (see
+              `hybrid_attention_mask`), so the one-to-one outputs are those of a model without the branch
 
 A family's decoder subclasses `TwoStageDecoder` and adds its layers and heads.
 """
@@ -17,6 +20,22 @@ from ..conv import ConvNormAct
 from .anchors import generate_anchors, level_shapes
 from .denoising import DenoisingQueries, denoising_queries
 from .queries import gather_tokens, top_k_indices
+
+# Outputs with a query axis, and where it is: per layer (L, B, Q, ...) or per query (B, Q, ...).
+QUERY_OUTPUTS = (("boxes", 2), ("logits", 2), ("corners", 2), ("pre_boxes", 1), ("pre_logits", 1), ("references", 1))
+
+
+def hybrid_attention_mask(denoising_mask: torch.Tensor | None, before: int, extra: int,
+                          device: torch.device) -> torch.Tensor:  # fmt: skip
+    """Self-attention mask (True: blocked) over `before` queries (denoising and one-to-one, with their own mask)
+    followed by `extra` one-to-many queries, which see only each other and are seen by none of the others.
+    -> (before + extra, before + extra) bool."""
+    mask = torch.zeros(before + extra, before + extra, dtype=torch.bool, device=device)
+    if denoising_mask is not None:
+        mask[:before, :before] = denoising_mask
+    mask[:before, before:] = True
+    mask[before:, :before] = True
+    return mask
 
 
 class TwoStageDecoder(nn.Module):
@@ -67,6 +86,7 @@ class TwoStageDecoder(nn.Module):
         self.num_denoising = num_denoising
         self.label_noise_ratio = label_noise_ratio
         self.box_noise_scale = box_noise_scale
+        self.one_to_many_queries = 0  # training only, set by the trainer: no weights, nothing at inference
         self.input_proj = nn.ModuleList(
             nn.Identity() if c == hidden_dim and not project_inputs else
             ConvNormAct(c, hidden_dim, 1, act=None, norm_eps=norm_eps) for c in in_channels
@@ -112,9 +132,9 @@ class TwoStageDecoder(nn.Module):
         return torch.cat([p.flatten(2) for p in projected], dim=2).transpose(1, 2), shapes
 
     def select_queries(
-        self, tokens: torch.Tensor, shapes: list[tuple[int, int]]
+        self, tokens: torch.Tensor, shapes: list[tuple[int, int]], count: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Score every token as a proposal and keep the `num_queries` best.
+        """Score every token as a proposal and keep the `count` (default `num_queries`) best, best first.
 
         Returns queries (B, K, D), reference box logits (B, K, 4), and the proposals' boxes (B, K, 4, sigmoid)
         and class logits (B, K, C) for the encoder's auxiliary loss.
@@ -123,7 +143,7 @@ class TwoStageDecoder(nn.Module):
                                        torch.float32)  # fmt: skip
         memory = self.enc_output(valid.to(tokens.dtype) * tokens)
         scores = self.enc_score_head(memory)
-        index = top_k_indices(scores, self.num_queries)  # (B, K)
+        index = top_k_indices(scores, count or self.num_queries)  # (B, K)
         queries = gather_tokens(memory, index)
         reference = self.enc_bbox_head(queries) + anchors[0, index]
         proposal_logits = gather_tokens(scores, index)
@@ -132,34 +152,48 @@ class TwoStageDecoder(nn.Module):
     def training_queries(
         self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, DenoisingQueries | None, dict[str, torch.Tensor]]:
-        """Training's queries: denoising ones (with targets) in front of the selected ones, both detached.
+        """Training's queries: denoising ones (with targets) in front of the selected ones, then the one-to-many
+        ones (M), all detached.
 
-        Returns queries (B, D + K, D), reference box logits (B, D + K, 4), the self-attention mask (None without
-        denoising), the denoising groups, and the proposals' outputs {"enc_boxes", "enc_logits"}.
+        Returns queries (B, D + K + M, D), reference box logits (B, D + K + M, 4), the self-attention mask (None
+        without denoising or one-to-many queries), the denoising groups, and the proposals' outputs
+        {"enc_boxes", "enc_logits"} (B, K + M, ...).
         """
+        selected = min(self.num_queries, tokens.shape[1])
+        queries, reference, enc_boxes, enc_logits = self.select_queries(
+            tokens, shapes, selected + self.one_to_many_queries
+        )
+        extra = queries.shape[1] - selected
         dn = None
         if targets is not None:
-            dn = denoising_queries(targets, self.denoising_class_embed.weight, self.num_queries, self.num_denoising,
+            dn = denoising_queries(targets, self.denoising_class_embed.weight, selected, self.num_denoising,
                                    self.label_noise_ratio, self.box_noise_scale)  # fmt: skip
-        queries, reference, enc_boxes, enc_logits = self.select_queries(tokens, shapes)
         queries, reference = queries.detach(), reference.detach()
         attn_mask = None
         if dn is not None:
             queries = torch.cat([dn.queries.to(queries.dtype), queries], 1)
             reference = torch.cat([dn.reference.to(reference.dtype), reference], 1)
             attn_mask = dn.attn_mask
+        if extra:
+            attn_mask = hybrid_attention_mask(attn_mask, queries.shape[1] - extra, extra, queries.device)
         return queries, reference, attn_mask, dn, {"enc_boxes": enc_boxes, "enc_logits": enc_logits}
 
-    def split_denoising(self, outputs: dict, dn: DenoisingQueries | None) -> dict:
-        """Outputs over all queries (per layer (L, B, D + K, ...): "boxes", "logits", "corners"; per query
-        (B, D + K, ...): "pre_boxes", "pre_logits", "references") -> the denoising part as "dn_<name>" and
-        "dn_meta" (see DetectionCriterion), the rest under the original names."""
+    def split_training_outputs(self, outputs: dict, dn: DenoisingQueries | None) -> dict:
+        """Outputs over all queries (QUERY_OUTPUTS, over D + K + M queries; "enc_*" over K + M) -> the denoising part
+        as "dn_<name>" and "dn_meta" (see DetectionCriterion), the one-to-many part as a dict of the same names
+        under "one_to_many", the one-to-one part under the original names."""
+        extra = outputs["enc_boxes"].shape[1] - min(self.num_queries, outputs["enc_boxes"].shape[1])
+        if extra:
+            branch = {name: value for name, value in outputs.items() if name in ("bin_values", "reg_scale")}
+            for name, dim in (*QUERY_OUTPUTS, ("enc_boxes", 1), ("enc_logits", 1)):
+                if name in outputs:
+                    outputs[name], branch[name] = outputs[name].split([outputs[name].shape[dim] - extra, extra], dim)
+            outputs["one_to_many"] = branch
         if dn is None:  # keep the denoising embedding in the graph, so DDP sees every parameter used
             outputs["boxes"] = outputs["boxes"] + 0 * self.denoising_class_embed.weight.sum()
             return outputs
         split = dn.queries.shape[1]
-        for name, dim in (("boxes", 2), ("logits", 2), ("corners", 2), ("pre_boxes", 1), ("pre_logits", 1),
-                          ("references", 1)):  # fmt: skip
+        for name, dim in QUERY_OUTPUTS:
             if name in outputs:
                 outputs[f"dn_{name}"], outputs[name] = outputs[name].split(
                     [split, outputs[name].shape[dim] - split], dim
