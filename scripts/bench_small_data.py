@@ -1,6 +1,7 @@
 """Small-data training: ours (a training recipe) vs ultralytics' YOLOv8n from scratch, same wall-time budget.
 
-    python scripts/bench_small_data.py                           # 40 + 12 aerial-style images, 6 minutes per side
+    python scripts/bench_small_data.py                           # 40 + 12 aerial-style images, 6 minutes per side,
+                                                                 # both sides at the recipe's size (416 px)
     python scripts/bench_small_data.py --minutes 15 --imgsz 640  # both sides at 640 px
     python scripts/bench_small_data.py --data-only --out /tmp/aerial --samples /tmp/aerial_samples   # look first
     python scripts/bench_small_data.py --minutes 0.5 --train 8 --val 3 --ours-epochs 1 \\
@@ -1047,7 +1048,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=40, help="training images")
     parser.add_argument("--val", type=int, default=12, help="validation images")
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
-    parser.add_argument("--imgsz", type=int, default=None, help="both sides' size (default: each side's own)")
+    parser.add_argument("--imgsz", type=int, default=None, help="both sides' size (default: the recipe's)")
     parser.add_argument("--batch", type=int, default=16, help="YOLOv8n batch (ours: the recipe's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both sides")
     parser.add_argument("--recipe", default="configs/train/small-data.yaml", help="our training recipe")
@@ -1062,6 +1063,9 @@ def main() -> None:
     parser.add_argument("--data-only", action="store_true", help="write the dataset (and samples), train nothing")
     parser.add_argument("--verbose", action="store_true", help="our trainer's progress output")
     args = parser.parse_args()
+    recipe = resolve(args.recipe, ROOT)
+    if args.imgsz is None and recipe.is_file():  # both sides see images of the same size
+        args.imgsz = (yaml.safe_load(recipe.read_text()) or {}).get("imgsz")
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # else importing ultralytics sets it to 1
 

@@ -35,37 +35,33 @@ class HungarianMatcher(nn.Module):
     def forward(
         self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        sizes = [len(t["labels"]) for t in targets]
         batch, queries, num_classes = logits.shape[-3:]
         sets = math.prod(logits.shape[:-3])  # sets of B images to match: the product of the leading dimensions
-        empty = torch.zeros(0, dtype=torch.int64)
-        if sum(sizes) == 0:
-            return [(empty, empty) for _ in range(sets * batch)]
-        probs = logits.detach().float().reshape(-1, num_classes).sigmoid()  # (sets * B * Q, C)
-        pred_boxes = boxes.detach().float().reshape(-1, 4)
-        labels = torch.cat([t["labels"] for t in targets])
-        gt_boxes = torch.cat([t["boxes"] for t in targets]).float()
-        p = probs[:, labels]  # (sets * B * Q, N)
-        positive = self.alpha * (1 - p) ** self.gamma * -(p + 1e-8).log()
-        negative = (1 - self.alpha) * p**self.gamma * -(1 - p + 1e-8).log()
-        cost = (
-            self.class_weight * (positive - negative)
-            + self.bbox_weight * torch.cdist(pred_boxes, gt_boxes, p=1)
-            + self.giou_weight
-            * (
-                1
-                - generalized_box_iou(
-                    box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy")
-                )
-            )
-        )
-        cost = cost.nan_to_num(0.0, 0.0, 0.0).view(sets, batch, queries, -1).cpu()
+        probs = logits.detach().float().reshape(sets, batch, queries, num_classes).sigmoid()
+        pred_boxes = boxes.detach().float().reshape(sets, batch, queries, 4)
+        # Each image's queries against its own objects only: (sets, Q, n) per image.
+        costs = [self.cost(probs[:, i].reshape(-1, num_classes), pred_boxes[:, i].reshape(-1, 4), target)
+                 .view(sets, queries, -1).cpu() for i, target in enumerate(targets)]  # fmt: skip
         matches = []
-        for set_cost in cost:
-            for image, part in enumerate(set_cost.split(sizes, dim=-1)):
-                rows, cols = linear_sum_assignment(part[image].numpy())
+        for index in range(sets):
+            for cost in costs:
+                rows, cols = linear_sum_assignment(cost[index].numpy())
                 matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return matches
+
+    def cost(self, probs: torch.Tensor, pred_boxes: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Matching cost of predictions (M, C) class probabilities, (M, 4) boxes against one image's objects
+        -> (M, n)."""
+        if not len(target["labels"]):
+            return probs.new_zeros(len(probs), 0)
+        p = probs[:, target["labels"]]  # (M, n)
+        gt_boxes = target["boxes"].float()
+        positive = self.alpha * (1 - p) ** self.gamma * -(p + 1e-8).log()
+        negative = (1 - self.alpha) * p**self.gamma * -(1 - p + 1e-8).log()
+        giou = generalized_box_iou(box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(gt_boxes, "cxcywh", "xyxy"))
+        cost = (self.class_weight * (positive - negative) + self.bbox_weight * torch.cdist(pred_boxes, gt_boxes, p=1)
+                + self.giou_weight * (1 - giou))  # fmt: skip
+        return cost.nan_to_num(0.0, 0.0, 0.0)
 
 
 Matches = list[tuple[torch.Tensor, torch.Tensor]]
