@@ -34,9 +34,8 @@ def build_transforms(imgsz: int, augment: dict[str, float] | None, crops: bool =
             steps.append(v2.RandomPhotometricDistort(p=augment["photometric"]))
         if augment.get("zoom_out") and crops:
             steps.append(v2.RandomApply([v2.RandomZoomOut(fill=0)], p=augment["zoom_out"]))
-        if (
-            augment.get("iou_crop") and crops
-        ):  # boxes it cuts away become empty; the final SanitizeBoundingBoxes drops them
+        # Boxes the IoU crop cuts away become empty; the final SanitizeBoundingBoxes drops them.
+        if augment.get("iou_crop") and crops:
             steps.append(v2.RandomApply([BatchedRandomIoUCrop()], p=augment["iou_crop"]))
         if augment.get("hflip"):
             steps.append(v2.RandomHorizontalFlip(p=augment["hflip"]))

@@ -11,7 +11,8 @@ validation, a line of results.csv and atomically written checkpoints.
         pr_curve.png, confusion_matrix.png    of the best weights on the val split
 
 `time=` (hours) caps the wall time instead of `epochs`: after each epoch the epochs that still fit are estimated
-from the mean epoch so far (validation included, and the final scoring of the best weights set aside), and the
+from the mean epoch so far (the first one, with its start-up costs, left out once there are others; validation
+included, and the final scoring of the best weights set aside), and the
 learning-rate schedule, warm-up and the mosaic/mixup phase are fitted to that count, as ultralytics does.
 
 Small datasets get settings that fit them unless given (each change printed): the warm-up ends within the first
@@ -174,8 +175,9 @@ class Trainer:
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
         config = {k: v for k, v in config.items() if k != "names"}
         adapted = []  # what was fitted to the data, and why
+        most_objects = max((len(a.boxes) for a in train), default=0)
         if checkpoint is None:
-            config, reason = enough_queries(config, max((len(a.boxes) for a in train), default=0), args.mosaic > 0)
+            config, reason = enough_queries(config, most_objects, args.mosaic > 0)
             adapted += [reason] if reason else []
         torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
         self.model, reset = adapt_to_classes(config, state if checkpoint is None else None, len(self.names))
@@ -191,7 +193,7 @@ class Trainer:
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
         if args.o2m:
-            self._add_one_to_many(max((len(a.boxes) for a in train), default=0))
+            self._add_one_to_many(most_objects)
         self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (CPU and CUDA)
             parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr, fused=True
         )

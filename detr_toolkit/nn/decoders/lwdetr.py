@@ -124,15 +124,16 @@ class LWDETRDecoder(nn.Module):
         shapes = [tuple(f.shape[2:]) for f in features]
         tokens = torch.cat([f.flatten(2) for f in features], dim=2).transpose(1, 2)
         groups = self.num_groups if self.training else 1
-        selected = [self.select_queries(tokens, shapes, g) for g in range(groups)]
+        extra_groups = max(min(math.ceil(self.one_to_many_queries / self.num_queries),
+                               tokens.shape[1] // self.num_queries - 1), 0) if self.training else 0  # fmt: skip
+        # Group 0 selects its own queries and, behind them, the one-to-many branch's, in one top-k.
+        first_boxes, first_logits = self.select_queries(tokens, shapes, 0, self.num_queries * (1 + extra_groups))
+        selected = [(first_boxes[:, : self.num_queries], first_logits[:, : self.num_queries])]
+        selected += [self.select_queries(tokens, shapes, g) for g in range(1, groups)]
         k = sum(boxes.shape[1] for boxes, _ in selected)
         query_ref, query_feat = self.query_ref.weight[:k], self.query_feat.weight[:k]
-        extra_groups = min(math.ceil(self.one_to_many_queries / self.num_queries),
-                           tokens.shape[1] // self.num_queries - 1) if self.training else 0  # fmt: skip
-        if extra_groups > 0:
-            count = self.num_queries * (1 + extra_groups)
-            boxes, logits = self.select_queries(tokens, shapes, 0, count)
-            selected.append((boxes[:, self.num_queries :], logits[:, self.num_queries :]))
+        if extra_groups:
+            selected.append((first_boxes[:, self.num_queries :], first_logits[:, self.num_queries :]))
             query_ref = torch.cat([query_ref, self.query_ref.weight[: self.num_queries].repeat(extra_groups, 1)])
             query_feat = torch.cat([query_feat, self.query_feat.weight[: self.num_queries].repeat(extra_groups, 1)])
         proposals = torch.cat([boxes for boxes, _ in selected], 1)
@@ -141,7 +142,7 @@ class LWDETRDecoder(nn.Module):
         query_pos = self.query_pos_head(sine_box_embedding(reference, tokens.shape[-1] // 2))
         layer_outputs = []
         for layer in self.layers:
-            queries = layer(queries, reference, query_pos, tokens, shapes, groups=groups + max(extra_groups, 0))
+            queries = layer(queries, reference, query_pos, tokens, shapes, groups=groups + extra_groups)
             if self.training:
                 layer_outputs.append(self.norm(queries))
         if not self.training:
@@ -155,7 +156,7 @@ class LWDETRDecoder(nn.Module):
             "enc_logits": torch.cat([logits for _, logits in selected], 1),
             "groups": groups,
         }
-        if extra_groups > 0:
+        if extra_groups:
             branch = {"groups": extra_groups}
             for name, dim in (("boxes", 2), ("logits", 2), ("enc_boxes", 1), ("enc_logits", 1)):
                 outputs[name], branch[name] = outputs[name].split([k, outputs[name].shape[dim] - k], dim)
