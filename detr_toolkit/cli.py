@@ -2,12 +2,13 @@
 
     detect predict bus.jpg --model rtdetr-l.pt --conf 0.4 --save
     detect predict source=bus.jpg model=rtdetr-l.pt conf=0.4 save=True     # ultralytics-style, same thing
+    detect track video.mp4 --model rtdetr-l.pt --tracker bytetrack --save
     detect train --model configs/rtdetr-l.yaml --data data.yaml --epochs 72 --batch 8
     detect train --resume runs/train/exp/weights/last.pt
     detect val --model runs/train/exp/weights/best.safetensors --data data.yaml
     detect export --model runs/train/exp/weights/best.safetensors --format onnx --dynamic
 
-Each command's options are its settings (`settings.py`: PredictArgs, ValArgs, TrainArgs, ExportArgs), parsed
+Each command's options are its settings (`settings.py`: PredictArgs, TrackArgs, ValArgs, TrainArgs, ExportArgs), parsed
 and validated there. Errors in the user's input print one line (`error: ...`) and exit with status 2; `--debug`
 shows the traceback.
 """
@@ -24,12 +25,12 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from .errors import ConfigError, DetrToolkitError
-from .settings import ExportArgs, PredictArgs, SettingsGroup, TrainArgs, ValArgs
+from .settings import ExportArgs, PredictArgs, SettingsGroup, TrackArgs, TrainArgs, ValArgs
 
 EXIT_USAGE = 2
 KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
 # The options that are not settings of a group: what to load, and where from.
-MODEL_HELP = "checkpoint (.pt, .safetensors, transformers folder) or model config (.yaml)"
+MODEL_HELP = "checkpoint (.pt, .safetensors, transformers folder), exported .onnx or model config (.yaml)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +81,19 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_settings(predict, PredictArgs)
     predict.set_defaults(run=_predict)
 
+    track = commands.add_parser(
+        "track",
+        help="detect and track objects through a video (ids drawn on saved videos)",
+        description="Track objects through the frames of a video (or a folder of frames) with ByteTrack, BoT-SORT, "
+        "OC-SORT or SORT (the trackers package: pip install 'detr-toolkit[track]'); --save writes the video "
+        "with ids, --save-mot the tracks as MOT Challenge text.",
+        epilog="Also accepts key=value arguments, e.g. `detect track source=video.mp4 tracker=botsort save=True`.",
+    )
+    track.add_argument("source", nargs="?", help="video, directory of frames, glob or URL")
+    track.add_argument("--model", default="rtdetr-l.pt", help=f"{MODEL_HELP}; default rtdetr-l.pt")
+    _add_settings(track, TrackArgs)
+    track.set_defaults(run=_predict)
+
     train = commands.add_parser(
         "train",
         help="train or fine-tune a model on a YOLO or COCO dataset",
@@ -126,12 +140,15 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    """`detect predict` and `detect track`."""
     from .model import RTDETR
 
     if args.source is None:
-        raise DetrToolkitError("predict needs a SOURCE (an image, video, directory, glob or URL)")
-    settings = PredictArgs.create(**_settings(args))  # settings errors before the model is loaded
-    for _ in RTDETR(args.model).predict(args.source, stream=True, **settings.to_dict()):
+        raise DetrToolkitError(f"{args.command} needs a SOURCE (an image, video, directory, glob or URL)")
+    settings = args.group.create(**_settings(args))  # settings errors before the model is loaded
+    model = RTDETR(args.model)
+    run = model.track if args.command == "track" else model.predict
+    for _ in run(args.source, stream=True, **settings.to_dict()):
         pass  # each result is printed (and saved) as it is made
     return 0
 

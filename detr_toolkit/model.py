@@ -19,12 +19,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import weights
 from .config import class_names
 from .engine.device import select_device
-from .engine.predictor import Predictor, inference_dtype
+from .engine.onnx_model import OnnxModel, is_onnx_file
+from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
 from .engine.saver import PredictionSaver
+from .engine.tracking import make_tracker, track, tracker_name
 from .errors import ConfigError, DetrToolkitError
 from .nn import Detector, build_model
 from .results import Results
-from .settings import ExportArgs, PredictArgs, TrainArgs, ValArgs
+from .settings import ExportArgs, PredictArgs, TrackArgs, TrainArgs, ValArgs
 
 DEFAULT_IMGSZ = 640  # for a model config without imgsz
 
@@ -40,6 +42,14 @@ class RTDETR:
     """
 
     def __init__(self, model: str | Path | dict = "rtdetr-l.pt", device: str | int | torch.device | None = None):
+        self.ckpt_path = str(model) if not isinstance(model, dict) else None
+        self._predictor: Predictor | None = None
+        self._tracker: tuple[str, Any] | None = None  # (name, tracker) of the last track() call, for persist=True
+        self.exported: OnnxModel | None = None  # an exported file: predicts and validates only
+        if is_onnx_file(model):
+            self.exported = OnnxModel(model, select_device(device) if device is not None else None)
+            self.model, self.names, self.config, self.pretrained = None, self.exported.names, self.exported.config, True
+            return
         config, state = weights.load(model)
         source = "model config" if isinstance(model, dict) else str(model)
         names = config.pop("names", None)
@@ -52,9 +62,7 @@ class RTDETR:
         self.pretrained = state is not None  # False: random weights from a config
         if state is not None:
             weights.load_state(self.model, state, source)
-        self.ckpt_path = str(model) if not isinstance(model, dict) else None
         self.model.eval().to(select_device(device))
-        self._predictor: Predictor | None = None
 
     # --- predict -----------------------------------------------------------------------------------------
 
@@ -67,33 +75,86 @@ class RTDETR:
         `settings.PredictArgs`): conf, imgsz, max_det, classes, batch, device, half, save, save_txt, save_conf,
         save_crop, project, name, verbose. Saved outputs go to `project/name` (incremented: predict-2, ...).
         """
-        args = PredictArgs.create(**settings)
-        args.imgsz = self.model.check_input_size(args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
+        return self._run(PredictArgs.create(**settings), source, stream, tracker=None)
+
+    def track(self, source: Any = None, *, stream: bool = False, **settings: Any) -> list[Results] | Iterator[Results]:
+        """Detect and track objects through the frames of `source` (a video, a folder or list of frames, or frames
+        given one call at a time with persist=True); each Results' boxes carry their track `id`.
+
+        Settings (see `settings.TrackArgs`): those of predict, and tracker (bytetrack, botsort, ocsort, sort; on
+        the `trackers` package: pip install 'detr-toolkit[track]'), persist (continue the last call's tracks),
+        save_mot (MOT Challenge text files). Tracks restart with each new video of a source.
+        """
+        args = TrackArgs.create(**settings)
+        if self._tracker is None or not args.persist or self._tracker[0] != tracker_name(args.tracker):
+            self._tracker = (tracker_name(args.tracker), make_tracker(args.tracker))
+        return self._run(args, source, stream, tracker=self._tracker[1])
+
+    def _run(self, args: PredictArgs, source: Any, stream: bool, tracker: Any) -> list[Results] | Iterator[Results]:
+        args.imgsz = self._input_size(args.imgsz)
         if args.classes is not None and not set(args.classes) <= set(self.names):
             raise ConfigError(f"classes={args.classes}: the model has classes 0..{len(self.names) - 1}")
         predictor = self._get_predictor(args.device, args.half)
-        saving = args.save or args.save_txt or args.save_crop
-        saver = PredictionSaver(args.project, args.name, args.save, args.save_txt, args.save_conf, args.save_crop)
-        generator = self._predict_stream(predictor, source, args, saver if saving else None)
+        save_mot = getattr(args, "save_mot", False)
+        saving = args.save or args.save_txt or args.save_crop or save_mot
+        saver = PredictionSaver(args.project, args.name, args.save, args.save_txt, args.save_conf, args.save_crop,
+                                save_mot)  # fmt: skip
+        generator = self._predict_stream(predictor, source, args, saver if saving else None, tracker)
         return generator if stream else list(generator)
 
     __call__ = predict
 
-    def _get_predictor(self, device: Any, half: bool) -> Predictor:
-        """The cached predictor, rebuilt when the device or precision asked for changes, or the model's weights
+    def _input_size(self, imgsz: int | None) -> int:
+        """The input size to run: `imgsz`, or the model's; checked against what the model takes."""
+        return (self.exported or self.model).check_input_size(imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
+
+    def _inference(self, device: Any, half: bool) -> Inference:
+        """The model ready to run on `device` (default: the model's) in `half` precision or not: the exported file,
+        or a cached `TorchInference`, rebuilt when the device or precision asked for changes, or the model's weights
         (`model.model.load_state_dict(...)`, training in between)."""
+        if self.exported is not None:
+            if half:
+                raise ConfigError(f"half=True: {self.exported.file} computes in the precision it was exported in")
+            if device is not None and select_device(device) != self.exported.target:
+                self.exported = OnnxModel(self.exported.file, select_device(device))
+            return self.exported
         target = select_device(device) if device is not None else self.device
-        if self._predictor is None or not self._predictor.serves(self.model, target, inference_dtype(target, half)):
-            self._predictor = Predictor(self.model, self.names, target, half)
+        dtype = inference_dtype(target, half)
+        cached = self._predictor.model if self._predictor else None
+        if isinstance(cached, TorchInference) and cached.serves(self.model, target, dtype):
+            return cached
+        return TorchInference(self.model, target, dtype)
+
+    def _get_predictor(self, device: Any, half: bool) -> Predictor:
+        """The cached predictor, rebuilt when its model is (see `_inference`)."""
+        model = self._inference(device, half)
+        if self._predictor is None or self._predictor.model is not model:
+            self._predictor = Predictor(model, self.names)
         return self._predictor
+
+    def _torch_model(self, action: str) -> Detector:
+        """The PyTorch detector, or a ConfigError saying that an exported file cannot `action`."""
+        if self.model is None:
+            raise ConfigError(
+                f"{self.ckpt_path}: an exported ONNX model predicts, tracks and validates only; to {action}, load the "
+                ".pt or .safetensors it was exported from"
+            )
+        return self.model
 
     @staticmethod
     def _predict_stream(
-        predictor: Predictor, source: Any, args: PredictArgs, saver: PredictionSaver | None
+        predictor: Predictor, source: Any, args: PredictArgs, saver: PredictionSaver | None, tracker: Any = None
     ) -> Iterator[Results]:
         verbose = args.verbose
+        video = None  # the video whose frames are being tracked
         try:
             for frame, result, (height, width) in predictor.stream(source, args):
+                if tracker is not None:
+                    if frame.video_frame is not None and frame.path != video:
+                        if video is not None:
+                            tracker.reset()  # a new video: new tracks
+                        video = frame.path
+                    result = track(tracker, result, args.iou)
                 if saver:
                     saver.add(frame, result)
                 if verbose:
@@ -115,11 +176,12 @@ class RTDETR:
         """
         from .engine.trainer import Trainer
 
+        detector = self._torch_model("train")
         args = TrainArgs.from_sources(cfg, {"imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}, **settings)
         if args.resume:
             save_dir = Trainer.resume(args)
         else:
-            state = self.model.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
+            state = detector.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
             save_dir = Trainer({**self.config, "names": self.names}, state, args).train()
         weights_dir = save_dir / "weights"
         trained = weights_dir / "best.safetensors" if (weights_dir / "best.safetensors").is_file() else None
@@ -140,11 +202,8 @@ class RTDETR:
         annotations, names = load_split(args.data, args.split, **args.dataset)
         if len(names) != len(self.names):
             raise ConfigError(f"{args.data}: {len(names)} classes, but the model has {len(self.names)}")
-        imgsz = self.model.check_input_size(args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
-        dataset = DetectionDataset(annotations, names, imgsz)
-        target = select_device(args.device) if args.device is not None else self.device
-        dtype = inference_dtype(target, args.half)
-        stats, per_class = evaluate(self.model.to(target), dataset, args.batch, target, dtype=dtype)
+        dataset = DetectionDataset(annotations, names, self._input_size(args.imgsz))
+        stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
         if args.verbose:
             print(f"{args.data} ({args.split}, {len(dataset)} images): " + "  ".join(
                 f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip
@@ -155,38 +214,63 @@ class RTDETR:
     def export(self, **settings: Any) -> str:
         """Write the model for deployment; -> the file's path (default: next to the checkpoint, `.onnx`).
 
-        Settings (see `settings.ExportArgs`): format, imgsz, batch, dynamic, opset, file. ONNX: input `images`
-        (batch, 3, imgsz, imgsz) RGB 0..1, output `output0` (batch, queries, 4 + classes): cx cy w h in 0..1 and
-        class scores, as ultralytics exports RT-DETR. dynamic: any batch size.
+        Settings (see `settings.ExportArgs`): format, imgsz, batch, dynamic, opset, exporter, file, int8 (with
+        data, calibration, val: -> the int8 file, written beside the float32 one, its val mAP printed). ONNX: input
+        `images` (batch, 3, H, W) RGB 0..1, output `output0` (batch, queries, 4 + classes): cx cy w h in 0..1 and
+        class scores, as ultralytics exported RT-DETR before 8.4. dynamic: any batch size, and any input size (a
+        multiple of the stride) where the model allows it.
         """
         from .engine.exporter import export_onnx
 
         args = ExportArgs.create(**settings)
+        detector = self._torch_model("export")
         source = Path(self.ckpt_path) if self.ckpt_path else Path("model")
         file = Path(args.file) if args.file else source.with_suffix(f".{args.format}")
         metadata = {
-            "description": f"detr-toolkit {source.stem}", "task": "detect", "stride": str(self.model.stride),
-            "names": str(self.names), "config": yaml.safe_dump(self.config, sort_keys=False),
+            "description": f"detr-toolkit {source.stem}", "task": "detect", "stride": str(detector.stride),
+            "names": str(self.names), "family": self.config["decoder"]["type"],
+            "input": "RGB in 0..1" + (", normalised inside the graph" if detector.mean is not None else ""),
+            "config": yaml.safe_dump(self.config, sort_keys=False),
         }  # fmt: skip
         imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
-        return str(export_onnx(self.model, metadata, file, imgsz, args.batch, args.dynamic, args.opset))
+        if args.int8 and not args.data:
+            raise ConfigError("int8=True: needs data= (a dataset whose images calibrate the int8 ranges)")
+        exported = export_onnx(detector, metadata, file, imgsz, args.batch, args.dynamic, args.opset, args.exporter)
+        if not args.int8:
+            return str(exported)
+        from .engine.quantize import calibration_images, quantize_int8
+
+        int8_file = quantize_int8(exported, exported.with_name(f"{exported.stem}-int8.onnx"),
+                                  calibration_images(args.data, imgsz, args.calibration))  # fmt: skip
+        if args.val:
+            scores = {name: RTDETR(path).val(args.data, imgsz=imgsz, verbose=False)["metrics"]
+                      for name, path in (("int8", int8_file), ("float32", exported))}  # fmt: skip
+            print("  ".join(f"{key} int8 {scores['int8'][key]:.3f} (float32 {scores['float32'][key]:.3f})"
+                            for key in ("mAP50-95", "mAP50")) + f" on {args.data} val")  # fmt: skip
+        return str(int8_file)
 
     # --- model -------------------------------------------------------------------------------------------
 
     @property
     def device(self) -> torch.device:
+        if self.exported is not None:
+            return self.exported.target
         return next(self.model.parameters()).device
 
     def to(self, device: str | int | torch.device) -> RTDETR:
-        self.model.to(select_device(device))
+        if self.exported is not None:
+            self.exported = OnnxModel(self.exported.file, select_device(device))
+        else:
+            self.model.to(select_device(device))
         self._predictor = None
         return self
 
     def info(self, verbose: bool = True, imgsz: int | None = None) -> tuple[int, int, float]:
         """(parameters, trainable parameters, GFLOPs at imgsz); printed when verbose."""
         imgsz = imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
-        params = sum(p.numel() for p in self.model.parameters())
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        detector = self._torch_model("count its parameters")
+        params = sum(p.numel() for p in detector.parameters())
+        trainable = sum(p.numel() for p in detector.parameters() if p.requires_grad)
         with torch.device("meta"):  # count FLOPs without computing anything
             shadow = build_model(self.config).eval()
         with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -200,4 +284,6 @@ class RTDETR:
 
     def save(self, filename: str | Path) -> Path:
         """Write our safetensors weights (model config and names inside)."""
-        return weights.save_weights(self.model.state_dict(), {**self.config, "names": self.names}, filename)
+        return weights.save_weights(
+            self._torch_model("save weights").state_dict(), {**self.config, "names": self.names}, filename
+        )

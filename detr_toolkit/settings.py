@@ -233,8 +233,8 @@ class PredictArgs(SettingsGroup):
 
     what: ClassVar[str] = "predict setting"
     conf: float = Setting(0.25, "keep detections scoring above this", float, low=0, high=1).field()
-    iou: float = Setting(0.7, "accepted for ultralytics compatibility (its NMS threshold); DETRs need no NMS and "
-                         "ignore it", float, low=0, high=1).field()  # fmt: skip
+    iou: float = Setting(0.7, "track: boxes overlapping a better one by more than this are dropped before the "
+                         "tracker sees them; predict ignores it (DETRs need no NMS)", float, low=0, high=1).field()  # fmt: skip
     imgsz: int | None = IMGSZ.field()
     max_det: int = Setting(300, "at most this many detections per image", int, low=1).field()
     classes: list[int] | None = Setting(None, "keep only these class indices", list, int, low=0, optional=True).field()
@@ -251,6 +251,27 @@ class PredictArgs(SettingsGroup):
 
     def check(self) -> None:
         check_run_name(self.name)
+
+
+@dataclass
+class TrackArgs(PredictArgs):
+    """`detect track` / `RTDETR.track()`: predict's settings, and the tracker's."""
+
+    what: ClassVar[str] = "track setting"
+    name: str = Setting("track", "run name, incremented if taken (track-2, ...)").field()
+    tracker: str = Setting(
+        "bytetrack", "bytetrack, botsort, ocsort or sort (ultralytics' bytetrack.yaml accepted)"
+    ).field()
+    persist: bool = Setting(
+        False, "continue the previous call's tracks (frames given one call at a time)", bool
+    ).field()
+    save_mot: bool = Setting(False, "save tracks as MOT Challenge text files under mot/", bool).field()
+
+    def check(self) -> None:
+        super().check()
+        from .engine.tracking import tracker_name
+
+        tracker_name(self.tracker)
 
 
 class _ReadsDataset:
@@ -295,9 +316,16 @@ class ExportArgs(SettingsGroup):
     imgsz: int | None = Setting(None, "input size, fixed in the graph (default: the model's)", int, low=1,
                                 optional=True, limit=limits.IMAGE_SIZE).field()  # fmt: skip
     batch: int = _batch(1, "batch size traced").field()
-    dynamic: bool = Setting(False, "accept any batch size", bool).field()
-    opset: int = Setting(17, "ONNX opset (GridSample needs 16)", int, low=16, high=23).field()
+    dynamic: bool = Setting(False, "accept any batch size, and any input size where the model allows it", bool).field()
+    opset: int = Setting(18, "ONNX opset (GridSample needs 16; the dynamo exporter writes 18 and up)", int, low=16,
+                         high=23).field()  # fmt: skip
+    exporter: str = Setting("dynamo", "torch.export-based exporter (falls back to the TorchScript tracer where it "
+                            "cannot trace a model) or the TorchScript tracer", choices=("dynamo", "torchscript")).field()  # fmt: skip
     file: str | None = Setting(None, "output file (default: next to the checkpoint)", optional=True).field()
+    int8: bool = Setting(False, "also write an int8 file (<name>-int8.onnx), calibrated on data=", bool).field()
+    data: str = Setting("", "dataset whose train images calibrate int8, and whose val split scores it").field()
+    calibration: int = Setting(64, "images to calibrate int8 on", int, low=1).field()
+    val: bool = Setting(True, "score the int8 file against the float32 one on the val split", bool).field()
 
 
 @dataclass

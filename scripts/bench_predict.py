@@ -50,7 +50,7 @@ def ours(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
     predict_full = lambda: full.predict(args.image, **kwargs)[0]
     predict_half = lambda: half.predict(args.image, half=True, **kwargs)[0]
     predict_full(), predict_half()  # builds the predictors
-    model = full._get_predictor(args.device, False).model
+    model = full._get_predictor(args.device, False).model.model  # the fused nn.Module
     image = torch.rand(1, 3, args.imgsz, args.imgsz, device=args.device)
     image = image.contiguous(memory_format=torch.channels_last) if args.device == "cpu" else image
 
@@ -60,13 +60,35 @@ def ours(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
 
     def report() -> str:
         a, b = predict_full(), predict_half()
-        dtype = half._get_predictor(args.device, True).dtype
+        dtype = half._get_predictor(args.device, True).model.dtype
         text = f"half runs in {dtype}: {len(b)} detections at conf 0.25 vs {len(a)} in float32"
         if len(a) == len(b) and len(a):
             text += f", largest box shift {(b.boxes.xyxy - a.boxes.xyxy).abs().max():.2f} px"
         return text + (" (random-weight peers amplify rounding; compare on trained weights)" if args.random else "")
 
-    return {"predict": predict_full, "half": predict_half, "forward": forward, "report": report}
+    tasks = {"predict": predict_full, "half": predict_half, "forward": forward, "report": report}
+    if args.onnx:
+        tasks.update(onnx_tasks(args, full))
+    return tasks
+
+
+def onnx_tasks(args: argparse.Namespace, model) -> dict[str, Callable]:
+    """Our export of the model, float32 and int8 (calibrated on the sample photos), predicting in onnxruntime."""
+    from detr_toolkit import RTDETR
+    from detr_toolkit.engine.quantize import calibration_images, quantize_int8
+
+    folder = Path(tempfile.mkdtemp())
+    float_file = Path(model.export(imgsz=args.imgsz, file=folder / "ours.onnx"))
+    (folder / "images" / "train").mkdir(parents=True)
+    for photo in (ROOT / "assets").glob("*.jpg"):
+        (folder / "images" / "train" / photo.name).write_bytes(photo.read_bytes())
+    (folder / "data.yaml").write_text(f"path: {folder}\ntrain: images/train\nval: images/train\nnames: {model.names}\n")
+    images = calibration_images(folder / "data.yaml", args.imgsz, 16)
+    int8_file = quantize_int8(float_file, folder / "ours-int8.onnx", images)
+    float_model, int8_model = RTDETR(float_file, device=args.device), RTDETR(int8_file, device=args.device)
+    kwargs = {"imgsz": args.imgsz, "verbose": False}
+    return {"onnx": lambda: float_model.predict(args.image, **kwargs)[0],
+            "onnx-int8": lambda: int8_model.predict(args.image, **kwargs)[0]}  # fmt: skip
 
 
 def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
@@ -84,8 +106,13 @@ def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
         with torch.inference_mode():
             model(image)
 
-    return {"predict": lambda: peer.predict(args.image, **kwargs), "forward": forward,
-            "report": lambda: f"ultralytics {ultralytics.__version__}"}  # fmt: skip
+    tasks = {"predict": lambda: peer.predict(args.image, **kwargs), "forward": forward,
+             "report": lambda: f"ultralytics {ultralytics.__version__}"}  # fmt: skip
+    if args.onnx:  # their own export, through their own predict
+        exported = RTDETR(peer.export(format="onnx", imgsz=args.imgsz, device=args.device), task="detect")
+        exported.predict(args.image, **kwargs)
+        tasks["onnx"] = lambda: exported.predict(args.image, **kwargs)
+    return tasks
 
 
 # transformers' model and image processor per architecture (rfdetr-base's RF-DETR; D-FINE, DEIMv2: RT-DETR's).
@@ -143,6 +170,8 @@ def serve(side: str, args: argparse.Namespace, weights: Path, keep_freed_memory:
         torch.set_num_threads(args.threads)  # ultralytics resets it (to cpu_count - 1) when it sets up a predictor
         start = time.perf_counter()
         tasks[name]()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a side may return before its GPU work ends (ultralytics' boxes stay there)
         connection.send(time.perf_counter() - start)
 
 
@@ -201,6 +230,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads for both sides")
     parser.add_argument("--same-allocator", action="store_true", help="the peer's process keeps freed memory too")
+    parser.add_argument("--onnx", action="store_true", help="also time our ONNX export in onnxruntime, float32 and "
+                        "int8, against ultralytics' own export in its predict (or the peer's PyTorch)")  # fmt: skip
     args = parser.parse_args()
     args.arch = args.arch or ("rtdetr-l" if args.peer == "ultralytics" else "rfdetr-base")
     args.imgsz = args.imgsz or (560 if args.arch == "rfdetr-base" else 640)
@@ -210,21 +241,29 @@ def main() -> None:
 
     mine = Side("ours", args, weights, keep_freed_memory=False)  # our predictor sets it itself
     theirs = Side(args.peer, args, weights, keep_freed_memory=args.same_allocator)
-    rows = [("predict", "predict"), ("half", "predict")] + [("forward", "forward")] * (args.peer == "ultralytics")
-    timings: dict[str, list[float]] = {f"{side} {task}": [] for task in ("predict", "half", "forward")
-                                       for side in ("ours", "theirs")}  # fmt: skip
+    # (our task, the side and task it is compared with)
+    rows = [("predict", "theirs", "predict"), ("half", "theirs", "predict")]
+    rows += [("forward", "theirs", "forward")] * (args.peer == "ultralytics")
+    if args.onnx:  # int8 against our own float32 file: the issue's target
+        rows += [("onnx", "theirs", "onnx" if args.peer == "ultralytics" else "predict"), ("onnx-int8", "ours", "onnx")]
+    tasks = {
+        "ours": dict.fromkeys(row[0] for row in rows),
+        "theirs": dict.fromkeys(t for _, side, t in rows if side == "theirs"),
+    }
+    timings: dict[str, list[float]] = {f"{side} {task}": [] for side in tasks for task in tasks[side]}
     for _ in range(args.runs):
-        for task in dict.fromkeys(t for row in rows for t in row):
-            timings[f"ours {task}"].append(mine.time(task))
-            if task != "half":
-                timings[f"theirs {task}"].append(theirs.time(task))
+        for task in dict.fromkeys([*tasks["ours"], *tasks["theirs"]]):  # alternating sides, task by task
+            for side, server in (("ours", mine), ("theirs", theirs)):
+                if task in tasks[side]:
+                    timings[f"{side} {task}"].append(server.time(task))
     what = args.arch if args.random else weights
     print(f"{what} at {args.imgsz}x{args.imgsz} on {args.device}, {args.threads} threads, torch {torch.__version__}, "
           f"{theirs.time('report')}, {args.runs} alternating runs, one process per side"
           + (", the peer keeping freed memory too" if args.same_allocator else ""))  # fmt: skip
-    for ours_task, peer_task in rows:
-        a, b = statistics.median(timings[f"ours {ours_task}"]), statistics.median(timings[f"theirs {peer_task}"])
-        print(f"{ours_task:8s} ours {a * 1000:7.1f} ms   {args.peer} {b * 1000:7.1f} ms   ratio {a / b:.2f}")
+    for task, side, other in rows:
+        a, b = statistics.median(timings[f"ours {task}"]), statistics.median(timings[f"{side} {other}"])
+        against = f"{args.peer if side == 'theirs' else 'ours'} {other}"
+        print(f"{task:9s} ours {a * 1000:7.1f} ms   {against:22s} {b * 1000:7.1f} ms   ratio {a / b:.2f}")
     print(mine.time("report"))
     mine.close(), theirs.close()
 

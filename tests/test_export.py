@@ -10,8 +10,10 @@ import onnxruntime
 import peers
 import pytest
 import torch
+from conftest import PHOTOS
 from matching import max_row_error
 from test_cli import detect
+from test_onnx_model import assert_same_detections
 
 from detr_toolkit import RTDETR
 
@@ -50,6 +52,7 @@ def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_p
     exported, expected = run_onnx(file, images)[0], run_torch(model, images)[0]
     assert expected[:, 4:].max() > 0.5  # some confident detections, so that agreement means something
     assert max_row_error(exported, expected) < 1e-3  # float32 through 6 decoder layers (ultralytics' own: ~1e-3)
+    assert_same_detections(RTDETR(file).predict(PHOTOS, conf=0.25), model.predict(PHOTOS, conf=0.25))
 
 
 @pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine",
@@ -68,6 +71,36 @@ def test_transformers_models_export(kind, tmp_path):
     assert max(max_row_error(a, b) for a, b in zip(exported, expected)) < 1e-4
     operators = {node.op_type for node in onnx.load(file).graph.node}
     assert ("GridSample" in operators) == (kind != "rt_detr_v2_discrete")
+    # torch.export traces every family; the graph takes any input size unless a ViT's position embeddings are
+    # resized for it (RF-DETR, LW-DETR)
+    assert {p.key: p.value for p in onnx.load(file).metadata_props}["exporter"] == "dynamo"
+    onnx_model = RTDETR(file)
+    assert (onnx_model.exported.imgsz is None) == (kind not in ("rf_detr", "lw_detr"))
+    # The exported file predicts: the same detections as the PyTorch model, through the same Results.
+    sizes = [size] if onnx_model.exported.imgsz else [size, size + 2 * model.model.stride]
+    for imgsz in sizes:
+        settings = {"imgsz": imgsz, "conf": 0.0, "max_det": 30}
+        assert_same_detections(onnx_model.predict(PHOTOS, **settings), model.predict(PHOTOS, **settings))
+
+
+def test_export_falls_back_to_the_torchscript_tracer_with_the_reason(tmp_path, monkeypatch, capsys):
+    """Where torch.export cannot trace a model, the TorchScript tracer exports it (batch-dynamic, fixed size), and
+    the reason is printed."""
+    from detr_toolkit.engine import exporter
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr(exporter, "trace_dynamo", fail)
+    model = RTDETR(DEMO)
+    file = model.export(dynamic=True, file=tmp_path / "fallback.onnx")
+    assert (
+        "torch.export could not trace the model (RuntimeError: data-dependent control flow)" in capsys.readouterr().out
+    )
+    assert {p.key: p.value for p in onnx.load(file).metadata_props}["exporter"] == "torchscript"
+    images = torch.rand(3, 3, 96, 96)
+    assert max(max_row_error(a, b) for a, b in zip(run_onnx(file, images), run_torch(model, images))) < 1e-4
+    assert RTDETR(file).exported.imgsz == (96, 96)
 
 
 def test_cli_export_writes_next_to_the_checkpoint(tmp_path):

@@ -42,12 +42,12 @@ def test_bfloat16_packed_linear_is_what_autocast_computes():
 def test_cpu_predictor_packs_every_linear_and_computes_what_the_unpacked_model_does(tiny_weights):
     model = RTDETR(tiny_weights)
     predictor = model._get_predictor("cpu", False)
-    assert not any(type(m) is nn.Linear for m in predictor.model.modules())
-    assert any(isinstance(m, PackedLinear) for m in predictor.model.modules())
+    assert not any(type(m) is nn.Linear for m in predictor.model.model.modules())
+    assert any(isinstance(m, PackedLinear) for m in predictor.model.model.modules())
     assert not any(isinstance(m, PackedLinear) for m in model.model.modules())  # the user's model is untouched
     unpacked = fuse_model(copy.deepcopy(model.model)).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
-        packed_outputs, outputs = predictor.model(images), unpacked(images)
+        packed_outputs, outputs = predictor.model.model(images), unpacked(images)
     for key in ("logits", "boxes"):
         assert torch.allclose(packed_outputs[key], outputs[key], atol=1e-4), key

@@ -41,7 +41,7 @@ def test_raw_decoder_outputs_match(checkpoint, request):
     peer_fused = peer.predictor.model.model
     peer_plain = ultralytics_model(path).model.float().eval()
     ours = RTDETR(path)
-    ours_fused = ours._get_predictor(None, False).model
+    ours_fused = ours._get_predictor(None, False).model.model
     images = []
     for photo in PHOTOS:
         image = read_image(photo)

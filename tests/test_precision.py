@@ -23,11 +23,11 @@ def test_cpu_half_predicts_close_to_float32(tiny_weights):
     model = RTDETR(tiny_weights)
     full = model.predict(PHOTOS[0], conf=0.0, verbose=False)[0]
     half = model.predict(PHOTOS[0], conf=0.0, half=True, verbose=False)[0]
-    predictor = model._get_predictor(None, True)
+    inference = model._get_predictor(None, True).model
     # convolution weights stay float32 (autocast computes in bf16); linear layers are packed in the compute dtype
-    assert next(predictor.model.parameters()).dtype == torch.float32
+    assert next(inference.model.parameters()).dtype == torch.float32
     assert half.boxes.data.dtype == torch.float32 and len(half) == len(full)
-    if predictor.dtype == torch.bfloat16:
+    if inference.dtype == torch.bfloat16:
         # bf16 keeps 8 bits of mantissa: scores move by ~1e-2, not more, on a well-conditioned model.
         assert torch.allclose(half.boxes.conf.sort().values, full.boxes.conf.sort().values, atol=0.01)
 

@@ -55,16 +55,54 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[n
             continue
         cls = int(rng.integers(len(CLASSES)))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if CLASSES[cls] == "circle":
-            cv2.circle(image, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
-            box = (cx - r, cy - r, cx + r, cy + r)
-        else:
-            points = _polygon(CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi))
-            cv2.fillPoly(image, [np.round(points).astype(np.int32)], colour, cv2.LINE_AA)
-            box = (*points.min(0), *points.max(0))
-        x1, y1, x2, y2 = np.clip(box, 0, size)
-        objects.append((cls, float(x1), float(y1), float(x2), float(y2)))
+        objects.append((cls, *draw_shape(image, CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi), colour)))
     return image, objects
+
+
+def draw_shape(image: np.ndarray, kind: str, cx: float, cy: float, r: float, angle: float,
+               colour: tuple[int, int, int]) -> tuple[float, float, float, float]:  # fmt: skip
+    """Draw one shape of radius about `r` at (cx, cy) into `image` -> its box x1, y1, x2, y2 (clipped)."""
+    if kind == "circle":
+        cv2.circle(image, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
+        box = (cx - r, cy - r, cx + r, cy + r)
+    else:
+        points = _polygon(kind, cx, cy, r, angle)
+        cv2.fillPoly(image, [np.round(points).astype(np.int32)], colour, cv2.LINE_AA)
+        box = (*points.min(0), *points.max(0))
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = np.clip(box, 0, [width, height, width, height])
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def make_tracking_video(path: str | Path, frames: int = 60, size: int = 96, objects: int = 3, seed: int = 0,
+                        fps: float = 10.0) -> list[tuple[int, int, float, float, float, float]]:  # fmt: skip
+    """Write an mp4 of `objects` shapes moving on a still background, each along its own horizontal lane and
+    bouncing off the sides -> its ground truth, one row per object and frame: (frame from 1, id from 1, x1, y1,
+    x2, y2), as MOT Challenge ground truth lists them."""
+    rng = np.random.default_rng(seed)
+    background = _background(rng, size)
+    lane = size / objects
+    movers = []
+    for index in range(objects):
+        r = rng.uniform(0.09, 0.13) * size
+        movers.append({
+            "kind": CLASSES[index % len(CLASSES)], "r": r, "x": rng.uniform(r * 1.3, size - r * 1.3),
+            "y": lane * (index + 0.5), "vx": rng.choice([-1, 1]) * rng.uniform(0.01, 0.03) * size,
+            "angle": rng.uniform(0, 2 * np.pi), "colour": tuple(int(c) for c in rng.integers(0, 256, 3)),
+        })  # fmt: skip
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    truth = []
+    for frame in range(1, frames + 1):
+        image = background.copy()
+        for track_id, mover in enumerate(movers, start=1):
+            box = draw_shape(image, mover["kind"], mover["x"], mover["y"], mover["r"], mover["angle"], mover["colour"])
+            truth.append((frame, track_id, *box))
+            mover["x"] += mover["vx"]
+            if not mover["r"] * 1.3 <= mover["x"] <= size - mover["r"] * 1.3:
+                mover["vx"] = -mover["vx"]
+        writer.write(image)
+    writer.release()
+    return truth
 
 
 def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int = 96, max_objects: int = 4,

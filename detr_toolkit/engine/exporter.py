@@ -1,12 +1,14 @@
 """Export: a detector -> an ONNX graph that onnxruntime (or TensorRT, OpenVINO, ...) runs without PyTorch.
 
-The graph has ultralytics' RT-DETR export layout, so that code written for theirs reads ours:
+The graph has ultralytics' RT-DETR export layout (before 8.4), so that code written for theirs reads ours:
 
     images (B, 3, H, W) float32 RGB in 0..1  ->  output0 (B, Q, 4 + C): cx, cy, w, h in 0..1, then C class scores
     (sigmoid), one row per decoder query
 
-and the same metadata (names, imgsz, stride, batch, ...) in the file's metadata_props. H and W are fixed at
-export (position embeddings and proposal anchors are laid out for them); the batch may be left dynamic.
+and the same metadata (names, imgsz, stride, batch, ...) in the file's metadata_props. It is traced by torch.export
+(the `dynamo` exporter, through onnxscript); where that fails, by the TorchScript tracer, with the reason printed.
+`dynamic` leaves the batch free, and the height and width too where the model allows it: a model whose position
+embeddings are resized for the input size (a ViT's bicubic resize, which ONNX lacks) is fixed at `imgsz`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from ..errors import DetrToolkitError
 from ..files import check_writable, write_file
 from ..nn import Detector, fuse_model
 
+EXPORTERS = ("dynamo", "torchscript")
+MAX_DYNAMIC_BATCH = 1024
+MAX_DYNAMIC_SIZE = 4096  # pixels, for a graph of any input size
+
 
 class ExportOutputs(nn.Module):
     """The detector with its outputs in the export layout. Shapes: (B, 3, H, W) -> (B, Q, 4 + C)."""
@@ -36,31 +42,44 @@ class ExportOutputs(nn.Module):
         return torch.cat([outputs["boxes"], outputs["logits"].sigmoid()], dim=-1)
 
 
-def export_onnx(
-    detector: Detector,
-    metadata: dict[str, str],
-    file: str | Path,
-    imgsz: int,
-    batch: int,
-    dynamic: bool,
-    opset: int,
-) -> Path:
-    """Write `detector` (fused, float32, CPU) as ONNX to `file`, atomically; -> the file's path.
+def any_size_allowed(detector: Detector) -> bool:
+    """Whether an exported graph of `detector` can take any input size: no part has to be fixed at one."""
+    return not any(callable(getattr(module, "fix_input_size", None)) for module in detector.modules())
 
-    metadata: string key/values stored in the file (class names, input size, ...).
-    dynamic: leave the batch dimension free (the graph then runs any batch size). opset: at least 16 (GridSample).
-    """
-    try:
-        import onnx
-    except ImportError:
-        raise DetrToolkitError("ONNX export needs the onnx package: pip install 'detr-toolkit[export]'") from None
-    detector.check_input_size(imgsz)
-    check_writable(file)  # before the export's work, not after it
-    model = ExportOutputs(fuse_model(copy.deepcopy(detector)).float().cpu().eval())
-    for module in model.modules():  # input-size-dependent constants (ViT position embeddings) computed once here
-        if callable(getattr(module, "fix_input_size", None)):
+
+def prepare_for_export(detector: Detector, imgsz: int, any_size: bool) -> ExportOutputs:
+    """A fused float32 CPU copy in the export layout; input-size-dependent constants computed once for imgsz (ViT
+    position embeddings), or, for a graph of any size, computed in the graph (decoder anchors)."""
+    model = ExportOutputs(fuse_model(copy.deepcopy(detector)).float().cpu().eval()).eval()
+    for module in model.modules():
+        if any_size and callable(getattr(module, "free_input_size", None)):
+            module.free_input_size()
+        elif callable(getattr(module, "fix_input_size", None)):
             module.fix_input_size(imgsz, imgsz)
-    images = torch.rand(batch, 3, imgsz, imgsz)
+    return model
+
+
+def trace_dynamo(model: ExportOutputs, images: torch.Tensor, dynamic: bool, any_size: bool, opset: int) -> bytes:
+    """torch.export -> ONNX (onnxscript). dynamic: a free batch; any_size: free height and width too (multiples of
+    the model's stride)."""
+    shapes = None
+    if dynamic:
+        shapes = {0: torch.export.Dim("batch", max=MAX_DYNAMIC_BATCH)}
+        if any_size:
+            stride = model.detector.stride
+            shapes[2] = stride * torch.export.Dim("height", min=1, max=MAX_DYNAMIC_SIZE // stride)
+            shapes[3] = stride * torch.export.Dim("width", min=1, max=MAX_DYNAMIC_SIZE // stride)
+        shapes = {"images": shapes}
+        images = images.expand(max(2, len(images)), -1, -1, -1)  # torch.export takes a batch of 1 as fixed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's notes about its own internals
+        program = torch.onnx.export(model, (images,), dynamo=True, opset_version=opset, input_names=["images"],
+                                    output_names=["output0"], dynamic_shapes=shapes, verbose=False)  # fmt: skip
+    return program.model_proto.SerializeToString()
+
+
+def trace_torchscript(model: ExportOutputs, images: torch.Tensor, dynamic: bool, opset: int) -> bytes:
+    """The TorchScript tracer -> ONNX. dynamic: a free batch (height and width are constants in its trace)."""
     dynamic_axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():  # (no inference-mode tracing)
@@ -70,8 +89,49 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.onnx's notes about its own internals
         torch.onnx.export(model, (images,), buffer, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output0"], dynamic_axes=dynamic_axes)  # fmt: skip
-    graph = onnx.load_from_string(buffer.getvalue())
-    for key, value in {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch)}.items():
+    return buffer.getvalue()
+
+
+def export_onnx(
+    detector: Detector,
+    metadata: dict[str, str],
+    file: str | Path,
+    imgsz: int,
+    batch: int,
+    dynamic: bool,
+    opset: int,
+    exporter: str = "dynamo",
+) -> Path:
+    """Write `detector` (fused, float32, CPU) as ONNX to `file`, atomically; -> the file's path.
+
+    metadata: string key/values stored in the file (class names, input size, ...).
+    dynamic: leave the batch dimension free, and the height and width where the model allows it (see
+    `any_size_allowed`; dynamo exporter only). opset: at least 16 (GridSample). exporter: "dynamo" (torch.export,
+    falling back to the TorchScript tracer where it cannot trace the model) or "torchscript".
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise DetrToolkitError("ONNX export needs the onnx package: pip install 'detr-toolkit[export]'") from None
+    detector.check_input_size(imgsz)
+    check_writable(file)  # before the export's work, not after it
+    any_size = dynamic and exporter == "dynamo" and any_size_allowed(detector)
+    images = torch.rand(batch, 3, imgsz, imgsz)
+    graph_bytes = None
+    if exporter == "dynamo":
+        try:
+            graph_bytes = trace_dynamo(prepare_for_export(detector, imgsz, any_size), images, dynamic, any_size, opset)
+        except Exception as error:  # noqa: BLE001 (torch.export raises many kinds; the fallback covers them all)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"warning: torch.export could not trace the model ({type(error).__name__}: {reason[:200]}); "
+                  "exported with the TorchScript tracer, at a fixed input size")  # fmt: skip
+            any_size = False
+    if graph_bytes is None:
+        exporter = "torchscript"
+        graph_bytes = trace_torchscript(prepare_for_export(detector, imgsz, False), images, dynamic, opset)
+    graph = onnx.load_from_string(graph_bytes)
+    written = {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch), "exporter": exporter}
+    for key, value in written.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)
     return write_file(file, graph.SerializeToString())

@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Iterator, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -38,13 +38,14 @@ def preprocess(frames: Sequence[Frame], imgsz: int, device: torch.device, dtype:
     return batch.to(dtype).div_(255)
 
 
-def postprocess(boxes: torch.Tensor, logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Decoder outputs -> (B, K, 6): x1, y1, x2, y2 (0..1), score, class, best score first.
+def postprocess(boxes: torch.Tensor, scores: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Model outputs -> (B, K, 6): x1, y1, x2, y2 (0..1), score, class, best score first.
 
-    boxes: (B, Q, 4) cxcywh in 0..1; logits: (B, Q, C). K = min(top_k, Q * C) (query, class) pairs.
+    boxes: (B, Q, 4) cxcywh in 0..1; scores: (B, Q, C) class probabilities. K = min(top_k, Q * C) (query, class)
+    pairs.
     """
-    num_classes = logits.shape[-1]
-    scores, index = logits.sigmoid().flatten(1).topk(min(top_k, logits.shape[1] * num_classes), dim=1)
+    num_classes = scores.shape[-1]
+    scores, index = scores.flatten(1).topk(min(top_k, scores.shape[1] * num_classes), dim=1)
     query = index.div(num_classes, rounding_mode="floor")
     picked = boxes.gather(1, query[..., None].expand(-1, -1, 4))
     classes = (index - query * num_classes).to(scores.dtype)
@@ -83,50 +84,76 @@ def weights_version(model: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
 
 
-def check_finite(outputs: dict[str, torch.Tensor], where: str, dtype: torch.dtype) -> None:
-    """ModelOutputError when a model's boxes or logits hold NaN or inf: broken weights give no detections to trust
+def check_finite(boxes: torch.Tensor, scores: torch.Tensor, where: str, dtype: torch.dtype) -> None:
+    """ModelOutputError when a model's boxes or scores hold NaN or inf: broken weights give no detections to trust
     (and would score as a positive mAP)."""
-    if not all(bool(torch.isfinite(outputs[key]).all()) for key in ("boxes", "logits")):
+    if not (bool(torch.isfinite(boxes).all()) and bool(torch.isfinite(scores).all())):
         cause = "broken weights, or values too large for half precision" if dtype != torch.float32 else "broken weights"
         raise ModelOutputError(f"{where}: the model's outputs are not finite (NaN or inf): {cause}")
 
 
-class Predictor:
-    """Runs a detector on sources; holds a fused (conv + batch norm folded) copy of the model for speed, made
-    from the model's weights as they were when it was built (`serves` tells whether they still are)."""
+class Inference(Protocol):
+    """A model ready to run: (B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1 and class scores (B, Q, C),
+    float32 on `device`. `input_dtype`: what it takes; `dtype`: the precision it computes in. Implemented by
+    `TorchInference` (a PyTorch detector) and `onnx_model.OnnxModel` (an exported file, run by onnxruntime)."""
 
-    def __init__(self, model: Detector, names: dict[int, str], device: torch.device, half: bool = False):
+    device: torch.device
+    dtype: torch.dtype
+    input_dtype: torch.dtype
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TorchInference:
+    """A detector made ready for inference on `device` in `dtype` (see `inference_dtype`): a fused copy (conv + batch
+    norm folded), channels-last with packed linear layers on the CPU, made from the model's weights as they were
+    when it was built (`serves` tells whether they still are)."""
+
+    def __init__(self, model: Detector, device: torch.device, dtype: torch.dtype = torch.float32):
         self.built_from = weights_version(model)
-        self.names = names
         self.device = device
-        self.dtype = inference_dtype(device, half)
+        self.dtype = dtype
         # CUDA float16 converts the weights; CPU bfloat16 runs under autocast, which keeps the precision-sensitive
         # ops (sigmoid, box refinement, grid sampling) in float32.
-        self.autocast = self.dtype == torch.bfloat16
-        self.input_dtype = torch.float32 if self.autocast else self.dtype  # that of the weights, too
+        self.autocast = dtype == torch.bfloat16
+        self.input_dtype = torch.float32 if self.autocast else dtype  # that of the weights, too
         self.model = fuse_model(copy.deepcopy(model)).to(device, self.input_dtype).eval()
         if device.type == "cpu":
             keep_freed_memory()
             self.model = self.model.to(memory_format=torch.channels_last)
-            if can_pack_linears(self.dtype):  # last: a packed model cannot be moved or copied
-                pack_linears(self.model, self.dtype)
+            if can_pack_linears(dtype):  # last: a packed model cannot be moved or copied
+                pack_linears(self.model, dtype)
 
     def serves(self, model: Detector, device: torch.device, dtype: torch.dtype) -> bool:
-        """Whether this predictor runs `model` as it is now, on `device` in `dtype`."""
+        """Whether this runs `model` as it is now, on `device` in `dtype`."""
         return (self.device, self.dtype) == (device, dtype) and self.built_from == weights_version(model)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, self.input_dtype)
+        if self.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            outputs = self.model(images)
+        return outputs["boxes"].float(), outputs["logits"].float().sigmoid()
+
+
+class Predictor:
+    """Runs a model (`Inference`) on sources: frames -> preprocess -> model -> postprocess -> Results."""
+
+    def __init__(self, model: Inference, names: dict[int, str]):
+        self.model = model
+        self.names = names
 
     @torch.inference_mode()
     def predict_batch(self, frames: Sequence[Frame], options: PredictArgs) -> list[Results]:
         start = time.perf_counter()
-        images = preprocess(frames, options.imgsz, self.device, self.input_dtype)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = preprocess(frames, options.imgsz, self.model.device, self.model.input_dtype)
         preprocessed = time.perf_counter()
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            outputs = self.model(images)
+        boxes, scores = self.model(images)
         inferred = time.perf_counter()
-        check_finite(outputs, frames[0].path, self.dtype)
-        detections = postprocess(outputs["boxes"].float(), outputs["logits"].float(), self.model.decoder.num_queries)
+        check_finite(boxes, scores, frames[0].path, self.model.dtype)
+        detections = postprocess(boxes, scores, boxes.shape[1])
         results = []
         for frame, image_detections in zip(frames, detections):
             kept = select_detections(

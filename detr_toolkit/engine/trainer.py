@@ -65,6 +65,7 @@ from .cpu_memory import keep_freed_memory
 from .device import select_device
 from .ema import ModelEMA
 from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
+from .predictor import TorchInference
 from .validator import evaluate, predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
@@ -491,7 +492,7 @@ class Trainer:
         if self.val_set is not None:
             started = time.monotonic()
             try:
-                stats, _ = evaluate(self.ema.module, self.val_set, self.args.batch, self.device)
+                stats, _ = evaluate(TorchInference(self.ema.module, self.device), self.val_set, self.args.batch)
                 fitness = stats["mAP50-95"]
             except ModelOutputError as error:  # never the best model; the run goes on (it may recover)
                 print(f"warning: epoch {epoch + 1}: {error}")
@@ -538,7 +539,7 @@ class Trainer:
             return
         best = copy.deepcopy(self.ema.module)
         best.load_state_dict(load_weights(best_file)[1])
-        detections = predict_dataset(best, self.val_set, args.batch, self.device)
+        detections = predict_dataset(TorchInference(best, self.device), self.val_set, args.batch)
         curves: dict[int, Any] = {}
         stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves)
         if args.plots:

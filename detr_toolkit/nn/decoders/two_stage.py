@@ -114,6 +114,12 @@ class TwoStageDecoder(nn.Module):
             if isinstance(proj, ConvNormAct):
                 nn.init.xavier_uniform_(proj.conv.weight)
 
+    def free_input_size(self) -> None:
+        """Compute anchors from the feature shapes on every call (an exported graph of any input size), rather
+        than take the ones stored for eval_size."""
+        self.eval_shapes = []
+        self._anchor_cache = None
+
     def _anchors(self, shapes: list[tuple[int, int]], device: torch.device,
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Anchors for these level shapes: the stored ones at eval size, else computed (in `dtype`) and cached."""

@@ -1,0 +1,111 @@
+"""int8 ONNX: static quantization of an exported detector with onnxruntime, calibrated on a dataset's images.
+
+QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op, as TensorRT and onnxruntime's CPU
+int8 kernels read it), int8 weights per output channel, uint8 activations scaled from their calibrated ranges.
+Only the convolutions and matrix products of the backbone and the encoder are quantized: they hold nearly all the
+work. The decoder stays float32: its box refinement, sampling offsets and attention weights, and the class scores
+that top-k ranks, move by whole pixels and ranks when rounded to 8 bits, for a few percent of the time.
+"""
+
+from __future__ import annotations
+
+import ast
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.images import read_image
+from ..data.sources import Frame
+from ..data.splits import load_split
+from ..errors import DatasetError, DetrToolkitError
+from ..files import write_file
+from .predictor import preprocess
+
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+QUANTIZED_PARTS = ("detector.backbone", "detector.encoder")  # module paths whose ops are quantized
+
+
+def node_module(node) -> str:
+    """The module path (`detector.encoder.aifi.linear2`) a node of an exported graph was traced from: from the
+    dynamo exporter's name scopes, or from the TorchScript tracer's node name (`/detector/encoder/aifi/...`)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = ast.literal_eval(prop.value)  # a list's repr; literal_eval evaluates no code
+            return scopes[-2] if len(scopes) >= 2 else ""
+    return node.name.strip("/").replace("/", ".")
+
+
+def nodes_to_quantize(graph) -> list[str]:
+    """Names of the graph's convolutions and matrix products inside QUANTIZED_PARTS."""
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type in QUANTIZED_OPS and node_module(node).startswith(QUANTIZED_PARTS)
+    ]
+
+
+def calibration_images(data: str | Path, imgsz: int, count: int) -> list[np.ndarray]:
+    """Up to `count` images of the dataset's train split (its val split where it has none), evenly spread, each
+    preprocessed as predict does: (3, imgsz, imgsz) float32 RGB in 0..1."""
+    try:
+        annotations, _ = load_split(data, "train")
+    except DatasetError:
+        annotations, _ = load_split(data, "val")
+    if not annotations:
+        raise DatasetError(f"{data}: no images to calibrate int8 on")
+    picked = [annotations[int(i)] for i in np.linspace(0, len(annotations) - 1, min(count, len(annotations)))]
+    frames = [Frame(read_image(a.image), str(a.image)) for a in picked]
+    return [preprocess([frame], imgsz, torch.device("cpu"), torch.float32)[0].numpy() for frame in frames]
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader: one image at a time as {input name: (1, 3, H, W) float32}."""
+
+    def __init__(self, input_name: str, images: Iterator[np.ndarray]):
+        self.input_name = input_name
+        self.images = images
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self.images, None)
+        return None if image is None else {self.input_name: image[None]}
+
+
+def quantize_int8(float_file: Path, int8_file: Path, images: Sequence[np.ndarray]) -> Path:
+    """Write the int8 QDQ version of the exported `float_file` to `int8_file`, atomically; -> its path.
+
+    images: calibration inputs, each (3, H, W) float32 RGB in 0..1 at the graph's input size. The float file's
+    metadata (names, input size, ...) is kept, with `quantization` added.
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise DetrToolkitError("int8 export needs onnxruntime: pip install 'detr-toolkit[export]'") from None
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        # shapes inferred; the graph left unoptimized, so that its nodes keep the module paths that pick them
+        # (onnxruntime optimizes the quantized graph when it loads it)
+        quant_pre_process(str(float_file), str(prepared), skip_symbolic_shape=True, skip_optimization=True)
+        model = onnx.load(prepared)
+        nodes = nodes_to_quantize(model.graph)
+        if not nodes:  # (an empty list would have onnxruntime quantize every op, the decoder's too)
+            raise DetrToolkitError(f"{float_file}: no backbone or encoder ops to quantize (not a detr-toolkit export)")
+        input_name = model.graph.input[0].name
+        quantized = Path(work) / "int8.onnx"
+        quantize_static(
+            str(prepared), str(quantized), _Calibration(input_name, iter(images)),
+            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes,
+        )  # fmt: skip
+        graph = onnx.load(quantized)
+    metadata = {p.key: p.value for p in onnx.load(float_file, load_external_data=False).metadata_props}
+    del graph.metadata_props[:]
+    metadata["quantization"] = f"int8 QDQ, per-channel weights, {len(nodes)} ops of {', '.join(QUANTIZED_PARTS)}"
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    return write_file(int8_file, graph.SerializeToString())

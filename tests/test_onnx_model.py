@@ -1,0 +1,124 @@
+"""Exported models predict: RTDETR("model.onnx") runs predict, val and the CLI through onnxruntime, with the same
+Results as the PyTorch model it was exported from (and as ultralytics' predict, for ultralytics' own export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import PHOTOS
+from matching import match_detections
+from test_cli import detect
+
+from detr_toolkit import RTDETR
+from detr_toolkit.data.synthetic import make_synthetic
+from detr_toolkit.errors import CheckpointError, ConfigError
+
+DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
+SHAPES = Path(__file__).parent.parent / "assets" / "shapes.jpg"
+
+
+def assert_same_detections(ours, theirs, box_px: float = 0.05, score: float = 1e-4) -> None:
+    """Two lists of Results hold the same detections: each one scored clear of the cut (conf or max_det) pairs with
+    one of the same class whose box corners are within `box_px` pixels and score within `score`. (Near the cut,
+    rounding may swap which of two near-tied detections is kept.)"""
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        a, b = a.boxes.data.numpy(), b.boxes.data.numpy()
+        assert len(a) > 0 and len(b) > 0
+        cut = min(a[:, 4].min(), b[:, 4].min()) + 10 * score
+        a, b = a[a[:, 4] > cut], b[b[:, 4] > cut]
+        assert len(a) == len(b) > 0
+        paired_a, paired_b = match_detections(a, b)
+        assert (paired_a[:, 5] == paired_b[:, 5]).all()
+        assert np.abs(paired_a[:, :4] - paired_b[:, :4]).max() <= box_px
+        assert np.abs(paired_a[:, 4] - paired_b[:, 4]).max() <= score
+
+
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory) -> Path:
+    return Path(RTDETR(DEMO).export(dynamic=True, file=tmp_path_factory.mktemp("onnx") / "demo.onnx"))
+
+
+def test_exported_demo_model_predicts_and_validates_as_pytorch(demo_onnx, tmp_path):
+    torch_model, exported = RTDETR(DEMO), RTDETR(demo_onnx)
+    # dynamic: any batch, and any input size (the decoder's anchors are computed in the graph)
+    assert exported.names == torch_model.names and exported.exported.batch is None and exported.exported.imgsz is None
+    sources = [SHAPES, *PHOTOS]
+    for imgsz in (96, 160):
+        assert_same_detections(exported.predict(sources, conf=0.1, batch=2, imgsz=imgsz),
+                               torch_model.predict(sources, conf=0.1, imgsz=imgsz))  # fmt: skip
+    data = make_synthetic(tmp_path / "shapes", train=1, val=24, seed=3)
+    ours, theirs = exported.val(data, verbose=False)["metrics"], torch_model.val(data, verbose=False)["metrics"]
+    assert theirs["mAP50"] > 0.5  # a model that detects, so that agreement means something
+    assert all(abs(ours[key] - theirs[key]) < 1e-6 for key in ("mAP50-95", "mAP50", "mAP75", "AR100"))
+
+
+def test_fixed_batch_file_runs_any_number_of_images(tmp_path):
+    """A file exported with batch=2 (not dynamic) runs 3 images in two chunks, the last one padded."""
+    file = RTDETR(DEMO).export(batch=2, file=tmp_path / "batch2.onnx")
+    exported = RTDETR(file)
+    assert exported.exported.batch == 2 and exported.exported.imgsz == (96, 96)
+    sources = [SHAPES, *PHOTOS]
+    assert_same_detections(exported.predict(sources, batch=3, conf=0.1), RTDETR(DEMO).predict(sources, conf=0.1))
+
+
+def test_ultralytics_own_onnx_export_predicts_as_ultralytics(ultralytics_l, tmp_path):
+    """ultralytics' RT-DETR export (from 8.4 on: the top (query, class) pairs, picked in the graph) gives the
+    detections ultralytics' own predict gives on the checkpoint it came from."""
+    from ultralytics import RTDETR as UltralyticsRTDETR
+
+    copy = tmp_path / "rtdetr-l.pt"
+    copy.write_bytes(ultralytics_l.read_bytes())
+    file = UltralyticsRTDETR(str(copy)).export(format="onnx", imgsz=640)
+    theirs = UltralyticsRTDETR(str(copy)).predict([str(p) for p in PHOTOS], conf=0.25, verbose=False)
+    ours = RTDETR(file).predict(PHOTOS, conf=0.25)
+    # float32 through 6 decoder layers in two runtimes: their own export differs from their PyTorch by ~2e-4 of the
+    # image (0.2 px on bus.jpg)
+    assert_same_detections(ours, theirs, box_px=0.5, score=1e-3)
+
+
+def test_cli_predicts_and_validates_with_an_onnx_file(demo_onnx, tmp_path):
+    run = detect("predict", SHAPES, "--model", demo_onnx, "--conf", "0.5", "--project", tmp_path, "--save")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("shapes.jpg: 96x96 ") and (tmp_path / "predict" / "shapes.jpg").is_file()
+    data = make_synthetic(tmp_path / "shapes", train=1, val=4)
+    run = detect("val", "--model", demo_onnx, "--data", data)
+    assert run.returncode == 0 and "mAP50-95" in run.stdout, run.stderr
+
+
+def test_bad_onnx_inputs_get_one_line_errors(demo_onnx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where ultralytics writes its export
+    # a file that is not ONNX
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x01 not a protobuf")
+    with pytest.raises(CheckpointError, match="garbage.onnx: not a model onnxruntime can run"):
+        RTDETR(garbage)
+    # an ONNX model of another kind: a YOLO detector's (B, 4 + classes, anchors) output
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolov8n.yaml").export(format="onnx", imgsz=64)
+    with pytest.raises(CheckpointError, match="not an RT-DETR layout"):
+        RTDETR(yolo)
+    # an ONNX model without our metadata
+    plain = onnx.load(demo_onnx)
+    del plain.metadata_props[:]
+    onnx.save(plain, tmp_path / "plain.onnx")
+    with pytest.raises(CheckpointError, match="plain.onnx: not a detector exported by detr-toolkit or ultralytics"):
+        RTDETR(tmp_path / "plain.onnx")
+    # a size the file was not exported for, and what an exported file cannot do
+    fixed = RTDETR(RTDETR(DEMO).export(file=tmp_path / "fixed.onnx"))
+    with pytest.raises(ConfigError, match=r"imgsz=128: .*fixed.onnx was exported for 96x96 inputs"):
+        fixed.predict(SHAPES, imgsz=128)
+    with pytest.raises(ConfigError, match=r"fixed.onnx: was exported for 96x96 inputs, given 128x128"):
+        fixed.predict(torch.rand(1, 3, 128, 128))
+    for action in (fixed.train, fixed.export, fixed.info):
+        with pytest.raises(ConfigError, match="an exported ONNX model predicts, tracks and validates only"):
+            action()
+    run = detect("predict", SHAPES, "--model", tmp_path / "plain.onnx")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "plain.onnx" in run.stderr
+    run = detect("predict", SHAPES, "--model", tmp_path / "fixed.onnx", "--imgsz", "128")
+    assert run.returncode == 2 and "exported for 96x96" in run.stderr

