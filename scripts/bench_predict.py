@@ -5,6 +5,7 @@
     python scripts/bench_predict.py --peer transformers   # rfdetr-base shape vs transformers' RfDetr, 560x560
     python scripts/bench_predict.py --peer transformers --arch dfine-s   # D-FINE-S shape vs transformers' DFine
     python scripts/bench_predict.py --peer transformers --arch deimv2-s  # DEIMv2-S (DINOv3) vs transformers' Deimv2
+    python scripts/bench_predict.py --onnx --openvino     # + our ONNX export (float32, int8) in onnxruntime and OpenVINO
 
 Each side runs in a process of its own, as its users run it: our predictor configures the process it runs
 in (it keeps freed memory for reuse, see detr_toolkit/engine/cpu_memory.py), which must not speed up the
@@ -12,9 +13,9 @@ peer. `--same-allocator` gives the peer's process that setting too, to see what 
 Runs alternate (ours, theirs, ours, ...) after a warm-up, so that both see the same machine state; medians
 and the ratio ours / peer are printed for the whole predict call and, against ultralytics, for the model's
 forward pass alone. Targets: ratio <= 0.6 on CPU (issues 2 and 3); for dfine-s and deimv2-s, <= 0.7 in float32
-and <= 0.5 with `half=True` (issue 12). The `half` row times our `half=True`
-(bfloat16 on CPUs with native bf16; both peers ignore `half` on CPU) and prints how far its detections
-move from float32 ones.
+and <= 0.5 with `half=True` (issue 12); int8 <= 0.6x our float32 file in onnxruntime (issue 14). The `half`
+row times our `half=True` (bfloat16 on CPUs with native bf16; both peers ignore `half` on CPU) and prints how
+far its detections move from float32 ones.
 """
 
 from __future__ import annotations
@@ -87,8 +88,18 @@ def onnx_tasks(args: argparse.Namespace, model) -> dict[str, Callable]:
     int8_file = quantize_int8(float_file, folder / "ours-int8.onnx", images)
     float_model, int8_model = RTDETR(float_file, device=args.device), RTDETR(int8_file, device=args.device)
     kwargs = {"imgsz": args.imgsz, "verbose": False}
-    return {"onnx": lambda: float_model.predict(args.image, **kwargs)[0],
-            "onnx-int8": lambda: int8_model.predict(args.image, **kwargs)[0]}  # fmt: skip
+    tasks = {"onnx": lambda: float_model.predict(args.image, **kwargs)[0],
+             "onnx-int8": lambda: int8_model.predict(args.image, **kwargs)[0]}  # fmt: skip
+    if args.openvino:  # the same two files in each runtime, the graph alone (no pre- or postprocessing)
+        import openvino
+
+        image = images[0][None]
+        core = openvino.Core()
+        for name, file, runner in (("", float_file, float_model), ("-int8", int8_file, int8_model)):
+            session, compiled = runner.exported.session, core.compile_model(str(file), "CPU")
+            tasks[f"ort{name}"] = lambda session=session: session.run(None, {"images": image})
+            tasks[f"openvino{name}"] = lambda compiled=compiled: compiled(image)
+    return tasks
 
 
 def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
@@ -232,6 +243,8 @@ def main() -> None:
     parser.add_argument("--same-allocator", action="store_true", help="the peer's process keeps freed memory too")
     parser.add_argument("--onnx", action="store_true", help="also time our ONNX export in onnxruntime, float32 and "
                         "int8, against ultralytics' own export in its predict (or the peer's PyTorch)")  # fmt: skip
+    parser.add_argument("--openvino", action="store_true", help="with --onnx: also run both files in OpenVINO, "
+                        "against onnxruntime (the graphs alone)")  # fmt: skip
     args = parser.parse_args()
     args.arch = args.arch or ("rtdetr-l" if args.peer == "ultralytics" else "rfdetr-base")
     args.imgsz = args.imgsz or (560 if args.arch == "rfdetr-base" else 640)
@@ -246,6 +259,8 @@ def main() -> None:
     rows += [("forward", "theirs", "forward")] * (args.peer == "ultralytics")
     if args.onnx:  # int8 against our own float32 file: the issue's target
         rows += [("onnx", "theirs", "onnx" if args.peer == "ultralytics" else "predict"), ("onnx-int8", "ours", "onnx")]
+    if args.openvino:  # OpenVINO against onnxruntime on the same file
+        rows += [("openvino", "ours", "ort"), ("openvino-int8", "ours", "ort-int8")]
     tasks = {
         "ours": dict.fromkeys(row[0] for row in rows),
         "theirs": dict.fromkeys(t for _, side, t in rows if side == "theirs"),
@@ -263,7 +278,7 @@ def main() -> None:
     for task, side, other in rows:
         a, b = statistics.median(timings[f"ours {task}"]), statistics.median(timings[f"{side} {other}"])
         against = f"{args.peer if side == 'theirs' else 'ours'} {other}"
-        print(f"{task:9s} ours {a * 1000:7.1f} ms   {against:22s} {b * 1000:7.1f} ms   ratio {a / b:.2f}")
+        print(f"{task:13s} ours {a * 1000:7.1f} ms   {against:22s} {b * 1000:7.1f} ms   ratio {a / b:.2f}")
     print(mine.time("report"))
     mine.close(), theirs.close()
 

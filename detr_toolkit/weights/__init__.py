@@ -23,9 +23,11 @@ from .native import is_ours, load_weights, read_safetensors, save_weights
 from .safe_pickle import load_foreign_checkpoint
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
-# Tensors a file may leave out: batch norms start counting from 0 without their counter (as torch's loading does),
-# and a decoder computes its anchors for `eval_size` from its config.
-OPTIONAL_SUFFIXES = ("num_batches_tracked", "decoder.anchors", "decoder.valid_mask")
+# Tensors the model computes from its config (a decoder's anchors for `eval_size`): never taken from a file, which
+# may hold stale ones (our checkpoints of before 2026-12-04 hold NaN anchors, averaged by the EMA).
+DERIVED_SUFFIXES = ("decoder.anchors", "decoder.valid_mask")
+# Tensors a file may leave out: those, and batch norms' counters (they start from 0, as torch's loading does).
+OPTIONAL_SUFFIXES = ("num_batches_tracked", *DERIVED_SUFFIXES)
 # What a converter raises on a file of the right format whose contents are not what the format promises
 # (a missing key, a string where a number belongs, a list too short): the file is malformed, not our code.
 MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError)
@@ -88,6 +90,7 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
     """Load `state` into `model` exactly: every tensor the model has, nothing else, shapes equal. Otherwise one
     CheckpointError naming the tensors that do not fit (a few of each kind, and how many)."""
     own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.endswith(DERIVED_SUFFIXES) and k in own)}
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     problems = []
     for kind, keys in (
