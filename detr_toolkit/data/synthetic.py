@@ -55,7 +55,8 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[n
             continue
         cls = int(rng.integers(len(CLASSES)))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        objects.append((cls, *draw_shape(image, CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi), colour)))
+        angle = 0.0 if CLASSES[cls] == "circle" else rng.uniform(0, 2 * np.pi)  # (a circle draws no angle)
+        objects.append((cls, *draw_shape(image, CLASSES[cls], cx, cy, r, angle, colour)))
     return image, objects
 
 
