@@ -120,7 +120,7 @@ def ultralytics(args: argparse.Namespace, weights: Path) -> dict[str, Callable]:
     tasks = {"predict": lambda: peer.predict(args.image, **kwargs), "forward": forward,
              "report": lambda: f"ultralytics {ultralytics.__version__}"}  # fmt: skip
     if args.onnx:  # their own export, through their own predict
-        exported = RTDETR(peer.export(format="onnx", imgsz=args.imgsz, device=args.device), task="detect")
+        exported = RTDETR(peer.export(format="onnx", imgsz=args.imgsz, device=args.device))
         exported.predict(args.image, **kwargs)
         tasks["onnx"] = lambda: exported.predict(args.image, **kwargs)
     return tasks
