@@ -64,7 +64,7 @@ def test_ema_copies_constant_buffers_such_as_anchors_with_inf():
 
 
 def test_weights_with_stale_anchors_load_the_ones_their_config_gives(tmp_path):
-    """Checkpoints saved before that fix hold NaN anchors: anchors are derived from the config, never read."""
+    """Checkpoints saved before that fix hold NaN anchors: those are left out, the config's are kept."""
     from pathlib import Path
 
     from detr_toolkit import RTDETR

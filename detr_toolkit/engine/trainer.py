@@ -365,7 +365,7 @@ class Trainer:
         batches, accumulated, skipped, streak = len(loader), 0, 0, 0
         sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
-        # The bar draws on a terminal; logs and captured output get one line per epoch instead (see _end_epoch).
+        # The bar draws on a terminal; logs and captured output get one line per epoch instead (see _record).
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not (self.progress_bar and self.main))
         step = epoch * self.steps_per_epoch
         for i, (images, targets) in enumerate(bar):
@@ -440,13 +440,14 @@ class Trainer:
             if not all(bool(torch.isfinite(p).all()) for p in self.ema.module.parameters()):
                 raise ModelOutputError(f"training diverged at epoch {epoch + 1}: the weights are no longer finite; "
                                        f"lower lr={args.lr:g}")  # fmt: skip
-            if self.main:
-                self._end_epoch(epoch, row)
+            fitness = self._validate(epoch, row) if self.main else None
             self.train_seconds, self.epochs_done = time.monotonic() - started, epoch + 1
             if epoch == self.start_epoch:  # epochs are timed from here: the first one has start-up costs
                 timed_from = (self.train_seconds, epoch + 1)
             if args.time:
                 self._fit_to_budget(epoch, budget, timed_from)
+            if self.main:  # after the plan and the clock, so last.pt resumes with both
+                self._record(epoch, row, fitness)
             stop = not self._agree(not self._patience_ran_out(epoch))
             if self.world > 1:
                 dist.barrier()
@@ -486,8 +487,9 @@ class Trainer:
         return bool(self.main and self.args.patience and self.val_set is not None
                     and epoch - self.best_epoch >= self.args.patience)  # fmt: skip
 
-    def _end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
-        """Validate, save the checkpoints, append to results.csv and redraw results.png."""
+    def _validate(self, epoch: int, row: dict[str, Any]) -> float | None:
+        """Score the EMA weights on the val split into `row`; -> val mAP50-95 (None without a val split or for
+        non-finite outputs)."""
         fitness = None
         if self.val_set is not None:
             started = time.monotonic()
@@ -499,6 +501,10 @@ class Trainer:
                 stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
             row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
             self.val_seconds = time.monotonic() - started
+        return fitness
+
+    def _record(self, epoch: int, row: dict[str, Any], fitness: float | None) -> None:
+        """Print the epoch's row, save the checkpoints, append to results.csv and redraw results.png."""
         if self.args.verbose and not self.progress_bar:
             print(f"epoch {epoch + 1}/{self.epochs}: " + "  ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and not k.startswith("lr/")))  # fmt: skip

@@ -23,8 +23,9 @@ from .native import is_ours, load_weights, read_safetensors, save_weights
 from .safe_pickle import load_foreign_checkpoint
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
-# Tensors the model computes from its config (a decoder's anchors for `eval_size`): never taken from a file, which
-# may hold stale ones (our checkpoints of before 2026-12-04 hold NaN anchors, averaged by the EMA).
+# Tensors the model computes from its config (a decoder's anchors for `eval_size`): a file's are taken (ultralytics'
+# are rounded to fp16, and its inference uses them so), unless they hold NaN (our checkpoints of before 2026-12-04:
+# the EMA averaged the inf of invalid positions into NaN), then the model keeps its own.
 DERIVED_SUFFIXES = ("decoder.anchors", "decoder.valid_mask")
 # Tensors a file may leave out: those, and batch norms' counters (they start from 0, as torch's loading does).
 OPTIONAL_SUFFIXES = ("num_batches_tracked", *DERIVED_SUFFIXES)
@@ -90,7 +91,11 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
     """Load `state` into `model` exactly: every tensor the model has, nothing else, shapes equal. Otherwise one
     CheckpointError naming the tensors that do not fit (a few of each kind, and how many)."""
     own = model.state_dict()
-    state = {k: v for k, v in state.items() if not (k.endswith(DERIVED_SUFFIXES) and k in own)}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not (k.endswith(DERIVED_SUFFIXES) and k in own and isinstance(v, torch.Tensor) and v.isnan().any())
+    }
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     problems = []
     for kind, keys in (
