@@ -2,8 +2,8 @@
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op, as TensorRT and onnxruntime's CPU
 int8 kernels read it), int8 weights per output channel, uint8 activations scaled from their calibrated ranges.
-Only the convolutions and matrix products of the backbone and the encoder are quantized: they hold nearly all the
-work. The decoder stays float32: its box refinement, sampling offsets and attention weights, and the class scores
+Only the backbone and the encoder are quantized (their convolutions and matrix products, which hold nearly all
+the work, and the cheap ops between them). The decoder stays float32: its box refinement, sampling offsets and attention weights, and the class scores
 that top-k ranks, move by whole pixels and ranks when rounded to 8 bits, for a few percent of the time.
 """
 
@@ -24,7 +24,10 @@ from ..errors import DatasetError, DetrToolkitError
 from ..files import write_file
 from .predictor import preprocess
 
-QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# The ops that hold the work, and those between them that onnxruntime runs on int8 tensors as they are (activations,
+# residual sums, concatenations, pooling, upsampling): quantizing those too keeps tensors in int8 from one
+# convolution to the next instead of dequantizing after each (rtdetr-l: 0.46x float32 time instead of 0.53x).
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm", "Relu", "Add", "Concat", "MaxPool", "Resize")
 QUANTIZED_PARTS = ("detector.backbone", "detector.encoder")  # module paths whose ops are quantized
 
 
@@ -39,7 +42,7 @@ def node_module(node) -> str:
 
 
 def nodes_to_quantize(graph) -> list[str]:
-    """Names of the graph's convolutions and matrix products inside QUANTIZED_PARTS."""
+    """Names of the graph's QUANTIZED_OPS nodes inside QUANTIZED_PARTS."""
     return [
         node.name
         for node in graph.node
