@@ -7,6 +7,7 @@
     detect train --resume runs/train/exp/weights/last.pt
     detect val --model runs/train/exp/weights/best.safetensors --data data.yaml
     detect export --model runs/train/exp/weights/best.safetensors --format onnx --dynamic
+    detect export --model best.safetensors --format openvino --int8 --data data.yaml
 
 Each command's options are its settings (`settings.py`: PredictArgs, TrackArgs, ValArgs, TrainArgs, ExportArgs), parsed
 and validated there. Errors in the user's input print one line (`error: ...`) and exit with status 2; `--debug`
@@ -30,7 +31,7 @@ from .settings import ExportArgs, PredictArgs, SettingsGroup, TrackArgs, TrainAr
 EXIT_USAGE = 2
 KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
 # The options that are not settings of a group: what to load, and where from.
-MODEL_HELP = "checkpoint (.pt, .safetensors, transformers folder), exported .onnx or model config (.yaml)"
+MODEL_HELP = "checkpoint (.pt, .safetensors, transformers folder), exported model (.onnx, OpenVINO folder) or model config (.yaml)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,7 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write the model as ONNX for onnxruntime, TensorRT, OpenVINO",
+        help="write the model as ONNX (onnxruntime, TensorRT, ...) or in OpenVINO's format",
         description="Export: input `images` (batch, 3, imgsz, imgsz) RGB 0..1 -> `output0` (batch, queries, "
         "4 + classes): cx cy w h in 0..1 and class scores, ultralytics' RT-DETR layout.",
     )

@@ -20,11 +20,20 @@ from .errors import OutputError
 INCREMENT_SEPARATOR = "-"  # taken names are numbered name-2, name-3, ..., as ultralytics numbers them
 
 
-def user_file_mode() -> int:
-    """The mode a plain `open(path, "w")` would give a new file: 0o666 less the process's umask."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def user_file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0o666 less the process's umask."""
+    return 0o666 & ~_umask()
+
+
+def user_folder_mode() -> int:
+    """The mode a plain `mkdir` would give a new folder: 0o777 less the process's umask."""
+    return 0o777 & ~_umask()
 
 
 def make_dirs(folder: str | Path) -> Path:
@@ -60,6 +69,33 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` to fill; on success it takes the place of `path` (a folder written
+    before goes), so a reader never sees a folder half written or half of two writes."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder")
+    make_dirs(path.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+    old = tmp.with_suffix(".old")
+    try:
+        yield tmp
+        try:
+            os.chmod(tmp, user_folder_mode())
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_writable(path: str | Path) -> Path:

@@ -8,6 +8,7 @@ results[0].show()
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import weights
 from .config import class_names
 from .engine.device import select_device
-from .engine.onnx_model import OnnxModel, is_onnx_file
+from .engine.exported_model import ExportedModel, open_exported
 from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
 from .engine.saver import PredictionSaver
 from .engine.tracking import make_tracker, track, tracker_name
 from .errors import ConfigError, DetrToolkitError
+from .files import check_writable
 from .nn import Detector, build_model
 from .results import Results
 from .settings import ExportArgs, PredictArgs, TrackArgs, TrainArgs, ValArgs
@@ -45,9 +47,13 @@ class RTDETR:
         self.ckpt_path = str(model) if not isinstance(model, dict) else None
         self._predictor: Predictor | None = None
         self._tracker: tuple[str, Any] | None = None  # (name, tracker) of the last track() call, for persist=True
-        self.exported: OnnxModel | None = None  # an exported file: predicts and validates only
-        if is_onnx_file(model):
-            self.exported = OnnxModel(model, select_device(device) if device is not None else None)
+        # an exported file (ONNX, OpenVINO): predicts and validates only
+        self.exported: ExportedModel | None = (
+            None
+            if isinstance(model, dict)
+            else open_exported(model, select_device(device) if device is not None else None)
+        )
+        if self.exported is not None:
             self.model, self.names, self.config, self.pretrained = None, self.exported.names, self.exported.config, True
             return
         config, state = weights.load(model)
@@ -113,10 +119,7 @@ class RTDETR:
         or a cached `TorchInference`, rebuilt when the device or precision asked for changes, or the model's weights
         (`model.model.load_state_dict(...)`, training in between)."""
         if self.exported is not None:
-            if half:
-                raise ConfigError(f"half=True: {self.exported.file} computes in the precision it was exported in")
-            if device is not None and select_device(device) != self.exported.target:
-                self.exported = OnnxModel(self.exported.file, select_device(device))
+            self.exported = self.exported.reopen(select_device(device) if device is not None else None, half)
             return self.exported
         target = select_device(device) if device is not None else self.device
         dtype = inference_dtype(target, half)
@@ -136,7 +139,7 @@ class RTDETR:
         """The PyTorch detector, or a ConfigError saying that an exported file cannot `action`."""
         if self.model is None:
             raise ConfigError(
-                f"{self.ckpt_path}: an exported ONNX model predicts, tracks and validates only; to {action}, load the "
+                f"{self.ckpt_path}: an exported model predicts, tracks and validates only; to {action}, load the "
                 ".pt or .safetensors it was exported from"
             )
         return self.model
@@ -212,20 +215,31 @@ class RTDETR:
     # --- export ------------------------------------------------------------------------------------------
 
     def export(self, **settings: Any) -> str:
-        """Write the model for deployment; -> the file's path (default: next to the checkpoint, `.onnx`).
+        """Write the model for deployment; -> the path written (default: next to the checkpoint, `<name>.onnx` or
+        the folder `<name>_openvino_model`).
 
-        Settings (see `settings.ExportArgs`): format, imgsz, batch, dynamic, opset, exporter, file, int8 (with
-        data, calibration, val: -> the int8 file, written beside the float32 one, its val mAP printed). ONNX: input
-        `images` (batch, 3, H, W) RGB 0..1, output `output0` (batch, queries, 4 + classes): cx cy w h in 0..1 and
-        class scores, as ultralytics exported RT-DETR before 8.4. dynamic: any batch size, and any input size (a
-        multiple of the stride) where the model allows it.
+        Settings (see `settings.ExportArgs`): format (onnx, openvino), imgsz, batch, dynamic, opset, exporter, file,
+        int8 (with data, calibration, val: -> the int8 file or folder, written beside the float32 one, its val mAP
+        printed). The graph: input `images` (batch, 3, H, W) RGB 0..1, output `output0` (batch, queries,
+        4 + classes): cx cy w h in 0..1 and class scores, as ultralytics exported RT-DETR before 8.4. dynamic: any
+        batch size, and any input size (a multiple of the stride) where the model allows it. OpenVINO's format is
+        converted from the ONNX graph (see `engine/openvino_model.py`).
         """
-        from .engine.exporter import export_onnx
+        from .engine.exporter import export_onnx, export_openvino
+        from .engine.openvino_model import FOLDER_SUFFIX, openvino_module
 
         args = ExportArgs.create(**settings)
         detector = self._torch_model("export")
         source = Path(self.ckpt_path) if self.ckpt_path else Path("model")
-        file = Path(args.file) if args.file else source.with_suffix(f".{args.format}")
+        openvino = args.format == "openvino"
+        if openvino:
+            openvino_module()  # a missing package is said before the export's work
+            target = Path(args.file) if args.file else source.parent / f"{source.stem}{FOLDER_SUFFIX}"
+            name = target.name.removesuffix(FOLDER_SUFFIX) or source.stem
+            check_writable(target / f"{name}.xml")
+        else:
+            target = Path(args.file) if args.file else source.with_suffix(".onnx")
+            name = target.stem
         metadata = {
             "description": f"detr-toolkit {source.stem}", "task": "detect", "stride": str(detector.stride),
             "names": str(self.names), "family": self.config["decoder"]["type"],
@@ -235,19 +249,26 @@ class RTDETR:
         imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
         if args.int8 and not args.data:
             raise ConfigError("int8=True: needs data= (a dataset whose images calibrate the int8 ranges)")
-        exported = export_onnx(detector, metadata, file, imgsz, args.batch, args.dynamic, args.opset, args.exporter)
-        if not args.int8:
-            return str(exported)
-        from .engine.quantize import calibration_images, quantize_int8
+        int8 = None
+        with tempfile.TemporaryDirectory() as scratch:  # the ONNX files an OpenVINO export is converted from
+            onnx_file = Path(scratch) / f"{name}.onnx" if openvino else target
+            exported = export_onnx(detector, metadata, onnx_file, imgsz, args.batch, args.dynamic, args.opset,
+                                   args.exporter)  # fmt: skip
+            if args.int8:
+                from .engine.quantize import calibration_images, quantize_int8
 
-        int8_file = quantize_int8(exported, exported.with_name(f"{exported.stem}-int8.onnx"),
-                                  calibration_images(args.data, imgsz, args.calibration))  # fmt: skip
-        if args.val:
-            scores = {name: RTDETR(path).val(args.data, imgsz=imgsz, verbose=False)["metrics"]
-                      for name, path in (("int8", int8_file), ("float32", exported))}  # fmt: skip
+                int8 = quantize_int8(exported, exported.with_name(f"{name}-int8.onnx"),
+                                     calibration_images(args.data, imgsz, args.calibration))  # fmt: skip
+            if openvino:
+                exported = export_openvino(exported, target)
+                if int8 is not None:
+                    int8 = export_openvino(int8, target.with_name(f"{name}-int8{FOLDER_SUFFIX}"))
+        if int8 is not None and args.val:
+            scores = {precision: RTDETR(path).val(args.data, imgsz=imgsz, verbose=False)["metrics"]
+                      for precision, path in (("int8", int8), ("float32", exported))}  # fmt: skip
             print("  ".join(f"{key} int8 {scores['int8'][key]:.3f} (float32 {scores['float32'][key]:.3f})"
                             for key in ("mAP50-95", "mAP50")) + f" on {args.data} val")  # fmt: skip
-        return str(int8_file)
+        return str(int8 or exported)
 
     # --- model -------------------------------------------------------------------------------------------
 
@@ -259,7 +280,7 @@ class RTDETR:
 
     def to(self, device: str | int | torch.device) -> RTDETR:
         if self.exported is not None:
-            self.exported = OnnxModel(self.exported.file, select_device(device))
+            self.exported = self.exported.reopen(select_device(device), self.exported.half)
         else:
             self.model.to(select_device(device))
         self._predictor = None

@@ -312,7 +312,8 @@ class ExportArgs(SettingsGroup):
     """`detect export` / `RTDETR.export()`."""
 
     what: ClassVar[str] = "export setting"
-    format: str = Setting("onnx", "export format", choices=("onnx",)).field()
+    format: str = Setting("onnx", "export format: ONNX, or OpenVINO's (converted from the ONNX graph)",
+                          choices=("onnx", "openvino")).field()  # fmt: skip
     imgsz: int | None = Setting(None, "input size, fixed in the graph (default: the model's)", int, low=1,
                                 optional=True, limit=limits.IMAGE_SIZE).field()  # fmt: skip
     batch: int = _batch(1, "batch size traced").field()
@@ -321,8 +322,10 @@ class ExportArgs(SettingsGroup):
                          high=23).field()  # fmt: skip
     exporter: str = Setting("dynamo", "torch.export-based exporter (falls back to the TorchScript tracer where it "
                             "cannot trace a model) or the TorchScript tracer", choices=("dynamo", "torchscript")).field()  # fmt: skip
-    file: str | None = Setting(None, "output file (default: next to the checkpoint)", optional=True).field()
-    int8: bool = Setting(False, "also write an int8 file (<name>-int8.onnx), calibrated on data=", bool).field()
+    file: str | None = Setting(None, "output file, or folder for OpenVINO (default: next to the checkpoint)",
+                               optional=True).field()  # fmt: skip
+    int8: bool = Setting(False, "also write an int8 model (<name>-int8.onnx, <name>-int8_openvino_model), calibrated "
+                         "on data=", bool).field()  # fmt: skip
     data: str = Setting("", "dataset whose train images calibrate int8, and whose val split scores it").field()
     calibration: int = Setting(64, "images to calibrate int8 on", int, low=1).field()
     val: bool = Setting(True, "score the int8 file against the float32 one on the val split", bool).field()

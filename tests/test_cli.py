@@ -44,7 +44,7 @@ def test_predict_prints_a_line_per_image_and_saves_runs(tmp_path, tiny_weights):
         (["predict", PHOTOS[0], "--conf", "1.5"], "conf=1.5: must be within 0..1"),
         (["predict", PHOTOS[0], "--imgsz", "100"], "imgsz=100: must be a multiple of 32 for this model"),
         (["predict"], "predict needs a SOURCE (an image, video, directory, glob or URL)"),
-        (["export", "--format", "tflite"], "format='tflite': must be one of onnx"),
+        (["export", "--format", "tflite"], "format='tflite': must be one of onnx, openvino"),
         (["export", "--imgsz", "100"], "imgsz=100: must be a multiple of 32 for this model"),
     ],
 )

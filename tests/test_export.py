@@ -1,4 +1,5 @@
-"""ONNX export: onnxruntime computes from the exported file what our PyTorch model computes."""
+"""ONNX export: onnxruntime computes from the exported file what our PyTorch model computes (and OpenVINO from it
+converted to its format)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from test_cli import detect
 from test_onnx_model import assert_same_detections
 
 from detr_toolkit import RTDETR
+from detr_toolkit.engine.exporter import export_openvino
 
 DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
 
@@ -52,7 +54,10 @@ def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_p
     exported, expected = run_onnx(file, images)[0], run_torch(model, images)[0]
     assert expected[:, 4:].max() > 0.5  # some confident detections, so that agreement means something
     assert max_row_error(exported, expected) < 1e-3  # float32 through 6 decoder layers (ultralytics' own: ~1e-3)
-    assert_same_detections(RTDETR(file).predict(PHOTOS, conf=0.25), model.predict(PHOTOS, conf=0.25))
+    expected = model.predict(PHOTOS, conf=0.25)
+    assert_same_detections(RTDETR(file).predict(PHOTOS, conf=0.25), expected)
+    openvino_model = RTDETR(export_openvino(file, tmp_path / "rtdetr-l_openvino_model"))
+    assert_same_detections(openvino_model.predict(PHOTOS, conf=0.25), expected)
 
 
 @pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine",
@@ -77,10 +82,14 @@ def test_transformers_models_export(kind, tmp_path):
     onnx_model = RTDETR(file)
     assert (onnx_model.exported.imgsz is None) == (kind not in ("rf_detr", "lw_detr"))
     # The exported file predicts: the same detections as the PyTorch model, through the same Results.
+    # And so does the file converted to OpenVINO's format, run by OpenVINO.
+    openvino_model = RTDETR(export_openvino(file, tmp_path / f"{kind}_openvino_model"))
     sizes = [size] if onnx_model.exported.imgsz else [size, size + 2 * model.model.stride]
     for imgsz in sizes:
         settings = {"imgsz": imgsz, "conf": 0.0, "max_det": 30}
-        assert_same_detections(onnx_model.predict(PHOTOS, **settings), model.predict(PHOTOS, **settings))
+        expected = model.predict(PHOTOS, **settings)
+        assert_same_detections(onnx_model.predict(PHOTOS, **settings), expected)
+        assert_same_detections(openvino_model.predict(PHOTOS, **settings), expected)
 
 
 def test_export_falls_back_to_the_torchscript_tracer_with_the_reason(tmp_path, monkeypatch, capsys):

@@ -38,6 +38,21 @@ def assert_same_detections(ours, theirs, box_px: float = 0.05, score: float = 1e
         assert np.abs(paired_a[:, 4] - paired_b[:, 4]).max() <= score
 
 
+def assert_predicts_and_validates_as(
+    exported: RTDETR, torch_model: RTDETR, tmp_path: Path, metric: float = 1e-6
+) -> None:
+    """An exported file of the demo model gives the PyTorch model's detections at two input sizes, batched, and
+    its val metrics (within `metric`)."""
+    sources = [SHAPES, *PHOTOS]
+    for imgsz in (96, 160):
+        assert_same_detections(exported.predict(sources, conf=0.1, batch=2, imgsz=imgsz),
+                               torch_model.predict(sources, conf=0.1, imgsz=imgsz))  # fmt: skip
+    data = make_synthetic(tmp_path / "shapes", train=1, val=24, seed=3)
+    ours, theirs = exported.val(data, verbose=False)["metrics"], torch_model.val(data, verbose=False)["metrics"]
+    assert theirs["mAP50"] > 0.5  # a model that detects, so that agreement means something
+    assert all(abs(ours[key] - theirs[key]) < metric for key in ("mAP50-95", "mAP50", "mAP75", "AR100"))
+
+
 @pytest.fixture(scope="module")
 def demo_onnx(tmp_path_factory) -> Path:
     return Path(RTDETR(DEMO).export(dynamic=True, file=tmp_path_factory.mktemp("onnx") / "demo.onnx"))
@@ -47,14 +62,7 @@ def test_exported_demo_model_predicts_and_validates_as_pytorch(demo_onnx, tmp_pa
     torch_model, exported = RTDETR(DEMO), RTDETR(demo_onnx)
     # dynamic: any batch, and any input size (the decoder's anchors are computed in the graph)
     assert exported.names == torch_model.names and exported.exported.batch is None and exported.exported.imgsz is None
-    sources = [SHAPES, *PHOTOS]
-    for imgsz in (96, 160):
-        assert_same_detections(exported.predict(sources, conf=0.1, batch=2, imgsz=imgsz),
-                               torch_model.predict(sources, conf=0.1, imgsz=imgsz))  # fmt: skip
-    data = make_synthetic(tmp_path / "shapes", train=1, val=24, seed=3)
-    ours, theirs = exported.val(data, verbose=False)["metrics"], torch_model.val(data, verbose=False)["metrics"]
-    assert theirs["mAP50"] > 0.5  # a model that detects, so that agreement means something
-    assert all(abs(ours[key] - theirs[key]) < 1e-6 for key in ("mAP50-95", "mAP50", "mAP75", "AR100"))
+    assert_predicts_and_validates_as(exported, torch_model, tmp_path)
 
 
 def test_fixed_batch_file_runs_any_number_of_images(tmp_path):
@@ -116,7 +124,7 @@ def test_bad_onnx_inputs_get_one_line_errors(demo_onnx, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"fixed.onnx: was exported for 96x96 inputs, given 128x128"):
         fixed.predict(torch.rand(1, 3, 128, 128))
     for action in (fixed.train, fixed.export, fixed.info):
-        with pytest.raises(ConfigError, match="an exported ONNX model predicts, tracks and validates only"):
+        with pytest.raises(ConfigError, match="an exported model predicts, tracks and validates only"):
             action()
     run = detect("predict", SHAPES, "--model", tmp_path / "plain.onnx")
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "plain.onnx" in run.stderr

@@ -1,4 +1,5 @@
-"""Export: a detector -> an ONNX graph that onnxruntime (or TensorRT, OpenVINO, ...) runs without PyTorch.
+"""Export: a detector -> an ONNX graph that onnxruntime (or TensorRT, OpenVINO, ...) runs without PyTorch, and that
+graph -> OpenVINO's format.
 
 The graph has ultralytics' RT-DETR export layout (before 8.4), so that code written for theirs reads ours:
 
@@ -13,19 +14,22 @@ embeddings are resized for the input size (a ViT's bicubic resize, which ONNX la
 
 from __future__ import annotations
 
+import ast
 import copy
 import io
 import warnings
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
-from ..errors import DetrToolkitError
-from ..files import check_writable, write_file
+from ..extras import require
+from ..files import atomic_folder, check_writable, write_file
 from ..nn import Detector, fuse_model
 
 EXPORTERS = ("dynamo", "torchscript")
+LITERAL_METADATA = ("names", "imgsz", "stride", "batch")  # written to OpenVINO's metadata.yaml as values, not text
 MAX_DYNAMIC_BATCH = 1024
 MAX_DYNAMIC_SIZE = 4096  # pixels, for a graph of any input size
 
@@ -109,10 +113,7 @@ def export_onnx(
     `any_size_allowed`; dynamo exporter only). opset: at least 16 (GridSample). exporter: "dynamo" (torch.export,
     falling back to the TorchScript tracer where it cannot trace the model) or "torchscript".
     """
-    try:
-        import onnx
-    except ImportError:
-        raise DetrToolkitError("ONNX export needs the onnx package: pip install 'detr-toolkit[export]'") from None
+    onnx = require("onnx", "ONNX export", "export")
     detector.check_input_size(imgsz)
     check_writable(file)  # before the export's work, not after it
     any_size = dynamic and exporter == "dynamo" and any_size_allowed(detector)
@@ -135,3 +136,21 @@ def export_onnx(
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)
     return write_file(file, graph.SerializeToString())
+
+
+def export_openvino(onnx_file: str | Path, folder: str | Path) -> Path:
+    """Convert an exported ONNX file to OpenVINO's format in `folder`: `<onnx name>.xml` (the graph), `.bin` (its
+    weights, float32; int8 where the ONNX file is quantized) and `metadata.yaml` (the ONNX file's metadata, as
+    ultralytics writes it beside its own OpenVINO exports); written whole, then put in place. -> the folder."""
+    import onnx
+
+    from .openvino_model import METADATA_FILE, openvino_module
+
+    openvino, onnx_file = openvino_module(), Path(onnx_file)
+    metadata = {p.key: p.value for p in onnx.load(str(onnx_file), load_external_data=False).metadata_props}
+    metadata.update({key: ast.literal_eval(metadata[key]) for key in LITERAL_METADATA if key in metadata})
+    with atomic_folder(folder) as tmp:
+        graph = openvino.convert_model(str(onnx_file))
+        openvino.save_model(graph, str(tmp / f"{onnx_file.stem}.xml"), compress_to_fp16=False)
+        write_file(tmp / METADATA_FILE, yaml.safe_dump(metadata, sort_keys=False).encode())
+    return Path(folder)

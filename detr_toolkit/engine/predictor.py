@@ -95,7 +95,8 @@ def check_finite(boxes: torch.Tensor, scores: torch.Tensor, where: str, dtype: t
 class Inference(Protocol):
     """A model ready to run: (B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1 and class scores (B, Q, C),
     float32 on `device`. `input_dtype`: what it takes; `dtype`: the precision it computes in. Implemented by
-    `TorchInference` (a PyTorch detector) and `onnx_model.OnnxModel` (an exported file, run by onnxruntime)."""
+    `TorchInference` (a PyTorch detector) and `exported_model.ExportedModel` (an exported file, run by onnxruntime
+    or OpenVINO)."""
 
     device: torch.device
     dtype: torch.dtype

@@ -21,6 +21,7 @@ from ..data.images import read_image
 from ..data.sources import Frame
 from ..data.splits import load_split
 from ..errors import DatasetError, DetrToolkitError
+from ..extras import require
 from ..files import write_file
 from .predictor import preprocess
 
@@ -82,12 +83,9 @@ def quantize_int8(float_file: Path, int8_file: Path, images: Sequence[np.ndarray
     images: calibration inputs, each (3, H, W) float32 RGB in 0..1 at the graph's input size. The float file's
     metadata (names, input size, ...) is kept, with `quantization` added.
     """
-    try:
-        import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError:
-        raise DetrToolkitError("int8 export needs onnxruntime: pip install 'detr-toolkit[export]'") from None
+    onnx = require("onnx", "int8 export", "export")
+    quantization = require("onnxruntime.quantization", "int8 export", "export")
+    quant_pre_process = require("onnxruntime.quantization.shape_inference", "int8 export", "export").quant_pre_process
     with tempfile.TemporaryDirectory() as work:
         prepared = Path(work) / "prepared.onnx"
         # shapes inferred; the graph left unoptimized, so that its nodes keep the module paths that pick them
@@ -99,10 +97,10 @@ def quantize_int8(float_file: Path, int8_file: Path, images: Sequence[np.ndarray
             raise DetrToolkitError(f"{float_file}: no backbone or encoder ops to quantize (not a detr-toolkit export)")
         input_name = model.graph.input[0].name
         quantized = Path(work) / "int8.onnx"
-        quantize_static(
+        quantization.quantize_static(
             str(prepared), str(quantized), _Calibration(input_name, iter(images)),
-            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+            quant_format=quantization.QuantFormat.QDQ, per_channel=True, weight_type=quantization.QuantType.QInt8,
+            activation_type=quantization.QuantType.QUInt8, calibrate_method=quantization.CalibrationMethod.MinMax,
             op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes,
         )  # fmt: skip
         graph = onnx.load(quantized)

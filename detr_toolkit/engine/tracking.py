@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from torchvision.ops import nms
 
-from ..errors import ConfigError, DetrToolkitError
+from ..errors import ConfigError
+from ..extras import require
 from ..results import Results
 
 # Our names (ultralytics' `tracker=` names, its .yaml suffix accepted) -> the trackers package's classes.
 TRACKERS = {"bytetrack": "ByteTrackTracker", "botsort": "BoTSORTTracker", "ocsort": "OCSORTTracker",
             "sort": "SORTTracker"}  # fmt: skip
-TRACK_EXTRA = "pip install 'detr-toolkit[track]'"
 
 
 def tracker_name(name: str) -> str:
@@ -32,10 +32,7 @@ def tracker_name(name: str) -> str:
 
 def make_tracker(name: str, frame_rate: float = 30.0) -> Any:
     """A new tracker of the `trackers` package, for frames at `frame_rate` per second."""
-    try:
-        import trackers
-    except ImportError:
-        raise DetrToolkitError(f"tracking needs the trackers package: {TRACK_EXTRA}") from None
+    trackers = require("trackers", "tracking", "track")
     return getattr(trackers, TRACKERS[tracker_name(name)])(frame_rate=frame_rate)
 
 

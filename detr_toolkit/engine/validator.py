@@ -15,7 +15,7 @@ from .predictor import Inference, check_finite, postprocess
 def predict_dataset(model: Inference, dataset: DetectionDataset, batch: int, workers: int = 0) -> list[np.ndarray]:
     """Per image (K, 6) x1 y1 x2 y2 score class in the original image's pixels, K = the model's queries.
 
-    model: a `TorchInference` (a PyTorch detector) or an `OnnxModel` (an exported file).
+    model: a `TorchInference` (a PyTorch detector) or an `ExportedModel` (an exported file).
     """
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate())
     detections: list[np.ndarray] = []

@@ -1,0 +1,115 @@
+"""OpenVINO: `export(format="openvino")` converts the ONNX export to OpenVINO's format, and RTDETR(folder) predicts
+and validates through OpenVINO with the detections of the PyTorch model (float32), in bfloat16 with half=True, and
+in int8 from a calibrated export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_cli import detect
+from test_onnx_model import assert_predicts_and_validates_as, assert_same_detections
+
+from detr_toolkit import RTDETR
+from detr_toolkit.data.synthetic import make_synthetic
+from detr_toolkit.engine.openvino_model import OpenVinoModel
+from detr_toolkit.engine.predictor import inference_dtype
+from detr_toolkit.errors import CheckpointError, ConfigError
+
+DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
+SHAPES = Path(__file__).parent.parent / "assets" / "shapes.jpg"
+
+
+@pytest.fixture(scope="module")
+def demo_openvino(tmp_path_factory) -> Path:
+    return Path(RTDETR(DEMO).export(format="openvino", dynamic=True, file=tmp_path_factory.mktemp("ov") / "demo"))
+
+
+def test_openvino_export_predicts_and_validates_as_pytorch(demo_openvino, tmp_path):
+    # the folder, written whole: graph, weights and metadata, nothing left beside it
+    assert sorted(p.name for p in demo_openvino.iterdir()) == ["demo.bin", "demo.xml", "metadata.yaml"]
+    assert [p.name for p in demo_openvino.parent.iterdir()] == ["demo"]
+    metadata = yaml.safe_load((demo_openvino / "metadata.yaml").read_text())
+    torch_model = RTDETR(DEMO)
+    assert metadata["names"] == torch_model.names and metadata["stride"] == 32 and metadata["imgsz"] == [96, 96]
+    for source in (demo_openvino, demo_openvino / "demo.xml"):  # the folder or its graph
+        exported = RTDETR(source)
+        assert exported.names == torch_model.names and exported.exported.runtime == "OpenVINO"
+        assert exported.exported.imgsz is None and exported.exported.batch is None  # dynamic: any size and batch
+    # (OpenVINO's float32 kernels round otherwise than onnxruntime's: a near-tied pair may swap)
+    assert_predicts_and_validates_as(exported, torch_model, tmp_path, metric=1e-4)
+
+
+def test_half_computes_as_pytorch_half_does(demo_openvino):
+    """half=True: bfloat16 where the CPU has native bf16 (as the PyTorch model's half=True), float32 elsewhere."""
+    exported = RTDETR(demo_openvino)
+    half = exported.predict(SHAPES, conf=0.1, half=True)
+    assert exported.exported.dtype == inference_dtype(torch.device("cpu"), True)
+    assert exported.exported.precision == ("bf16" if exported.exported.dtype == torch.bfloat16 else "f32")
+    assert_same_detections(half, RTDETR(DEMO).predict(SHAPES, conf=0.1), box_px=2.0, score=0.02)
+    exported.predict(SHAPES)
+    assert exported.exported.precision == "f32"  # half=False again: float32 again
+
+
+def test_int8_openvino_export_keeps_the_accuracy_of_float32(tmp_path, capsys):
+    data = make_synthetic(tmp_path / "shapes", train=32, val=80, seed=11)
+    folder = RTDETR(DEMO).export(format="openvino", int8=True, data=data, file=tmp_path / "demo_openvino_model")
+    assert Path(folder) == tmp_path / "demo-int8_openvino_model" and (tmp_path / "demo_openvino_model").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-int8_openvino_model", "demo_openvino_model", "shapes"]
+    assert "mAP50-95 int8 " in capsys.readouterr().out
+    graph = (Path(folder) / "demo-int8.xml").read_text()
+    assert 'element_type="i8"' in graph  # int8 weights
+    ours = RTDETR(folder).val(data, verbose=False)["metrics"]
+    theirs = RTDETR(tmp_path / "demo_openvino_model").val(data, verbose=False)["metrics"]
+    assert theirs["mAP50-95"] > 0.6
+    for key in ("mAP50-95", "mAP50"):
+        assert abs(ours[key] - theirs[key]) < 0.01, (key, ours[key], theirs[key])
+
+
+def test_cli_exports_next_to_the_checkpoint_and_predicts(tmp_path):
+    checkpoint = tmp_path / "best.safetensors"
+    checkpoint.write_bytes(DEMO.read_bytes())
+    run = detect("export", "--model", checkpoint, "--format", "openvino")
+    assert run.returncode == 0, run.stderr
+    folder = tmp_path / "best_openvino_model"
+    assert (folder / "best.xml").is_file() and (folder / "best.bin").is_file()
+    run = detect("predict", SHAPES, "--model", folder, "--conf", "0.5", "--project", tmp_path, "--save")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("shapes.jpg: 96x96 ") and (tmp_path / "predict" / "shapes.jpg").is_file()
+    run = detect("export", "--model", checkpoint, "--format", "openvino")  # again: the folder is replaced whole
+    assert run.returncode == 0 and sorted(p.name for p in folder.iterdir()) == ["best.bin", "best.xml", "metadata.yaml"]
+
+
+def test_bad_openvino_inputs_get_one_line_errors(demo_openvino, tmp_path):
+    fixed = Path(RTDETR(DEMO).export(format="openvino", file=tmp_path / "fixed_openvino_model"))
+    with pytest.raises(ConfigError, match=r"imgsz=128: .*fixed_openvino_model was exported for 96x96 inputs"):
+        RTDETR(fixed).predict(SHAPES, imgsz=128)
+    with pytest.raises(ConfigError, match="OpenVINO models run on the CPU here"):
+        OpenVinoModel(fixed, torch.device("cuda"))  # (RTDETR(..., device="cuda") asks for a GPU first)
+    # a folder without its metadata, a broken graph, two graphs in one folder
+    lost = tmp_path / "lost_openvino_model"
+    lost.mkdir()
+    for name in ("demo.xml", "demo.bin"):
+        (lost / name).write_bytes((demo_openvino / name).read_bytes())
+    with pytest.raises(CheckpointError, match="lost_openvino_model: no metadata.yaml beside the graph"):
+        RTDETR(lost)
+    (lost / "metadata.yaml").write_bytes((demo_openvino / "metadata.yaml").read_bytes())
+    (lost / "demo.xml").write_text("<net><layers>")
+    with pytest.raises(CheckpointError, match=r"demo.xml: not a model OpenVINO can run"):
+        RTDETR(lost)
+    (lost / "other.xml").write_text("<net/>")
+    with pytest.raises(
+        CheckpointError, match="lost_openvino_model: an OpenVINO folder holds one .xml graph, this one 2"
+    ):
+        RTDETR(lost)
+    # metadata of another kind of model
+    (fixed / "metadata.yaml").write_text(yaml.safe_dump({"names": {0: "a"}, "head": "Detect", "task": "detect"}))
+    with pytest.raises(CheckpointError, match="an ultralytics model with a Detect head"):
+        RTDETR(fixed)
+    for action in (RTDETR(demo_openvino).train, RTDETR(demo_openvino).export):
+        with pytest.raises(ConfigError, match="an exported model predicts, tracks and validates only"):
+            action()
+    run = detect("predict", SHAPES, "--model", lost)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "lost_openvino_model" in run.stderr
