@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import onnxruntime
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the peers' checkpoint builder lives with the tests
@@ -47,24 +48,41 @@ def median_ms(model, sources, runs: int = 1) -> float:
     return 1000 * statistics.median(times)
 
 
+def graph_ms(model, size: int, batch: int, runs: int = 50) -> float:
+    """Median time of the exported graph alone (no image decoding, resizing or post-processing), per image."""
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model.exported(images)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.exported(images)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times) / batch
+
+
 def demo(folder: Path) -> None:
     from detr_toolkit import RTDETR
     from detr_toolkit.data.synthetic import make_synthetic
 
     data = make_synthetic(folder / "shapes", train=64, val=200, seed=21)
     int8_file = RTDETR(ROOT / "assets" / "rtdetr-tiny-shapes.safetensors").export(
-        int8=True, data=data, file=folder / "demo.onnx", val=False
+        int8=True, data=data, file=folder / "demo.onnx", val=False, dynamic=True
     )
     full, int8 = RTDETR(folder / "demo.onnx"), RTDETR(int8_file)
     scores = {name: model.val(data, verbose=False)["metrics"] for name, model in (("float32", full), ("int8", int8))}
     images = sorted((folder / "shapes" / "images" / "val").glob("*.jpg"))[:50]
     speed = {name: median_ms(model, images) for name, model in (("float32", full), ("int8", int8))}
+    graph = {(name, batch): graph_ms(model, 96, batch) for name, model in (("float32", full), ("int8", int8))
+             for batch in (1, 32)}  # fmt: skip
     print("demo model, 96 px, 200 generated val images")
     for name in ("float32", "int8"):
         s = scores[name]
         print(f"  {name:8s} mAP50-95 {s['mAP50-95']:.3f}  mAP50 {s['mAP50']:.3f}  predict {speed[name]:.1f} ms")
     print(f"  int8 / float32 time {speed['int8'] / speed['float32']:.2f}, "
           f"mAP50-95 {100 * (scores['int8']['mAP50-95'] - scores['float32']['mAP50-95']):+.1f} points")  # fmt: skip
+    for batch in (1, 32):
+        f, i = graph[("float32", batch)], graph[("int8", batch)]
+        print(f"  graph alone, batch {batch:2d}: float32 {f:.2f} ms, int8 {i:.2f} ms per image, ratio {i / f:.2f}")
 
 
 def large(folder: Path) -> None:
