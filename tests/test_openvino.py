@@ -17,6 +17,7 @@ from detr_toolkit import RTDETR
 from detr_toolkit.data.synthetic import make_synthetic
 from detr_toolkit.engine.openvino_model import OpenVinoModel
 from detr_toolkit.engine.predictor import inference_dtype
+from detr_toolkit.engine.signal_stack import current_signal_stack
 from detr_toolkit.errors import CheckpointError, ConfigError
 
 DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
@@ -52,6 +53,20 @@ def test_half_computes_as_pytorch_half_does(demo_openvino):
     assert_same_detections(half, RTDETR(DEMO).predict(SHAPES, conf=0.1), box_px=2.0, score=0.02)
     exported.predict(SHAPES)
     assert exported.exported.precision == "f32"  # half=False again: float32 again
+
+
+def test_the_threads_signal_stack_outlives_openvino_models(demo_openvino):
+    """OpenVINO's CPU plugin points the thread's alternate signal stack at memory it frees with the model; left so,
+    the next Python signal handler (a DataLoader worker's SIGCHLD) crashed the process. It is put back."""
+    import gc
+
+    before = current_signal_stack()
+    exported = RTDETR(demo_openvino)
+    exported.predict(SHAPES, half=True)  # a second compiled model, in bfloat16 where the CPU has it
+    del exported
+    gc.collect()
+    after = current_signal_stack()
+    assert (after.ss_sp, after.ss_size, after.ss_flags) == (before.ss_sp, before.ss_size, before.ss_flags)
 
 
 def test_int8_openvino_export_keeps_the_accuracy_of_float32(tmp_path, capsys):

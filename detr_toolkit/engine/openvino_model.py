@@ -19,6 +19,7 @@ from ..errors import CheckpointError, ConfigError
 from ..extras import require
 from .exported_model import ExportedModel, Shape
 from .predictor import inference_dtype
+from .signal_stack import kept_signal_stack
 
 FOLDER_SUFFIX = "_openvino_model"
 METADATA_FILE = "metadata.yaml"
@@ -75,9 +76,10 @@ class OpenVinoModel(ExportedModel):
         self.dtype = inference_dtype(self.target, self.half)  # bfloat16 or float32, as for a PyTorch model
         self.precision = "bf16" if self.dtype == torch.bfloat16 else "f32"
         try:
-            self.compiled = openvino.Core().compile_model(
-                str(graph), "CPU", {"INFERENCE_PRECISION_HINT": self.precision}
-            )
+            with kept_signal_stack():
+                self.compiled = openvino.Core().compile_model(
+                    str(graph), "CPU", {"INFERENCE_PRECISION_HINT": self.precision}
+                )
         except Exception as error:  # noqa: BLE001 (OpenVINO raises RuntimeError and its own kinds for unreadable files)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"{graph}: not a model OpenVINO can run ({reason})") from None
