@@ -51,9 +51,9 @@ def test_bf16_keeps_the_accuracy_of_trained_weights(monkeypatch, tmp_path):
 
 
 def test_chunked_attention_is_attention():
-    """The chunked attention long bfloat16 sequences take on a CPU computes what scaled_dot_product_attention does:
-    equal in float32 (several chunks and a partial one), within bfloat16's rounding in bfloat16; and a DINOv3 ViT
-    layer in bfloat16 takes it."""
+    """The chunked attention long bfloat16 sequences take on a CPU without AMX computes what
+    scaled_dot_product_attention does: equal in float32 (several chunks and a partial one), within bfloat16's
+    rounding in bfloat16; and a DINOv3 ViT layer in bfloat16 takes it on such a CPU, not on one with AMX."""
     import torch.nn.functional as F
 
     from detr_toolkit.nn import attention
@@ -67,11 +67,13 @@ def test_chunked_attention_is_attention():
     layer = attention.MultiHeadAttention(192, 3).eval()
     tokens = torch.randn(1, attention.CHUNKED_FROM, 192)
     calls = []
-    original = attention.chunked_attention
+    original, has_amx = attention.chunked_attention, attention.cpu_has_amx
     try:
         attention.chunked_attention = lambda *a: calls.append(1) or original(*a)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
-            layer(tokens, tokens, tokens)
+        for amx in (False, True):
+            attention.cpu_has_amx = lambda amx=amx: amx
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+                layer(tokens, tokens, tokens)
     finally:
-        attention.chunked_attention = original
-    assert calls == [1]
+        attention.chunked_attention, attention.cpu_has_amx = original, has_amx
+    assert calls == [1]  # without AMX only
