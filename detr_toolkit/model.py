@@ -23,6 +23,7 @@ from .engine.device import select_device
 from .engine.exported_model import ExportedModel, open_exported
 from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
 from .engine.saver import PredictionSaver
+from .engine.threads import set_threads
 from .engine.tracking import make_tracker, track, tracker_name
 from .errors import ConfigError, DetrToolkitError
 from .files import check_writable
@@ -98,6 +99,7 @@ class RTDETR:
 
     def _run(self, args: PredictArgs, source: Any, stream: bool, tracker: Any) -> list[Results] | Iterator[Results]:
         args.imgsz = self._input_size(args.imgsz)
+        set_threads(args.threads)
         if args.classes is not None and not set(args.classes) <= set(self.names):
             raise ConfigError(f"classes={args.classes}: the model has classes 0..{len(self.names) - 1}")
         predictor = self._get_predictor(args.device, args.half)
@@ -206,6 +208,7 @@ class RTDETR:
         if len(names) != len(self.names):
             raise ConfigError(f"{args.data}: {len(names)} classes, but the model has {len(self.names)}")
         dataset = DetectionDataset(annotations, names, self._input_size(args.imgsz))
+        set_threads(args.threads)
         stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
         if args.verbose:
             print(f"{args.data} ({args.split}, {len(dataset)} images): " + "  ".join(

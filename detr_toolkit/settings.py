@@ -212,6 +212,8 @@ IMGSZ = Setting(None, "model input size, a multiple of the model's stride (defau
 DEVICE = Setting(None, "cpu, cuda, cuda:N, N or mps (default: CUDA if available)", str, optional=True)
 HALF = Setting(False, "half precision: float16 on CUDA, bfloat16 on CPUs with native bf16 (float32 elsewhere)", bool)
 VERBOSE = Setting(True, "print progress and results", bool)
+THREADS = Setting(0, "CPU threads (0: auto, following the load on a shared CPU; see engine/threads.py)", int, low=0,
+                  high=1024)  # fmt: skip
 
 
 def _batch(default: int, help: str) -> Setting:
@@ -241,6 +243,7 @@ class PredictArgs(SettingsGroup):
     batch: int = _batch(1, "frames per forward pass").field()
     device: str | None = DEVICE.field()
     half: bool = HALF.field()
+    threads: int = THREADS.field()
     save: bool = Setting(False, "save plotted images and videos", bool).field()
     save_txt: bool = Setting(False, "save YOLO-format labels (class cx cy w h)", bool).field()
     save_conf: bool = Setting(False, "add confidences to saved labels", bool).field()
@@ -295,6 +298,7 @@ class ValArgs(_ReadsDataset, SettingsGroup):
     imgsz: int | None = IMGSZ.field()
     device: str | None = DEVICE.field()
     half: bool = HALF.field()
+    threads: int = THREADS.field()
     verbose: bool = VERBOSE.field()
     on_bad_label: str = Setting("error", "a malformed label: stop with its file and line, or warn and skip it",
                                 choices=("error", "skip")).field()  # fmt: skip
@@ -352,6 +356,7 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
     workers: int = Setting(0 if (os.cpu_count() or 1) <= 2 else 2, "data-loading processes (0: in the training "
                            "process, fastest on 2 cores)", int, low=0, high=256).field()  # fmt: skip
     device: str | None = DEVICE.field()
+    threads: int = THREADS.field()
     project: str = Setting("runs/train", "folder of training runs").field()
     name: str = Setting("exp", "run name, incremented if taken (exp-2, ...)").field()
     exist_ok: bool = Setting(False, "reuse project/name instead of incrementing it", bool).field()

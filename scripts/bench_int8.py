@@ -14,8 +14,6 @@ files are timed on bus.jpg. Target (issue 14): int8 <= 0.6x float32 time, mAP50-
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,18 +22,10 @@ from pathlib import Path
 
 import onnxruntime
 import torch
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the peers' checkpoint builder lives with the tests
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def median_ms(model, sources, runs: int = 1) -> float:
@@ -128,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-large", action="store_true", help="the demo model only")
     args = parser.parse_args()
-    print(f"{cpu_name()}, {os.cpu_count()} cores, onnxruntime {onnxruntime.__version__}")
+    print(f"{cpu_name()}, onnxruntime {onnxruntime.__version__}")
     folder = Path(tempfile.mkdtemp())
     demo(folder)
     if not args.skip_large:

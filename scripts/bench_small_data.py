@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -910,16 +910,6 @@ def save_samples(data_yaml: Path, folder: Path, count: int) -> None:
 # --- the two trainers -------------------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def load_average(label: str) -> tuple[float, float, float]:
     load = os.getloadavg()
     print(f"load average {label}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -1101,7 +1091,7 @@ def main() -> None:
 
     print()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, {args.threads} threads each side; "
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {args.threads} threads each side; "
           f"budget {args.minutes:g} min per side; runs in {work}")  # fmt: skip
     print(f"{'model':22s} {'imgsz':>5s} {'epochs':>6s} {'wall s':>7s} {'mAP50':>6s} {'mAP50-95':>8s} "
           f"{'load before':>11s} {'load after':>10s}")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import pytest
@@ -100,3 +101,34 @@ def test_one_to_many_branch_trains_and_leaves_the_rest_alone(family, tmp_path):
     assert with_branch.keys() == without.keys() == {"boxes", "logits"}
     for key in without:
         torch.testing.assert_close(with_branch[key], without[key])
+
+
+def test_a_short_budget_is_planned_from_the_first_epochs_steps(tmp_path, capsys):
+    """A 30 s budget of epochs that take seconds (the issue's case: the whole run stayed in a warm-up planned from
+    the default 72 epochs): the plan comes from the first epoch's own steps, before they run out, so warm-up is
+    at most a tenth of the planned steps and the schedule runs to its end; the run ends inside budget + 10%;
+    a log (not a terminal) gets a progress line every PROGRESS_SECONDS (shortened here) inside an epoch."""
+    import csv
+
+    from detr_toolkit.engine import progress
+
+    data = make_synthetic(tmp_path / "shapes", train=240, val=8, size=96)
+    budget = 30.0
+    progress_seconds, progress.PROGRESS_SECONDS = progress.PROGRESS_SECONDS, 1.0
+    started = time.monotonic()
+    try:
+        run = RTDETR("rtdetr-tiny.yaml").train(data=data, time=budget / 3600, batch=8, imgsz=96, workers=0,
+                                               lr=1e-3, plots=False, project=tmp_path, name="short")  # fmt: skip
+    finally:
+        progress.PROGRESS_SECONDS = progress_seconds
+    wall = time.monotonic() - started
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert wall <= 1.1 * budget, wall
+    checkpoint = torch.load(run / "weights" / "last.pt", weights_only=True)
+    assert checkpoint["planned_epochs"] == len(rows) >= 2
+    assert float(rows[-1]["lr/head"]) < 0.3e-3  # the cosine ran down, not a run stuck in its warm-up
+    out = capsys.readouterr().out
+    plan = re.search(r"time=[\d.e-]+h: [\d.]+ s per epoch, (\d+) epochs fit \(warm-up (\d+) steps\)", out)
+    assert plan and out.index(plan[0]) < out.index("epoch 1/")  # planned inside the first epoch
+    assert int(plan[2]) <= 0.1 * int(plan[1]) * 30  # 240 images / batch 8 = 30 steps an epoch
+    assert re.search(r"^epoch 1: step \d+/30  [\d.]+ img/s  class [\d.]+ .* s left$", out, re.MULTILINE), out

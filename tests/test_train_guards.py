@@ -65,7 +65,7 @@ def test_a_skipped_batch_keeps_the_rest_of_its_window(shapes, tmp_path, monkeypa
     batch 0's gradients still make the first window's step; both windows step."""
     run = trainer(shapes, tmp_path, epochs=1, accumulate=2)
     poison(monkeypatch, {1})
-    stats = run.train_epoch(0, run.steps_per_epoch)
+    stats = run.train_epoch(0)
     assert stats["skipped"] == 1
     assert run.ema.updates == 2 == run.steps_per_epoch
 
@@ -73,7 +73,7 @@ def test_a_skipped_batch_keeps_the_rest_of_its_window(shapes, tmp_path, monkeypa
 def test_a_partial_window_steps_at_the_end_of_the_epoch(shapes, tmp_path):
     """The last window (1 batch of accumulate=2) steps before the epoch ends: no gradient carries into the next."""
     run = trainer(shapes, tmp_path, epochs=1, accumulate=2)
-    run.train_epoch(0, run.steps_per_epoch)
+    run.train_epoch(0)
     assert run.ema.updates == 2
     assert all(p.grad is None for p in run.model.parameters())
 
@@ -174,14 +174,10 @@ def test_a_seeded_run_repeats_its_losses_and_weights(shapes, tmp_path):
     """What the README promises for seed=: on the same machine and thread count, a run repeats its losses and
     weights bit for bit, with augmentation drawn in a data-loader worker process and compute on 2 threads."""
     data, config = shapes
-    runs, threads = [], torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for name in ("first", "second"):
-            run = RTDETR(config).train(data=data, epochs=2, project=tmp_path, name=name, **{**QUICK, "workers": 1})
-            runs.append(run)
-    finally:
-        torch.set_num_threads(threads)
+    runs = []
+    for name in ("first", "second"):
+        settings = {**QUICK, "workers": 1, "threads": 2}
+        runs.append(RTDETR(config).train(data=data, epochs=2, project=tmp_path, name=name, **settings))
     assert [r["loss"] for r in rows(runs[0])] == [r["loss"] for r in rows(runs[1])]
     first, second = (torch.load(run / "weights" / "last.pt", weights_only=True)["model"] for run in runs)
     assert all(torch.equal(first[k], second[k]) for k in first)

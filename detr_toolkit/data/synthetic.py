@@ -1,7 +1,9 @@
 """A synthetic detection dataset that needs nothing from the internet: coloured shapes on textured backgrounds.
 
-Classes: circle, square, triangle, star; 1 to `max_objects` per image, sizes from 8% to 40% of the image,
-random colours, on smooth noise backgrounds. Written in both formats side by side:
+Classes: circle, square, triangle, star by default (any of SHAPES may be chosen); 1 to `max_objects` per image,
+sizes from 8% to 40% of the image, random colours, on smooth noise backgrounds; filled, or in the "outline" style
+(a second domain: a model pretrained on filled shapes meets outlined shapes of other classes when fine-tuned).
+Written in both formats side by side:
 
     root/data.yaml, root/images/{train,val}/*.jpg, root/labels/{train,val}/*.txt     (YOLO)
     root/coco.yaml, root/annotations/instances_{train,val}.json                       (COCO, same images)
@@ -16,7 +18,10 @@ import cv2
 import numpy as np
 import yaml
 
-CLASSES = ["circle", "square", "triangle", "star"]
+SHAPES = ["circle", "square", "triangle", "star", "hexagon", "cross"]
+CLASSES = SHAPES[:4]
+STYLES = ("filled", "outline")
+OUTLINE_WIDTH = 0.3  # the stroke of the "outline" style, in shape radii
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -30,8 +35,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    if kind == "cross":  # a plus sign: arms 1.25 r long, 0.4 r wide
+        arm, half = 1.25 * r, 0.4 * r
+        x = np.array([half, arm, arm, half, half, -half, -half, -arm, -arm, -half, -half, half])
+        y = np.array([half, half, -half, -half, -arm, -arm, -half, -half, half, half, arm, arm])
+        theta, radius = np.arctan2(y, x) + angle, np.hypot(x, y)
+        return np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], -1)
     if kind == "square":
         corners, radius = 4, [r * 1.2] * 4
+    elif kind == "hexagon":
+        corners, radius = 6, [r * 1.1] * 6
     elif kind == "triangle":
         corners, radius = 3, [r * 1.3] * 3
     else:  # star
@@ -40,8 +53,9 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndar
     return np.stack([cx + np.array(radius) * np.cos(theta), cy + np.array(radius) * np.sin(theta)], -1)
 
 
-def draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[np.ndarray, list[tuple]]:
-    """-> (BGR image, [(class, x1, y1, x2, y2)]) with objects overlapping little."""
+def draw_image(rng: np.random.Generator, size: int, max_objects: int, classes: list[str] = CLASSES,
+               style: str = "filled") -> tuple[np.ndarray, list[tuple]]:  # fmt: skip
+    """-> (BGR image, [(class index in `classes`, x1, y1, x2, y2)]) with objects overlapping little."""
     image = _background(rng, size)
     objects: list[tuple] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -53,23 +67,32 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[n
                 break
         else:
             continue
-        cls = int(rng.integers(len(CLASSES)))
+        cls = int(rng.integers(len(classes)))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        angle = 0.0 if CLASSES[cls] == "circle" else rng.uniform(0, 2 * np.pi)  # (a circle draws no angle)
-        objects.append((cls, *draw_shape(image, CLASSES[cls], cx, cy, r, angle, colour)))
+        angle = 0.0 if classes[cls] == "circle" else rng.uniform(0, 2 * np.pi)  # (a circle draws no angle)
+        objects.append((cls, *draw_shape(image, classes[cls], cx, cy, r, angle, colour, style)))
     return image, objects
 
 
 def draw_shape(image: np.ndarray, kind: str, cx: float, cy: float, r: float, angle: float,
-               colour: tuple[int, int, int]) -> tuple[float, float, float, float]:  # fmt: skip
+               colour: tuple[int, int, int], style: str = "filled") -> tuple[float, float, float, float]:  # fmt: skip
     """Draw one shape of radius about `r` at (cx, cy) into `image` -> its box x1, y1, x2, y2 (clipped)."""
+    if style not in STYLES:
+        raise ValueError(f"style {style!r}: expected one of {', '.join(STYLES)}")
+    thickness = -1 if style == "filled" else max(1, round(OUTLINE_WIDTH * r))
     if kind == "circle":
-        cv2.circle(image, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
-        box = (cx - r, cy - r, cx + r, cy + r)
+        cv2.circle(image, (round(cx), round(cy)), round(r), colour, thickness, cv2.LINE_AA)
+        box = np.array([cx - r, cy - r, cx + r, cy + r])
     else:
-        points = _polygon(kind, cx, cy, r, angle)
-        cv2.fillPoly(image, [np.round(points).astype(np.int32)], colour, cv2.LINE_AA)
-        box = (*points.min(0), *points.max(0))
+        polygon = _polygon(kind, cx, cy, r, angle)
+        points = np.round(polygon).astype(np.int32)
+        if style == "filled":
+            cv2.fillPoly(image, [points], colour, cv2.LINE_AA)
+        else:
+            cv2.polylines(image, [points], True, colour, thickness, cv2.LINE_AA)
+        box = np.concatenate([polygon.min(0), polygon.max(0)])
+    if style == "outline":  # the stroke is centred on the outline
+        box += np.array([-1, -1, 1, 1]) * thickness / 2
     height, width = image.shape[:2]
     x1, y1, x2, y2 = np.clip(box, 0, [width, height, width, height])
     return float(x1), float(y1), float(x2), float(y2)
@@ -107,16 +130,17 @@ def make_tracking_video(path: str | Path, frames: int = 60, size: int = 96, obje
 
 
 def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int = 96, max_objects: int = 4,
-                   seed: int = 0) -> Path:  # fmt: skip
-    """Write the dataset under `root`; returns the YOLO data.yaml (coco.yaml sits beside it)."""
+                   seed: int = 0, classes: list[str] = CLASSES, style: str = "filled") -> Path:  # fmt: skip
+    """Write the dataset of `classes` (of SHAPES) drawn in `style` under `root`; returns the YOLO data.yaml
+    (coco.yaml sits beside it)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, count in (("train", train), ("val", val)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)]}
+        coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in enumerate(classes)]}
         for index in range(count):
-            image, objects = draw_image(rng, size, max_objects)
+            image, objects = draw_image(rng, size, max_objects, classes, style)
             name = f"{split}_{index:05d}.jpg"
             cv2.imwrite(str(root / "images" / split / name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             lines = [f"{c} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} {(x2 - x1) / size:.6f} "
@@ -132,7 +156,7 @@ def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     data = root / "data.yaml"
     # No `path` key: ultralytics then resolves the folders against this file's folder, as we do.
-    data.write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "names": CLASSES}))
+    data.write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "names": list(classes)}))
     (root / "coco.yaml").write_text(yaml.safe_dump({
         "format": "coco",
         "train": {"instances": "annotations/instances_train.json", "images": "images/train"},

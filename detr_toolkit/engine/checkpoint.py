@@ -20,7 +20,7 @@ from ..settings import TrainArgs
 
 # Settings a resumed run may change; any other must stay as the run was started (a new lr, batch or dataset
 # would be another run, not this one continued).
-RESUMABLE = ("epochs", "patience", "workers", "device", "verbose", "plots")
+RESUMABLE = ("epochs", "patience", "workers", "device", "threads", "verbose", "plots")
 # What a checkpoint holds, and of which type.
 KEYS = {"epoch": int, "model": dict, "ema": dict, "ema_updates": int, "optimizer": dict, "scaler": dict,
         "config": dict, "names": dict, "train_args": dict}  # fmt: skip

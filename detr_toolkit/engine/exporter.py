@@ -27,6 +27,7 @@ from torch import nn
 from ..extras import require
 from ..files import atomic_folder, check_writable, write_file
 from ..nn import Detector, fuse_model
+from .progress import heartbeat
 
 EXPORTERS = ("dynamo", "torchscript")
 LITERAL_METADATA = ("names", "imgsz", "stride", "batch")  # written to OpenVINO's metadata.yaml as values, not text
@@ -118,24 +119,31 @@ def export_onnx(
     check_writable(file)  # before the export's work, not after it
     any_size = dynamic and exporter == "dynamo" and any_size_allowed(detector)
     images = torch.rand(batch, 3, imgsz, imgsz)
-    graph_bytes = None
-    if exporter == "dynamo":
-        try:
-            graph_bytes = trace_dynamo(prepare_for_export(detector, imgsz, any_size), images, dynamic, any_size, opset)
-        except Exception as error:  # noqa: BLE001 (torch.export raises many kinds; the fallback covers them all)
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"warning: torch.export could not trace the model ({type(error).__name__}: {reason[:200]}); "
-                  "exported with the TorchScript tracer, at a fixed input size")  # fmt: skip
-            any_size = False
-    if graph_bytes is None:
-        exporter = "torchscript"
-        graph_bytes = trace_torchscript(prepare_for_export(detector, imgsz, False), images, dynamic, opset)
+    with heartbeat(f"exporting {Path(file).name}"):
+        graph_bytes, exporter = _trace(detector, images, dynamic, any_size, opset, exporter)
     graph = onnx.load_from_string(graph_bytes)
     written = {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch), "exporter": exporter}
     for key, value in written.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)
     return write_file(file, graph.SerializeToString())
+
+
+def _trace(
+    detector: Detector, images: torch.Tensor, dynamic: bool, any_size: bool, opset: int, exporter: str
+) -> tuple[bytes, str]:
+    """The ONNX graph of `detector` on `images` (B, 3, H, W), and the exporter that traced it: `exporter`, or the
+    TorchScript tracer where torch.export cannot trace the model (said in a warning; the size is then fixed)."""
+    imgsz = images.shape[-1]
+    if exporter == "dynamo":
+        try:
+            graph = trace_dynamo(prepare_for_export(detector, imgsz, any_size), images, dynamic, any_size, opset)
+            return graph, exporter
+        except Exception as error:  # noqa: BLE001 (torch.export raises many kinds; the fallback covers them all)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"warning: torch.export could not trace the model ({type(error).__name__}: {reason[:200]}); "
+                  "exported with the TorchScript tracer, at a fixed input size")  # fmt: skip
+    return trace_torchscript(prepare_for_export(detector, imgsz, False), images, dynamic, opset), "torchscript"
 
 
 def export_openvino(onnx_file: str | Path, folder: str | Path) -> Path:

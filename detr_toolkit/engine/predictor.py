@@ -7,6 +7,7 @@ scaled to 0..1 without mean/std, and the top-k (query, class) pairs by sigmoid s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import time
@@ -27,6 +28,7 @@ from ..nn.packed_linear import can_pack_linears, pack_linears
 from ..results import Results
 from ..settings import PredictArgs
 from .cpu_memory import keep_freed_memory
+from .threads import ThreadTuner
 
 
 def preprocess(frames: Sequence[Frame], imgsz: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -108,10 +110,18 @@ class Inference(Protocol):
 class TorchInference:
     """A detector made ready for inference on `device` in `dtype` (see `inference_dtype`): a fused copy (conv + batch
     norm folded), channels-last with packed linear layers on the CPU, made from the model's weights as they were
-    when it was built (`serves` tells whether they still are)."""
+    when it was built (`serves` tells whether they still are). On the CPU each batch runs with the thread count
+    `threads` picks (one tuner can serve a loop over several of these, as training's validations)."""
 
-    def __init__(self, model: Detector, device: torch.device, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        model: Detector,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        threads: ThreadTuner | None = None,
+    ):
         self.built_from = weights_version(model)
+        self.threads = threads or ThreadTuner()
         self.device = device
         self.dtype = dtype
         # CUDA float16 converts the weights; CPU bfloat16 runs under autocast, which keeps the precision-sensitive
@@ -134,7 +144,10 @@ class TorchInference:
         images = images.to(self.device, self.input_dtype)
         if self.device.type == "cpu":
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+        with (
+            torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast),
+            self.threads.measure(len(images)) if self.device.type == "cpu" else contextlib.nullcontext(),
+        ):
             outputs = self.model(images)
         return outputs["boxes"].float(), outputs["logits"].float().sigmoid()
 

@@ -24,6 +24,7 @@ from ..errors import DatasetError, DetrToolkitError
 from ..extras import require
 from ..files import write_file
 from .predictor import preprocess
+from .progress import heartbeat
 
 # The ops that hold the work, and those between them that onnxruntime runs on int8 tensors as they are (activations,
 # residual sums, concatenations, pooling, upsampling): quantizing those too keeps tensors in int8 from one
@@ -103,12 +104,14 @@ def quantize_int8(float_file: Path, int8_file: Path, images: Sequence[np.ndarray
             raise DetrToolkitError(f"{float_file}: no backbone or encoder ops to quantize (not a detr-toolkit export)")
         input_name = model.graph.input[0].name
         quantized = Path(work) / "int8.onnx"
-        quantization.quantize_static(
-            str(prepared), str(quantized), _Calibration(input_name, iter(images)),
-            quant_format=quantization.QuantFormat.QDQ, per_channel=True, weight_type=quantization.QuantType.QInt8,
-            activation_type=quantization.QuantType.QUInt8, calibrate_method=quantization.CalibrationMethod.MinMax,
-            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes,
-        )  # fmt: skip
+        with heartbeat(f"calibrating {int8_file.name} on {len(images)} images"):
+            quantization.quantize_static(
+                str(prepared), str(quantized), _Calibration(input_name, iter(images)),
+                quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                weight_type=quantization.QuantType.QInt8, activation_type=quantization.QuantType.QUInt8,
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes,
+            )  # fmt: skip
         graph = onnx.load(quantized)
     metadata = {p.key: p.value for p in onnx.load(float_file, load_external_data=False).metadata_props}
     del graph.metadata_props[:]

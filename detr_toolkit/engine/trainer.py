@@ -39,7 +39,6 @@ import csv
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,8 @@ from .device import select_device
 from .ema import ModelEMA
 from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
 from .predictor import TorchInference
+from .progress import LogProgress, on_terminal
+from .threads import ThreadTuner, set_threads
 from .validator import evaluate, predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
@@ -77,6 +78,11 @@ WARMUP_SHARE = 0.1
 # Queries per object of the most crowded training image that a model is given when it has fewer (a mosaic can
 # gather about twice an image's objects).
 QUERIES_PER_OBJECT, QUERIES_PER_OBJECT_MOSAIC = 1.5, 2.0
+# time=: the first epoch's steps timed (after its first, which warms up) before the run is planned from them.
+PLAN_AFTER_STEPS = 5
+# time=: a validation, before one is timed, is guessed at this share of the time training takes per image (a
+# forward pass without the backward, plus scoring).
+VAL_SHARE_OF_TRAINING = 0.5
 
 
 def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: int) -> tuple[Detector, list[str]]:
@@ -160,10 +166,15 @@ class Trainer:
         checkpoint: dict[str, Any] | None = None,
         save_dir: Path | None = None,
     ):
+        self.created = time.monotonic()  # time= counts from here: loading data and building the model included
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
-        self.progress_bar = args.verbose and sys.stderr.isatty()
+        self.progress_bar = args.verbose and on_terminal()
+        threads = set_threads(args.threads)
+        if args.verbose and self.main and self.device.type == "cpu":
+            print(threads)
+        self.step_threads, self.val_threads = ThreadTuner(), ThreadTuner()
         if self.main and save_dir is None:
             check_writable(Path(args.project) / args.name / "args.yaml")  # before loading data and models
         if self.device.type == "cpu":
@@ -315,11 +326,13 @@ class Trainer:
             drop_last=drop_last,
         )
 
-    def _warmup(self) -> int:
-        """Warm-up steps: warmup_iters, at most WARMUP_SHARE of the planned steps unless given."""
+    def _warmup(self, epochs: int | None = None) -> int:
+        """Warm-up steps: warmup_iters, at most WARMUP_SHARE of the steps of `epochs` (default: those planned)
+        unless given."""
         if "warmup_iters" in self.args.given:
             return self.args.warmup_iters
-        return min(self.args.warmup_iters, max(1, round(WARMUP_SHARE * self.steps_per_epoch * self.epochs)))
+        steps = self.steps_per_epoch * (epochs or self.epochs)
+        return min(self.args.warmup_iters, max(1, round(WARMUP_SHARE * steps)))
 
     def _set_lr(self, step: int, total: int) -> None:
         a = self.args
@@ -351,9 +364,9 @@ class Trainer:
             self.ema.update(self.model)
         return finite
 
-    def train_epoch(self, epoch: int, total_steps: int, deadline: float = math.inf) -> dict[str, float]:
-        """One pass over the training set -> mean losses, throughput, skipped batches and learning rates; cut short
-        after the step that passes `deadline` (time.monotonic())."""
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training set -> mean losses, throughput, skipped batches and learning rates; under
+        time=, cut short after the step that passes the deadline (see `_deadline`)."""
         from tqdm import tqdm
 
         args = self.args
@@ -365,28 +378,25 @@ class Trainer:
         batches, accumulated, skipped, streak = len(loader), 0, 0, 0
         sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
-        # The bar draws on a terminal; logs and captured output get one line per epoch instead (see _record).
+        # The bar draws on a terminal; logs and captured output get a line every 30 s and one per epoch instead.
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not (self.progress_bar and self.main))
+        log = LogProgress(f"epoch {epoch + 1}", batches, enabled=args.verbose and self.main and not self.progress_bar)
+        plan_after = min(PLAN_AFTER_STEPS, batches - 1) if args.time and epoch == self.start_epoch else -1
         step = epoch * self.steps_per_epoch
+        if self.device.type == "cpu":
+            self.step_threads.start()
         for i, (images, targets) in enumerate(bar):
             if epoch == 0 and i == 0 and self.main and args.plots:  # what the model sees, augmentation included
                 plot_batch(images, targets, self.names, self.save_dir / "train_batch0.jpg")
             window_start = i - i % args.accumulate  # the accumulation window of this batch, shorter at the end
             window = min(args.accumulate, batches - window_start)
-            images = images.to(self.device, non_blocking=True)
-            targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
-            with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                outputs = self.train_model(images, targets)
-            losses = self.criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
-            loss = sum(losses.values())
-            if self._agree(bool(torch.isfinite(loss))):
-                self.scaler.scale(loss / window).backward()
+            losses = self._forward_backward(images, targets, window)
+            if losses is not None:
                 accumulated += 1
                 streak = 0
                 seen += len(images)
-                for key in LOSS_KEYS:
-                    sums[key] += losses[key].item() * len(images)
-                sums["loss"] += loss.item() * len(images)
+                for key, value in losses.items():
+                    sums[key] += value * len(images)
             else:  # left out; the window's other batches still count
                 skipped, streak = skipped + 1, streak + 1
                 if streak >= min(NONFINITE_STREAK, batches):
@@ -395,17 +405,40 @@ class Trainer:
                         f"{epoch + 1}); lower lr={args.lr:g} or check the data"
                     )
             if i + 1 == window_start + window and accumulated:  # the window is complete: step
-                skipped += not self._step(step, total_steps)
+                skipped += not self._step(step, self.steps_per_epoch * self.epochs)
                 step, accumulated = step + 1, 0
-                if deadline < math.inf and not self._agree(time.monotonic() < deadline):
+                if args.time and not self._agree(time.monotonic() < self._deadline()):
                     break
-            bar.set_postfix({k.removeprefix("loss_"): f"{v / max(seen, 1):.3f}" for k, v in sums.items()}
+            if self.device.type == "cpu":
+                self.step_threads.tick(len(images))
+            if i == 0:
+                first_step_done = time.monotonic()
+            elif i == plan_after:  # time=: plan the run from this epoch's steps before they run out
+                seconds_per_batch = (time.monotonic() - first_step_done) / i
+                self._plan_epochs(epoch, seconds_per_batch * (batches - i - 1), seconds_per_batch * batches)
+            means = {k.removeprefix("loss_"): v / max(seen, 1) for k, v in sums.items()}
+            log.update(i + 1, seen, **means)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}
                             | {"img/s": f"{seen / (time.perf_counter() - start):.1f}"})  # fmt: skip
         elapsed = time.perf_counter() - start
         means = {k: v / max(seen, 1) if seen else math.nan for k, v in sums.items()}
         rates = {f"lr/{group['name']}": group["lr"] for group in self.optimizer.param_groups}
         self.skipped += skipped
         return {**means, "images_per_s": seen / elapsed, "skipped": skipped, **rates}
+
+    def _forward_backward(self, images: torch.Tensor, targets: list[dict], window: int) -> dict[str, float] | None:
+        """Losses of one batch, their gradients (scaled for a window of `window` batches) accumulated; -> the
+        batch's losses, or None when the loss is not finite on some rank (then nothing is accumulated)."""
+        images = images.to(self.device, non_blocking=True)
+        targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
+        with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            outputs = self.train_model(images, targets)
+        losses = self.criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
+        loss = sum(losses.values())
+        if not self._agree(bool(torch.isfinite(loss))):
+            return None
+        self.scaler.scale(loss / window).backward()
+        return {**{key: losses[key].item() for key in LOSS_KEYS}, "loss": loss.item()}
 
     def train(self) -> Path:
         """Every epoch from the first (or the resumed one) to `args.epochs`; -> the run folder. A run that fails
@@ -423,29 +456,27 @@ class Trainer:
 
     def _train(self) -> None:
         args = self.args
-        started = time.monotonic() - self.train_seconds
-        budget = args.time * 3600 if args.time else math.inf
+        # A resumed run goes on from the seconds it spent; a new one counts its start-up.
+        self.started = time.monotonic() - self.train_seconds if self.train_seconds else self.created
         epoch = self.start_epoch
         while epoch < self.epochs:
             if self.mixing and epoch >= self.epochs - math.ceil(args.close_mosaic * self.epochs):
                 self.mixing = False
                 if args.verbose and self.main and (args.mosaic or args.mixup):
                     print(f"epoch {epoch + 1}: mosaic and mixup off for the final epochs")
-            # Stop inside the budget with time left for this epoch's validation and the final scoring.
-            deadline = started + budget - 2 * self.val_seconds
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                **self.train_epoch(epoch, self.steps_per_epoch * self.epochs, deadline),
-            }
+            row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             if not all(bool(torch.isfinite(p).all()) for p in self.ema.module.parameters()):
                 raise ModelOutputError(f"training diverged at epoch {epoch + 1}: the weights are no longer finite; "
                                        f"lower lr={args.lr:g}")  # fmt: skip
             fitness = self._validate(epoch, row) if self.main else None
-            self.train_seconds, self.epochs_done = time.monotonic() - started, epoch + 1
+            self.train_seconds, self.epochs_done = time.monotonic() - self.started, epoch + 1
             if epoch == self.start_epoch:  # epochs are timed from here: the first one has start-up costs
                 timed_from = (self.train_seconds, epoch + 1)
             if args.time:
-                self._fit_to_budget(epoch, budget, timed_from)
+                spent, timed_seconds, timed_epochs = self.train_seconds, *timed_from
+                timed = epoch + 1 > timed_epochs  # else the first epoch alone, start-up and all
+                per_epoch = (spent - timed_seconds) / (epoch + 1 - timed_epochs) if timed else spent / (epoch + 1)
+                self._plan_epochs(epoch, 0.0, per_epoch)
             if self.main:  # after the plan and the clock, so last.pt resumes with both
                 self._record(epoch, row, fitness)
             stop = not self._agree(not self._patience_ran_out(epoch))
@@ -462,25 +493,35 @@ class Trainer:
         if self.main:
             self.finish()
 
-    def _fit_to_budget(self, epoch: int, budget: float, timed_from: tuple[float, int]) -> None:
-        """time=: plan as many epochs as fit in what is left of `budget` (seconds) at the mean time of the epochs
-        after `timed_from` (seconds, epochs: this process's first one, which has start-up costs; it alone until
-        there are others), after setting aside the final scoring (about one validation); every rank plans alike."""
-        seconds = torch.tensor([self.train_seconds, self.val_seconds, *timed_from], dtype=torch.float32,
-                               device=self.device)  # fmt: skip
+    def _plan_epochs(self, epoch: int, epoch_left: float, per_epoch: float) -> None:
+        """time=: plan as many epochs as fit in what is left of the budget: epoch `epoch` ends in `epoch_left`
+        seconds (0: it has), each later one takes `per_epoch` seconds (validation included), and the final scoring
+        of the best weights about one validation. The schedule, warm-up and mosaic phase follow the plan; every
+        rank plans as rank 0 does."""
+        val_seconds = self.val_seconds
+        if not val_seconds and self.val_set is not None:  # no validation timed yet: guessed from training's speed
+            val_seconds = VAL_SHARE_OF_TRAINING * per_epoch * len(self.val_set) / max(len(self.train_set), 1)
+            self.val_seconds = val_seconds  # until the first validation times itself
+            epoch_left += val_seconds
+            per_epoch += val_seconds
+        seconds = torch.tensor([time.monotonic() - self.started, epoch_left, per_epoch, val_seconds],
+                               dtype=torch.float64, device="cpu")  # fmt: skip
         if self.world > 1:
+            seconds = seconds.to(self.device)
             dist.broadcast(seconds, src=0)
-        spent, val_seconds, timed_seconds, timed_epochs = seconds.tolist()
-        if epoch + 1 > timed_epochs:
-            per_epoch = (spent - timed_seconds) / (epoch + 1 - timed_epochs)
-        else:
-            per_epoch = spent / (epoch + 1)
-        more = math.floor((budget - spent - val_seconds) / per_epoch) if per_epoch > 0 else 0
+        spent, epoch_left, per_epoch, val_seconds = seconds.tolist()
+        left = self.args.time * 3600 - spent - epoch_left - val_seconds
+        more = math.floor(left / per_epoch) if per_epoch > 0 else 0
         planned = epoch + 1 + max(more, 0)
         if planned != self.epochs and self.args.verbose and self.main:
             print(f"time={self.args.time:g}h: {per_epoch:.1f} s per epoch, {planned} epochs fit "
-                  f"(warm-up {self._warmup()} steps)")  # fmt: skip
+                  f"(warm-up {self._warmup(planned)} steps)")  # fmt: skip
         self.epochs = planned
+
+    def _deadline(self) -> float:
+        """time=: when (time.monotonic()) an epoch stops taking steps: the budget's end less this epoch's validation
+        and the final scoring."""
+        return self.started + self.args.time * 3600 - 2 * self.val_seconds
 
     def _patience_ran_out(self, epoch: int) -> bool:
         """Early stopping: `patience` epochs validated since the best one (rank 0 knows; the others follow)."""
@@ -494,7 +535,8 @@ class Trainer:
         if self.val_set is not None:
             started = time.monotonic()
             try:
-                stats, _ = evaluate(TorchInference(self.ema.module, self.device), self.val_set, self.args.batch)
+                inference = TorchInference(self.ema.module, self.device, threads=self.val_threads)
+                stats, _ = evaluate(inference, self.val_set, self.args.batch)
                 fitness = stats["mAP50-95"]
             except ModelOutputError as error:  # never the best model; the run goes on (it may recover)
                 print(f"warning: epoch {epoch + 1}: {error}")
@@ -545,7 +587,8 @@ class Trainer:
             return
         best = copy.deepcopy(self.ema.module)
         best.load_state_dict(load_weights(best_file)[1])
-        detections = predict_dataset(TorchInference(best, self.device), self.val_set, args.batch)
+        inference = TorchInference(best, self.device, threads=self.val_threads)
+        detections = predict_dataset(inference, self.val_set, args.batch)
         curves: dict[int, Any] = {}
         stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves)
         if args.plots:
