@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # CPU features that change the figures: bfloat16 and int8 matrix units and instructions.
@@ -36,3 +37,21 @@ def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         process.kill()
         process.wait()
+
+
+def load_average(label: str) -> tuple[float, float, float]:
+    load = os.getloadavg()
+    print(f"load average {label}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if label.startswith("before") and load[0] > 0.5:
+        print(f"WARNING: 1-minute load {load[0]:.2f} > 0.5 before {label[7:]}: the CPU is shared, timings and the "
+              "epochs done within the budget will suffer")  # fmt: skip
+    return load
+
+
+def settle(limit: float) -> None:
+    """Wait, at most `limit` seconds, for the 1-minute load to fall below 0.5: it decays with a time constant of a
+    minute, so after one side it still counts that side's run for a while."""
+    started = time.monotonic()
+    while os.getloadavg()[0] > 0.5 and time.monotonic() - started < limit:
+        time.sleep(2)
+    print(f"waited {time.monotonic() - started:.0f} s for the CPU to settle (1-minute load {os.getloadavg()[0]:.2f})")

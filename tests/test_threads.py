@@ -78,7 +78,8 @@ def test_auto_times_the_counts_again_when_the_load_may_have_changed(monkeypatch)
 
 
 def test_a_fixed_count_is_kept():
-    assert threads.set_threads(1).startswith("threads: 1 of")
+    threads.set_threads(1)
+    assert threads.describe_threads().startswith("threads: 1 of")
     tuner = threads.ThreadTuner()
     assert set(run_units(tuner, {1: 0.01, 2: 0.0001}, units=8)) == {1}
 

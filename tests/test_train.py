@@ -78,17 +78,21 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     assert len(model.predict(data.parent / "images" / "val", imgsz=64, conf=0.0, verbose=False)) == 4
 
 
-def test_fine_tuning_resets_only_the_class_heads():
+@pytest.mark.parametrize("names", [{0: "circle", 1: "star"}, {0: "hexagon", 1: "cross", 2: "ring", 3: "arrow"}])
+def test_fine_tuning_resets_only_the_class_heads(names):
+    """Other classes, fewer or as many: the class heads start afresh, everything else is the trained model's."""
     config = copy.deepcopy(TINY_CONFIG)
-    config.pop("names")
+    trained_names = config.pop("names")
     source = RTDETR(copy.deepcopy(config)).model.state_dict()
-    model, reset = adapt_to_classes(config, source, nc=2)
+    model, reset = adapt_to_classes(config, source, names, trained_names)
     assert {name.rsplit(".", 1)[0].rstrip("0123456789.") for name in reset} == {
         "decoder.enc_score_head", "decoder.dec_score_head", "decoder.denoising_class_embed",
     }  # fmt: skip
     kept = model.state_dict()
     assert all(torch.equal(kept[k], v) for k, v in source.items() if k not in reset)
-    assert model.decoder.enc_score_head.out_features == 2
+    assert model.decoder.enc_score_head.out_features == len(names)
+    same, reset = adapt_to_classes(config, source, trained_names, trained_names)  # more training, same classes
+    assert reset == [] and all(torch.equal(same.state_dict()[k], v) for k, v in source.items())
 
 
 def test_val_on_coco_and_yolo_formats_agree(shapes):

@@ -8,7 +8,7 @@ count fits both, and OpenMP's passive wait policy (threads sleep at barriers) re
 only by losing the idle one (25): the count has to follow the load.
 
 `threads=0` (auto, the default): a loop of repeated work (training steps, val or predict batches) starts with as
-many threads as there are idle cores now (the run queue, less this process's own threads and children), then
+many threads as there are idle cores now (the CPU time others used over 0.1 s, from /proc/stat), then
 times each candidate count (1, half and all cores) that the idle cores admit, interleaved so that a change of load
 affects all alike, keeps the fastest per image, and looks again every RETUNE_SECONDS so that a load that comes or
 goes is followed. Counts above the idle cores are not timed: under load that one unit of rtdetr-l at 2 threads
@@ -45,31 +45,33 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def idle_cores(samples: int = 5) -> int:
-    """Cores not taken by other processes now (at least 1): the run queue of /proc/loadavg less this process's
-    running threads and data-loading children, the fewest over a few samples 2 ms apart; without /proc, every
-    usable core."""
-    cores = usable_cores()
-    loadavg = Path("/proc/loadavg")
-    if not loadavg.is_file():
-        return cores
-    others = []
-    for _ in range(samples):
-        runnable = int(loadavg.read_text().split()[3].split("/")[0])
-        others.append(runnable - _running_tasks(os.getpid()) - sum(map(_running_tasks, _children())))
-        time.sleep(0.002)
-    return max(1, min(cores, cores - max(min(others), 0)))
+def idle_cores(seconds: float = 0.1) -> int:
+    """Cores of this process's affinity not taken by other processes (at least 1): the CPU time those cores spent
+    busy over `seconds` (/proc/stat), less this process's and its data-loading children's, rounded to cores; without
+    /proc, every usable core."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cores or not Path("/proc/stat").is_file():
+        return usable_cores()
+    busy, own = _busy_ticks(cores), _own_ticks()
+    time.sleep(seconds)
+    others = (_busy_ticks(cores) - busy) - (_own_ticks() - own)
+    busy_cores = others / os.sysconf("SC_CLK_TCK") / seconds
+    return max(1, len(cores) - round(busy_cores))
 
 
-def _running_tasks(pid: int) -> int:
-    """Threads of process `pid` that are running or runnable (state R)."""
-    count = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            count += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
-        except (OSError, IndexError):  # the thread ended meanwhile
-            pass
-    return count
+def _busy_ticks(cores: list[int]) -> int:
+    """Clock ticks the CPUs `cores` spent neither idle nor waiting for I/O since boot."""
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            busy += sum(map(int, ticks[:8])) - int(ticks[3]) - int(ticks[4])  # less idle and iowait
+    return busy
+
+
+def _own_ticks() -> int:
+    """Clock ticks of CPU time this process and its children (data loaders) have used."""
+    return sum(_process_ticks(pid) for pid in [os.getpid(), *_children()])
 
 
 def _children() -> list[int]:
@@ -83,14 +85,28 @@ def _children() -> list[int]:
     return pids
 
 
-def set_threads(threads: int) -> str:
-    """Put the `threads=` setting in force for this process (0: auto); -> a line saying what it does."""
+def _process_ticks(pid: int) -> int:
+    """Clock ticks of CPU time process `pid` has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):  # the process ended meanwhile
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def set_threads(threads: int) -> None:
+    """Put the `threads=` setting in force for this process (0: auto)."""
     global _setting
     _setting = threads
-    cores = usable_cores()
     if threads:
         torch.set_num_threads(threads)
-        return f"threads: {threads} of {cores} cores"
+
+
+def describe_threads() -> str:
+    """A line saying what the setting in force does (auto mode samples the load for it: 0.1 s)."""
+    cores = usable_cores()
+    if _setting:
+        return f"threads: {_setting} of {cores} cores"
     counts = " or ".join(map(str, candidates()))
     return f"threads: auto, {counts} of {cores} cores, timed while running ({idle_cores()} idle now)"
 

@@ -66,7 +66,7 @@ from .ema import ModelEMA
 from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_results
 from .predictor import TorchInference
 from .progress import LogProgress, on_terminal
-from .threads import ThreadTuner, set_threads
+from .threads import ThreadTuner, describe_threads, set_threads
 from .validator import evaluate, predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
@@ -85,17 +85,22 @@ PLAN_AFTER_STEPS = 5
 VAL_SHARE_OF_TRAINING = 0.5
 
 
-def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, nc: int) -> tuple[Detector, list[str]]:
-    """The model to train for `nc` classes: `state` loaded where shapes fit (all but the class heads when the
-    class count changes: fine-tuning), or fresh weights without a state.
+def adapt_to_classes(config: dict, state: dict[str, torch.Tensor] | None, names: dict[int, str],
+                     trained_names: dict[int, str] | None = None) -> tuple[Detector, list[str]]:  # fmt: skip
+    """The model to train for the classes `names`: `state` (trained for `trained_names`) loaded, all but the
+    tensors of one row per class (the class heads) when the classes differ: fine-tuning, also to as many other
+    classes; fresh weights without a state.
 
     Returns the model and the names of the tensors left at their initial values.
     """
-    model = build_model({**config, "nc": nc})
+    model = build_model({**config, "nc": len(names)})
     if state is None:
         return model, []
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if trained_names is not None and trained_names != names and len(trained_names) == len(names):
+        one_more_class = build_model({**config, "nc": len(names) + 1}).state_dict()
+        fitting = {k: v for k, v in fitting.items() if one_more_class[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
     return model, sorted(set(own) - set(fitting))
 
@@ -171,9 +176,9 @@ class Trainer:
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
         self.progress_bar = args.verbose and on_terminal()
-        threads = set_threads(args.threads)
+        set_threads(args.threads)
         if args.verbose and self.main and self.device.type == "cpu":
-            print(threads)
+            print(describe_threads())
         self.step_threads, self.val_threads = ThreadTuner(), ThreadTuner()
         if self.main and save_dir is None:
             check_writable(Path(args.project) / args.name / "args.yaml")  # before loading data and models
@@ -185,6 +190,7 @@ class Trainer:
         if args.val:
             val, _ = load_split(args.data, "val", **args.dataset)
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
+        trained_names = config.get("names") if state is not None else None
         config = {k: v for k, v in config.items() if k != "names"}
         adapted = []  # what was fitted to the data, and why
         most_objects = max((len(a.boxes) for a in train), default=0)
@@ -192,12 +198,13 @@ class Trainer:
             config, reason = enough_queries(config, most_objects, args.mosaic > 0)
             adapted += [reason] if reason else []
         torch.manual_seed(args.seed)  # a model made here starts from the same weights in every run
-        self.model, reset = adapt_to_classes(config, state if checkpoint is None else None, len(self.names))
+        self.model, reset = adapt_to_classes(config, state if checkpoint is None else None, self.names, trained_names)
         if checkpoint is not None:  # a resumed model is the checkpoint's, exactly
             load_state(self.model, checkpoint["model"], f"{save_dir}/weights/last.pt")
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
-            print(f"fine-tuning to {len(self.names)} classes: re-initialised {', '.join(reset)}")
+            print(f"fine-tuning to {len(self.names)} classes ({', '.join(self.names.values())}): re-initialised "
+                  f"{', '.join(reset)}")
         self.model.check_input_size(args.imgsz)
         for size in args.multi_scale:
             self.model.check_input_size(size, "multi_scale")
@@ -470,6 +477,7 @@ class Trainer:
                                        f"lower lr={args.lr:g}")  # fmt: skip
             fitness = self._validate(epoch, row) if self.main else None
             self.train_seconds, self.epochs_done = time.monotonic() - self.started, epoch + 1
+            row["time"] = self.train_seconds  # wall seconds since the start, as ultralytics' results.csv
             if epoch == self.start_epoch:  # epochs are timed from here: the first one has start-up costs
                 timed_from = (self.train_seconds, epoch + 1)
             if args.time:
