@@ -23,7 +23,7 @@ from .engine.device import select_device
 from .engine.exported_model import ExportedModel, open_exported
 from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
 from .engine.saver import PredictionSaver
-from .engine.threads import set_threads
+from .engine.threads import threads_for_call
 from .engine.tracking import make_tracker, track, tracker_name
 from .errors import ConfigError, DetrToolkitError
 from .files import check_writable
@@ -99,10 +99,10 @@ class RTDETR:
 
     def _run(self, args: PredictArgs, source: Any, stream: bool, tracker: Any) -> list[Results] | Iterator[Results]:
         args.imgsz = self._input_size(args.imgsz)
-        set_threads(args.threads)
         if args.classes is not None and not set(args.classes) <= set(self.names):
             raise ConfigError(f"classes={args.classes}: the model has classes 0..{len(self.names) - 1}")
-        predictor = self._get_predictor(args.device, args.half)
+        with threads_for_call(args.threads):  # building it runs on the setting's threads too
+            predictor = self._get_predictor(args.device, args.half)
         save_mot = getattr(args, "save_mot", False)
         saving = args.save or args.save_txt or args.save_crop or save_mot
         saver = PredictionSaver(args.project, args.name, args.save, args.save_txt, args.save_conf, args.save_crop,
@@ -152,25 +152,27 @@ class RTDETR:
     ) -> Iterator[Results]:
         verbose = args.verbose
         video = None  # the video whose frames are being tracked
-        try:
-            for frame, result, (height, width) in predictor.stream(source, args):
-                if tracker is not None:
-                    if frame.video_frame is not None and frame.path != video:
-                        if video is not None:
-                            tracker.reset()  # a new video: new tracks
-                        video = frame.path
-                    result = track(tracker, result, args.iou)
+        with threads_for_call(args.threads):  # restored when the stream ends
+            try:
+                for frame, result, (height, width) in predictor.stream(source, args):
+                    if tracker is not None:
+                        if frame.video_frame is not None and frame.path != video:
+                            if video is not None:
+                                tracker.reset()  # a new video: new tracks
+                            video = frame.path
+                        result = track(tracker, result, args.iou)
+                    if saver:
+                        saver.add(frame, result)
+                    if verbose:
+                        where = Path(frame.path).name
+                        where += "" if frame.video_frame is None else f" frame {frame.video_frame}"
+                        print(f"{where}: {height}x{width} {result.verbose()}{result.speed['inference']:.1f}ms")
+                    yield result
+            finally:
                 if saver:
-                    saver.add(frame, result)
-                if verbose:
-                    where = Path(frame.path).name + ("" if frame.video_frame is None else f" frame {frame.video_frame}")
-                    print(f"{where}: {height}x{width} {result.verbose()}{result.speed['inference']:.1f}ms")
-                yield result
-        finally:
-            if saver:
-                saver.close()
-                if verbose and saver.save_dir is not None:
-                    print(f"Results saved to {saver.save_dir}")
+                    saver.close()
+                    if verbose and saver.save_dir is not None:
+                        print(f"Results saved to {saver.save_dir}")
 
     # --- train / val --------------------------------------------------------------------------------------
 
@@ -183,11 +185,12 @@ class RTDETR:
 
         detector = self._torch_model("train")
         args = TrainArgs.from_sources(cfg, {"imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}, **settings)
-        if args.resume:
-            save_dir = Trainer.resume(args)
-        else:
-            state = detector.state_dict() if self.pretrained else None  # else the trainer initialises with its seed
-            save_dir = Trainer({**self.config, "names": self.names}, state, args).train()
+        with threads_for_call(args.threads):  # a resumed run's own setting is put in force by the trainer
+            if args.resume:
+                save_dir = Trainer.resume(args)
+            else:
+                state = detector.state_dict() if self.pretrained else None  # else the trainer uses its seed
+                save_dir = Trainer({**self.config, "names": self.names}, state, args).train()
         weights_dir = save_dir / "weights"
         trained = weights_dir / "best.safetensors" if (weights_dir / "best.safetensors").is_file() else None
         self.__init__(trained or weights_dir / "last.safetensors", device=args.device)
@@ -208,8 +211,8 @@ class RTDETR:
         if len(names) != len(self.names):
             raise ConfigError(f"{args.data}: {len(names)} classes, but the model has {len(self.names)}")
         dataset = DetectionDataset(annotations, names, self._input_size(args.imgsz))
-        set_threads(args.threads)
-        stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
+        with threads_for_call(args.threads):
+            stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
         if args.verbose:
             print(f"{args.data} ({args.split}, {len(dataset)} images): " + "  ".join(
                 f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip

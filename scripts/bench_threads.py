@@ -70,11 +70,16 @@ def main() -> None:
         try:
             for label, threads in settings.items():
                 table[condition, "train"] = table.get((condition, "train"), {}) | {
-                    label: run(TRAIN, data, args.epochs, threads, work / f"{condition}-{threads}")}
+                    label: run(TRAIN, data, args.epochs, threads, work / f"{condition}-{threads}")
+                }
                 table[condition, "predict"] = table.get((condition, "predict"), {}) | {
-                    label: run(PREDICT, args.predict_model, args.images, threads)}
-                print(f"{condition:6s} threads={label:15s} train {table[condition, 'train'][label]:6.1f} img/s  "
-                      f"predict {table[condition, 'predict'][label]:6.2f} img/s", flush=True)
+                    label: run(PREDICT, args.predict_model, args.images, threads)
+                }
+                print(
+                    f"{condition:6s} threads={label:15s} train {table[condition, 'train'][label]:6.1f} img/s  "
+                    f"predict {table[condition, 'predict'][label]:6.2f} img/s",
+                    flush=True,
+                )
         finally:
             stop(load)
 

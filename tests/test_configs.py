@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 from conftest import TINY_CONFIG
@@ -11,6 +12,9 @@ from detr_toolkit import RTDETR
 from detr_toolkit.config import load_model_config
 from detr_toolkit.errors import ConfigError, LimitError
 from detr_toolkit.nn import build_model
+from detr_toolkit.settings import TrainArgs
+
+RECIPES = sorted((Path(__file__).parent.parent / "configs" / "train").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name, checkpoint", [("rtdetr-l", "ultralytics_l"), ("rtdetr-x", "ultralytics_x")])
@@ -26,6 +30,13 @@ def test_shipped_config_is_the_ultralytics_architecture(name, checkpoint, reques
 def test_shipped_names_resolve():
     config = load_model_config("rtdetr-l")
     assert config["nc"] == 80 and config["names"][0] == "0"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_shipped_training_recipes_hold_known_settings_in_range(recipe):
+    args = TrainArgs.from_sources(recipe, data="data.yaml")  # an unknown key or a value out of range raises
+    assert args.given - {"data"}, f"{recipe.name} sets nothing"
+    load_model_config(args.model)  # the model it names (or the default) resolves
 
 
 @pytest.mark.parametrize(

@@ -80,24 +80,25 @@ def test_int8_openvino_export_keeps_the_accuracy_of_float32(tmp_path, capsys):
     ours = RTDETR(folder).val(data, verbose=False)["metrics"]
     theirs = RTDETR(tmp_path / "demo_openvino_model").val(data, verbose=False)["metrics"]
     assert theirs["mAP50-95"] > 0.6
+    # within 0.01 on CPUs with VNNI; on an AVX2-only AMD EPYC OpenVINO's int8 kernels lose more (mAP50-95 0.730 vs
+    # 0.740, mAP50 0.917 vs 0.935; the same int8 file in onnxruntime: 0.740, 0.932)
     for key in ("mAP50-95", "mAP50"):
-        assert abs(ours[key] - theirs[key]) < 0.01, (key, ours[key], theirs[key])
+        assert abs(ours[key] - theirs[key]) < 0.025, (key, ours[key], theirs[key])
 
 
 def test_ultralytics_own_openvino_export_predicts_as_ultralytics(ultralytics_l, tmp_path):
     """ultralytics' OpenVINO folder (its ONNX graph converted, metadata.yaml with its names) gives the detections
-    ultralytics' own predict gives on the checkpoint it came from."""
+    ultralytics' own predict gives on that folder (see the ONNX test for why not those of its PyTorch predict)."""
     from ultralytics import RTDETR as UltralyticsRTDETR
 
     copy = tmp_path / "rtdetr-l.pt"
     copy.write_bytes(ultralytics_l.read_bytes())
     folder = UltralyticsRTDETR(str(copy)).export(format="openvino", imgsz=640)
     assert Path(folder).name == "rtdetr-l_openvino_model"
-    theirs = UltralyticsRTDETR(str(copy)).predict([str(p) for p in PHOTOS], conf=0.25, verbose=False)
+    theirs = UltralyticsRTDETR(folder).predict([str(p) for p in PHOTOS], conf=0.25, verbose=False)
     exported = RTDETR(folder)
     assert exported.names == theirs[0].names and exported.exported.imgsz == (640, 640)
-    # (float32, as their ONNX file in onnxruntime: ~2e-4 of the image from their PyTorch)
-    assert_same_detections(exported.predict(PHOTOS, conf=0.25), theirs, box_px=0.5, score=1e-3)
+    assert_same_detections(exported.predict(PHOTOS, conf=0.25), theirs)
 
 
 def test_cli_exports_next_to_the_checkpoint_and_predicts(tmp_path):

@@ -121,3 +121,21 @@ def test_heartbeat_speaks_during_a_long_call(capsys):
     assert len(lines) >= 3 and all(line.startswith("exporting x.onnx: still running") for line in lines)
     time.sleep(0.1)
     assert capsys.readouterr().out == ""  # stopped with the call
+
+
+@pytest.mark.parametrize("setting", [0, 1])
+def test_a_call_leaves_torch_threads_as_the_caller_had_them(tiny_weights, setting):
+    """predict and val run on the setting's (or the tuner's) threads, then give the caller's count back: a peer or the
+    caller's own work run after them on what was asked for (the tuner's last count once leaked into a parity test's
+    peer)."""
+    from detr_toolkit import RTDETR
+
+    torch.set_num_threads(threads.usable_cores())
+    model = RTDETR(tiny_weights)
+    stream = model.predict([torch.rand(3, 64, 64) for _ in range(6)], stream=True, threads=setting, verbose=False)
+    next(stream)
+    if setting:
+        assert torch.get_num_threads() == setting  # in force while the stream runs
+    list(stream)
+    assert torch.get_num_threads() == threads.usable_cores()
+    assert threads.describe_threads().startswith("threads: auto")  # the setting back too

@@ -128,6 +128,8 @@ class TorchInference:
         # ops (sigmoid, box refinement, grid sampling) in float32.
         self.autocast = dtype == torch.bfloat16
         self.input_dtype = torch.float32 if self.autocast else dtype  # that of the weights, too
+        if device.type == "cpu":
+            self.threads.prepare()
         self.model = fuse_model(copy.deepcopy(model)).to(device, self.input_dtype).eval()
         if device.type == "cpu":
             keep_freed_memory()

@@ -102,6 +102,22 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@contextmanager
+def threads_for_call(threads: int) -> Iterator[None]:
+    """The `threads=` setting in force for one call (predict, val, train), then the caller's setting and torch thread
+    count back: a library call leaves torch as it found it (the tuner's last count would otherwise stay, for the
+    caller's own work too)."""
+    global _setting
+    setting, count = _setting, torch.get_num_threads()
+    set_threads(threads)
+    try:
+        yield
+    finally:
+        _setting = setting
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+
+
 def describe_threads() -> str:
     """A line saying what the setting in force does (auto mode samples the load for it: 0.1 s)."""
     cores = usable_cores()
@@ -131,6 +147,11 @@ class ThreadTuner:
         self.retune_at = -1.0  # time.monotonic() of the next round (-1: after the first unit, which warms up)
         self.running = 0  # the count the current unit runs with
         self.since = 0.0
+
+    def prepare(self) -> None:
+        """Set the count for the work that readies the loop (building a model): the fixed one, or auto's first
+        guess, the idle cores (left at the default, that work ran on every core however busy)."""
+        self._next_count()
 
     def start(self) -> None:
         self.running = self._next_count()

@@ -203,8 +203,10 @@ class Trainer:
             load_state(self.model, checkpoint["model"], f"{save_dir}/weights/last.pt")
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
-            print(f"fine-tuning to {len(self.names)} classes ({', '.join(self.names.values())}): re-initialised "
-                  f"{', '.join(reset)}")
+            print(
+                f"fine-tuning to {len(self.names)} classes ({', '.join(self.names.values())}): re-initialised "
+                f"{', '.join(reset)}"
+            )
         self.model.check_input_size(args.imgsz)
         for size in args.multi_scale:
             self.model.check_input_size(size, "multi_scale")
