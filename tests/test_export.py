@@ -55,9 +55,11 @@ def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_p
     assert expected[:, 4:].max() > 0.5  # some confident detections, so that agreement means something
     assert max_row_error(exported, expected) < 1e-3  # float32 through 6 decoder layers (ultralytics' own: ~1e-3)
     expected = model.predict(PHOTOS, conf=0.25)
-    assert_same_detections(RTDETR(file).predict(PHOTOS, conf=0.25), expected)
+    # zidane.jpg's 300th and 301st encoder tokens are 3e-5 apart (logits): rounding may swap which one becomes a
+    # query, and the decoder's self-attention then moves the others (0.15 px, scores 1.1e-3 on an AVX2-only EPYC)
+    assert_same_detections(RTDETR(file).predict(PHOTOS, conf=0.25), expected, box_px=0.5, score=2e-3)
     openvino_model = RTDETR(export_openvino(file, tmp_path / "rtdetr-l_openvino_model"))
-    assert_same_detections(openvino_model.predict(PHOTOS, conf=0.25), expected)
+    assert_same_detections(openvino_model.predict(PHOTOS, conf=0.25), expected, box_px=0.5, score=2e-3)
 
 
 @pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine",
