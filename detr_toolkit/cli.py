@@ -158,15 +158,13 @@ def _train(args: argparse.Namespace) -> int:
     from .model import RTDETR
 
     settings = _settings(args)
-    if settings.get("resume") not in (None, False, "false", "False"):
+    train_args = TrainArgs.from_sources(args.cfg, **settings)  # parsed once: errors before the model is loaded
+    if train_args.resume:
         from .engine.trainer import Trainer
 
-        Trainer.resume(TrainArgs.from_sources(args.cfg, **settings))
+        Trainer.resume(train_args)
         return 0
-    if not settings.get("data"):
-        raise DetrToolkitError("train needs --data (a YOLO data.yaml, a COCO data yaml or an instances .json)")
-    model = TrainArgs.from_sources(args.cfg, **settings).model  # settings errors before the model is loaded
-    RTDETR(model).train(args.cfg, **settings)
+    RTDETR(train_args.model).train(args.cfg, **settings)
     return 0
 
 

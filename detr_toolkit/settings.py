@@ -410,7 +410,7 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
 
     def check(self) -> None:
         if not self.data and not self.resume:
-            raise ConfigError("training needs data= (a YOLO data.yaml, a COCO data yaml or an instances .json)")
+            raise ConfigError("train needs --data or data= (a YOLO data.yaml, a COCO data yaml or an instances .json)")
         check_run_name(self.name)
 
     @property

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from test_cli import detect
 
 from detr_toolkit import RTDETR
@@ -68,7 +69,9 @@ def test_persist_continues_tracks_over_calls(video):
     capture.release()
     model = RTDETR(DEMO)
     persisted = [model.track(frame, persist=True, conf=0.3, verbose=False)[0] for frame in frames]
-    ids = [set(r.boxes.id.astype(int).tolist()) for r in persisted[3:]]
+    boxes = persisted[-1].boxes
+    assert all(isinstance(field, torch.Tensor) for field in (boxes.id, boxes.conf, boxes.cls, boxes.xyxy))
+    ids = [set(r.boxes.id.int().tolist()) for r in persisted[3:]]  # ultralytics' idiom
     assert ids[0] and all(i == ids[0] for i in ids)  # the same three ids throughout
     fresh = model.track(frames[-1], conf=0.3, verbose=False)[0]  # a new tracker: nothing confirmed yet
     assert not fresh.boxes.is_track or len(fresh.boxes) <= len(persisted[-1].boxes)
@@ -78,7 +81,10 @@ def test_track_errors(video, tmp_path):
     source, _ = video
     with pytest.raises(ConfigError, match="tracker='deepsort': unknown tracker"):
         RTDETR(DEMO).track(source, tracker="deepsort")
-    assert RTDETR(DEMO).track(source, tracker="bytetrack.yaml", verbose=False)  # ultralytics' spelling
+    by_file_name = RTDETR(DEMO).track(source, tracker="bytetrack.yaml", conf=0.3, verbose=False)  # ultralytics'
+    by_name = RTDETR(DEMO).track(source, tracker="bytetrack", conf=0.3, verbose=False)
+    assert len(by_file_name) == 60 and by_file_name[-1].boxes.is_track
+    assert all(torch.equal(a.boxes.data, b.boxes.data) for a, b in zip(by_file_name, by_name))
     run = detect("track", source, "--model", DEMO, "--tracker", "nope")
     assert run.returncode == 2 and run.stderr.strip() == (
         "error: tracker='nope': unknown tracker (known: bytetrack, botsort, ocsort, sort)"

@@ -147,6 +147,19 @@ def test_train_and_val_errors(shapes, tmp_path):
         assert message in process.stderr.read(), args
 
 
+def test_cli_recipe_names_its_data_and_false_resume_trains(shapes, tmp_path):
+    """`detect train --cfg recipe.yaml` takes the recipe's own model and data (as the Python API does); resume=no,
+    or any false spelling, starts a run instead of resuming one."""
+    data, config = shapes
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(config), "data": str(data), "epochs": 1, "batch": 4, "imgsz": 64,
+                                      "workers": 0, "val": False, "plots": False}))  # fmt: skip
+    for resume in ("no", "false", "0"):
+        process = detect("train", "--cfg", recipe, f"resume={resume}", f"project={tmp_path}", f"name={resume}")
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+        assert (tmp_path / resume / "weights" / "last.pt").is_file()
+
+
 def test_ddp_two_cpu_processes_stay_in_sync(shapes, tmp_path):
     """torchrun with 2 gloo processes: each trains on half of every batch; the weights end identical on both."""
     data, config = shapes

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torchvision.ops import nms
 
 from ..errors import ConfigError
@@ -53,7 +54,7 @@ def track(tracker: Any, result: Results, iou: float) -> Results:
     kept = tracked.tracker_id >= 0
     rows = np.column_stack([tracked.xyxy[kept], tracked.tracker_id[kept], tracked.confidence[kept],
                             tracked.class_id[kept]]).astype(np.float32)  # fmt: skip
-    result.update(rows.reshape(-1, 7))
+    result.update(torch.from_numpy(rows.reshape(-1, 7)).to(boxes.device))  # tensors, as every other field
     return result
 
 
