@@ -1,7 +1,9 @@
-"""Drawing detections on images with OpenCV."""
+"""Drawing detections on images with OpenCV, and whether a window can show them."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
 import cv2
@@ -13,6 +15,12 @@ PALETTE = [
     (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100),
     (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255),
 ]  # fmt: skip
+
+
+def has_display() -> bool:
+    """Whether a window can open. On Linux an X11 or Wayland display must be named: GUI OpenCV's Qt aborts the whole
+    process without one (no exception to catch), so this is checked first, as ultralytics' check_imshow does."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def class_color(index: int) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch
 from .data.images import write_image
 from .errors import DetrToolkitError, OutputError
 from .files import free_path, make_dirs
-from .plotting import draw_detections
+from .plotting import draw_detections, has_display
 
 # Crops are widened as ultralytics' save_one_box widens them: width and height x 1.02 + 10 pixels.
 CROP_GAIN, CROP_PAD = 1.02, 10
@@ -276,7 +277,12 @@ class Results:
         return draw_detections(canvas, det.xyxy, det.cls.astype(int), texts, line_width, font_size)
 
     def show(self, title: str | None = None) -> None:
-        """Display the plotted image (OpenCV window, or matplotlib where OpenCV has no GUI)."""
+        """Display the plotted image (OpenCV window, or matplotlib where OpenCV has no GUI); without a display, warn
+        and show nothing."""
+        if not has_display():
+            warnings.warn("show(): no display (DISPLAY and WAYLAND_DISPLAY are unset), nothing shown; save() writes "
+                          "the plotted image", stacklevel=2)  # fmt: skip
+            return
         image = self.plot()
         try:
             cv2.imshow(title or str(self.path), image)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -141,3 +144,18 @@ def test_crops_match_ultralytics(tmp_path, detections):
     assert sorted(Path(p).relative_to(tmp_path / "ours") for p in written) == peer_files
     for name in peer_files:
         assert cv2.imread(str(tmp_path / "ours" / name)).shape == cv2.imread(str(tmp_path / "theirs" / name)).shape
+
+
+def test_show_without_a_display_warns_instead_of_aborting(detections):
+    """GUI OpenCV (the track and dev extras bring it) aborts Python when Qt finds no display: show() checks first."""
+    code = (
+        "import cv2, torch; from detr_toolkit import Results\n"
+        f"r = Results(cv2.imread({str(PHOTOS[0])!r}), 'bus.jpg', {{0: 'person'}}, torch.tensor({detections.tolist()}))\n"
+        "r.show()"
+    )
+    environment = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-1000:]
+    assert "show(): no display" in run.stderr
