@@ -31,7 +31,10 @@ from .settings import ExportArgs, PredictArgs, SettingsGroup, TrackArgs, TrainAr
 EXIT_USAGE = 2
 KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*=")
 # The options that are not settings of a group: what to load, and where from.
-MODEL_HELP = "checkpoint (.pt, .safetensors, transformers folder), exported model (.onnx, OpenVINO folder) or model config (.yaml)"
+MODEL_HELP = (
+    "checkpoint (.pt, .safetensors, transformers folder), exported model (.onnx, OpenVINO folder) "
+    "or model config (.yaml)"
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -305,7 +305,8 @@ class RTDETR:
         gflops = counter.get_total_flops() / 1e9
         if verbose:
             print(
-                f"RT-DETR summary: {params:,} parameters, {trainable:,} gradients, {gflops:.1f} GFLOPs at {imgsz}x{imgsz}"
+                f"RT-DETR summary: {params:,} parameters, {trainable:,} gradients, "
+                f"{gflops:.1f} GFLOPs at {imgsz}x{imgsz}"
             )
         return params, trainable, gflops
 

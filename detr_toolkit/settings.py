@@ -235,8 +235,8 @@ class PredictArgs(SettingsGroup):
 
     what: ClassVar[str] = "predict setting"
     conf: float = Setting(0.25, "keep detections scoring above this", float, low=0, high=1).field()
-    iou: float = Setting(0.7, "track: boxes overlapping a better one by more than this are dropped before the "
-                         "tracker sees them; predict ignores it (DETRs need no NMS)", float, low=0, high=1).field()  # fmt: skip
+    iou: float = Setting(0.7, "track: boxes overlapping a better one by more than this are dropped before the tracker "
+                         "sees them; predict ignores it (DETRs need no NMS)", float, low=0, high=1).field()  # fmt: skip
     imgsz: int | None = IMGSZ.field()
     max_det: int = Setting(300, "at most this many detections per image", int, low=1).field()
     classes: list[int] | None = Setting(None, "keep only these class indices", list, int, low=0, optional=True).field()
@@ -325,7 +325,8 @@ class ExportArgs(SettingsGroup):
     opset: int = Setting(18, "ONNX opset (GridSample needs 16; the dynamo exporter writes 18 and up)", int, low=16,
                          high=23).field()  # fmt: skip
     exporter: str = Setting("dynamo", "torch.export-based exporter (falls back to the TorchScript tracer where it "
-                            "cannot trace a model) or the TorchScript tracer", choices=("dynamo", "torchscript")).field()  # fmt: skip
+                            "cannot trace a model) or the TorchScript tracer",
+                            choices=("dynamo", "torchscript")).field()  # fmt: skip
     file: str | None = Setting(None, "output file, or folder for OpenVINO (default: next to the checkpoint)",
                                optional=True).field()  # fmt: skip
     int8: bool = Setting(False, "also write an int8 model (<name>-int8.onnx, <name>-int8_openvino_model), calibrated "

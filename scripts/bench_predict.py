@@ -5,7 +5,8 @@
     python scripts/bench_predict.py --peer transformers   # rfdetr-base shape vs transformers' RfDetr, 560x560
     python scripts/bench_predict.py --peer transformers --arch dfine-s   # D-FINE-S shape vs transformers' DFine
     python scripts/bench_predict.py --peer transformers --arch deimv2-s  # DEIMv2-S (DINOv3) vs transformers' Deimv2
-    python scripts/bench_predict.py --onnx --openvino     # + our ONNX export (float32, int8) in onnxruntime and OpenVINO
+    python scripts/bench_predict.py --onnx --openvino     # + our ONNX export (float32, int8)
+                                                          # in onnxruntime and OpenVINO
 
 Each side runs in a process of its own, as its users run it: our predictor configures the process it runs
 in (it keeps freed memory for reuse, see detr_toolkit/engine/cpu_memory.py), which must not speed up the
@@ -243,8 +244,8 @@ def main() -> None:
     parser.add_argument("--same-allocator", action="store_true", help="the peer's process keeps freed memory too")
     parser.add_argument("--onnx", action="store_true", help="also time our ONNX export in onnxruntime, float32 and "
                         "int8, against ultralytics' own export in its predict (or the peer's PyTorch)")  # fmt: skip
-    parser.add_argument("--openvino", action="store_true", help="with --onnx: also both files converted to "
-                        "OpenVINO's format, predicting through OpenVINO (float32, bf16, int8), against onnxruntime")  # fmt: skip
+    parser.add_argument("--openvino", action="store_true", help="with --onnx: also both files converted to OpenVINO's "
+                        "format, predicting through OpenVINO (float32, bf16, int8), against onnxruntime")  # fmt: skip
     args = parser.parse_args()
     args.arch = args.arch or ("rtdetr-l" if args.peer == "ultralytics" else "rfdetr-base")
     args.imgsz = args.imgsz or (560 if args.arch == "rfdetr-base" else 640)

@@ -262,7 +262,8 @@ def main() -> None:
 
     print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}\nCPU: {cpu_name()}; {mode}")
     print(
-        "| kind | minutes | model | epochs | wall s | mAP50 | mAP50-95 | load before |\n|---|---|---|---|---|---|---|---|"
+        "| kind | minutes | model | epochs | wall s | mAP50 | mAP50-95 | load before |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     print("\n".join(table))
 

@@ -58,8 +58,8 @@ def main() -> None:
     ours = RTDETR(start_weights)
     started = time.perf_counter()
     run = ours.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
-                     lr=args.lr, lr_backbone=args.lr, warmup_iters=100, val=False, plots=False, project=str(work / "ours"),
-                     verbose=False)  # fmt: skip
+                     lr=args.lr, lr_backbone=args.lr, warmup_iters=100, val=False, plots=False,
+                     project=str(work / "ours"), verbose=False)  # fmt: skip
     our_seconds = time.perf_counter() - started
 
     peer_final = RTDETR(work / "ultralytics" / "run" / "weights" / "last.pt")  # imported into ours for scoring

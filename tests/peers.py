@@ -366,8 +366,10 @@ SMALL = {"encoder_in_channels": [128, 256, 512], "hidden_expansion": 0.5}
 R101 = {"backbone_config": {**RESNET, "depths": [3, 4, 23, 3]}, "encoder_hidden_dim": 384, "encoder_ffn_dim": 2048,
         "decoder_in_channels": [384, 384, 384]}  # fmt: skip
 PEER_CONFIGS = {
-    "rtdetr-r18": ("RTDetrConfig", {"backbone_config": {**BASIC, "depths": [2, 2, 2, 2]}, **SMALL, "decoder_layers": 3}),
-    "rtdetr-r34": ("RTDetrConfig", {"backbone_config": {**BASIC, "depths": [3, 4, 6, 3]}, **SMALL, "decoder_layers": 4}),
+    "rtdetr-r18": ("RTDetrConfig", {"backbone_config": {**BASIC, "depths": [2, 2, 2, 2]}, **SMALL,
+                                    "decoder_layers": 3}),
+    "rtdetr-r34": ("RTDetrConfig", {"backbone_config": {**BASIC, "depths": [3, 4, 6, 3]}, **SMALL,
+                                    "decoder_layers": 4}),
     "rtdetr-r50": ("RTDetrConfig", {"backbone_config": RESNET}),
     "rtdetr-r101": ("RTDetrConfig", R101),
     "rtdetrv2-s": ("RTDetrV2Config", {"backbone_config": {**BASIC, "depths": [2, 2, 2, 2]}, **SMALL,
@@ -429,8 +431,8 @@ LITE = {"encoder_type": "lite", "encoder_layers": 0, "hidden_expansion": 0.34, "
         "share_bbox_head": True, "use_gateway": False, "decoder_activation_function": "silu"}  # fmt: skip
 VIT = {"model_type": "dinov3_vit", "num_hidden_layers": 12, "patch_size": 16, "rope_theta": 100.0}
 VIT_TINY = {**VIT, "key_bias": False, "apply_layernorm": False, "out_indices": [4, 8, 12]}
-VIT_S = {**VIT, "key_bias": True, "apply_layernorm": True, "hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536, "num_register_tokens": 4,
-         "out_indices": [6, 9, 12]}  # fmt: skip
+VIT_S = {**VIT, "key_bias": True, "apply_layernorm": True, "hidden_size": 384, "num_attention_heads": 6,
+         "intermediate_size": 1536, "num_register_tokens": 4, "out_indices": [6, 9, 12]}  # fmt: skip
 
 
 def deimv2_vit(backbone: dict, adapter: int, hidden: int, encoder_ffn: int, expansion: float, depth: float,
@@ -444,9 +446,9 @@ def deimv2_vit(backbone: dict, adapter: int, hidden: int, encoder_ffn: int, expa
 
 
 PEER_CONFIGS.update({
-    "deimv2-atto": ("Deimv2Config", {"backbone_config": hgnetv2("Atto", True, [3]), **LITE, "encoder_in_channels": [256],
-                                     "encoder_hidden_dim": 64, "d_model": 64, "decoder_in_channels": [64, 64],
-                                     "decoder_ffn_dim": 160, "num_queries": 100}),
+    "deimv2-atto": ("Deimv2Config", {"backbone_config": hgnetv2("Atto", True, [3]), **LITE,
+                                     "encoder_in_channels": [256], "encoder_hidden_dim": 64, "d_model": 64,
+                                     "decoder_in_channels": [64, 64], "decoder_ffn_dim": 160, "num_queries": 100}),
     "deimv2-femto": ("Deimv2Config", {"backbone_config": hgnetv2("Femto", True, [3]), **LITE,
                                       "encoder_in_channels": [512], "encoder_hidden_dim": 96, "d_model": 96,
                                       "decoder_in_channels": [96, 96], "decoder_ffn_dim": 256, "num_queries": 150}),

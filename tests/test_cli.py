@@ -85,6 +85,15 @@ def test_official_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setitem(hub.OFFICIAL_WEIGHTS, "rtdetr-l.pt", "http://127.0.0.1:9/rtdetr-l.pt")
     with pytest.raises(CheckpointError, match=f"put it at {tmp_path / 'weights' / 'rtdetr-l.pt'}"):
         hub.resolve_weights("rtdetr-l.pt")
+    # Every name we know, ours or the official file's, says where its file goes; roboflow's files keep its names.
+    files = {name: hub.official_file(name) for name in hub.OFFICIAL_WEIGHTS}
+    assert len(set(files.values())) == len(files) and files["rf-detr-nano.pth"].name == "rf-detr-nano.pth"
+    assert files["rtdetrv2-s.pth"].name == "rtdetrv2_r18vd_120e_coco_rerun_48.1.pth"
+    for name, url in list(hub.OFFICIAL_WEIGHTS.items()):
+        monkeypatch.setitem(hub.OFFICIAL_WEIGHTS, name, "http://127.0.0.1:9/" + url.split("://")[1])
+        for spelling in {name, files[name].name}:
+            with pytest.raises(CheckpointError, match=f"put it at {re.escape(str(files[name]))}"):
+                hub.resolve_weights(spelling)
 
 
 @pytest.mark.parametrize(

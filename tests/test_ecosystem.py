@@ -21,8 +21,9 @@ def demo_model() -> RTDETR:
     return RTDETR(ASSETS / "rtdetr-tiny-shapes.safetensors")
 
 
-@pytest.mark.parametrize("rows", [DETECTIONS, DETECTIONS[:0], torch.cat([DETECTIONS[:, :4], torch.tensor([[4.0], [9.0]]),
-                                                                         DETECTIONS[:, 4:]], 1)], ids=["boxes", "none", "tracked"])  # fmt: skip
+@pytest.mark.parametrize("rows", [DETECTIONS, DETECTIONS[:0],
+                                  torch.cat([DETECTIONS[:, :4], torch.tensor([[4.0], [9.0]]), DETECTIONS[:, 4:]], 1)],
+                         ids=["boxes", "none", "tracked"])  # fmt: skip
 def test_supervision_reads_ours_as_it_reads_ultralytics(rows):
     """Detections.from_ultralytics gives the same detections from our Results as from ultralytics' own; the
     annotators draw them (or nothing, for an empty result)."""

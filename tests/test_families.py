@@ -25,8 +25,11 @@ RENAME = {"RTDetrConfig": lambda _: hf_rtdetr.rename, "RTDetrV2Config": lambda _
 # but layer scales of 1 and a final norm that the official ViT-Tiny does not have.
 DEIMV2_DIFFERENCES = r"^decoder\.enc_output\."
 VIT_TINY_DIFFERENCES = r"|^backbone\.blocks\.\d+\.(attn\.k_proj\.bias|ls[12]\.gamma)$|^backbone\.norm\."
-DIFFERENCES = {"deimv2-s": DEIMV2_DIFFERENCES + VIT_TINY_DIFFERENCES, "deimv2-m": DEIMV2_DIFFERENCES + VIT_TINY_DIFFERENCES,
-               **{f"deimv2-{size}": DEIMV2_DIFFERENCES for size in ("atto", "femto", "pico", "n", "l", "x")}}  # fmt: skip
+DIFFERENCES = {
+    "deimv2-s": DEIMV2_DIFFERENCES + VIT_TINY_DIFFERENCES,
+    "deimv2-m": DEIMV2_DIFFERENCES + VIT_TINY_DIFFERENCES,
+    **{f"deimv2-{size}": DEIMV2_DIFFERENCES for size in ("atto", "femto", "pico", "n", "l", "x")},
+}
 # (parameters in millions, GFLOPs at 640x640) as published: RT-DETR paper Table 2, RT-DETRv2 paper Table 1, the
 # D-FINE README. GFLOPs counters differ (D-FINE's leaves out a few small operations): within 3%.
 PUBLISHED = {

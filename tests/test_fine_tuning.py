@@ -26,7 +26,8 @@ def test_fine_tuned_demo_model_beats_the_same_model_from_scratch(outlines, tmp_p
     scratch: the same data, settings and steps; the class heads start afresh, everything else is the trained
     model's, and it scores far higher."""
     settings = {"data": str(outlines), "epochs": 8, "batch": 8, "imgsz": 96, "workers": 0, "lr": 1e-3,
-                "lr_backbone": 1e-4, "warmup_iters": 10, "threads": 2, "project": str(tmp_path), "plots": False}  # fmt: skip
+                "lr_backbone": 1e-4, "warmup_iters": 10, "threads": 2, "project": str(tmp_path),
+                "plots": False}  # fmt: skip
     tuned = RTDETR(ROOT / "assets" / "rtdetr-tiny-shapes.safetensors")
     tuned.train(**settings, name="fine-tuned")
     assert "fine-tuning to 2 classes (hexagon, cross): re-initialised decoder.dec_score_head" in capsys.readouterr().out

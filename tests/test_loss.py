@@ -217,7 +217,8 @@ def transformers_distribution_losses(criterion, outputs, targets, dn, groups):
     def layer_set(prefix, i):
         return {"logits": outputs[f"{prefix}logits"][i], "pred_boxes": outputs[f"{prefix}boxes"][i],
                 "pred_corners": outputs[f"{prefix}corners"][i], "ref_points": outputs[f"{prefix}references"],
-                "teacher_corners": outputs[f"{prefix}corners"][-1], "teacher_logits": outputs[f"{prefix}logits"][-1]}  # fmt: skip
+                "teacher_corners": outputs[f"{prefix}corners"][-1],
+                "teacher_logits": outputs[f"{prefix}logits"][-1]}  # fmt: skip
 
     def plain_set(logits, boxes):
         return {"logits": logits, "pred_boxes": boxes}

@@ -135,8 +135,9 @@ def test_crops_stay_inside_their_folder_whatever_the_class_names(tmp_path):
     from detr_toolkit import Results
 
     image = cv2.imread(str(PHOTOS[0]))
-    result = Results(image, "bus.jpg", {0: "../../outside", 1: "a/b"}, torch.tensor([[10.0, 10, 50, 50, 0.9, 0],
-                                                                                    [5, 5, 40, 40, 0.8, 1]]))  # fmt: skip
+    result = Results(image, "bus.jpg", {0: "../../outside", 1: "a/b"},
+                     torch.tensor([[10.0, 10, 50, 50, 0.9, 0],
+                                   [5, 5, 40, 40, 0.8, 1]]))  # fmt: skip
     written = result.save_crop(tmp_path / "crops" / "inner")
     assert len(written) == 2
     assert all((tmp_path / "crops" / "inner").resolve() in Path(p).resolve().parents for p in written)

@@ -150,7 +150,8 @@ def test_show_without_a_display_warns_instead_of_aborting(detections):
     """GUI OpenCV (the track and dev extras bring it) aborts Python when Qt finds no display: show() checks first."""
     code = (
         "import cv2, torch; from detr_toolkit import Results\n"
-        f"r = Results(cv2.imread({str(PHOTOS[0])!r}), 'bus.jpg', {{0: 'person'}}, torch.tensor({detections.tolist()}))\n"
+        f"r = Results(cv2.imread({str(PHOTOS[0])!r}), 'bus.jpg', {{0: 'person'}}, "
+        f"torch.tensor({detections.tolist()}))\n"
         "r.show()"
     )
     environment = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}

@@ -35,7 +35,8 @@ def test_time_budget_ends_inside_it_with_scored_best_weights(crowded, tmp_path):
     budget_hours = 0.004  # 14.4 s
     started = time.monotonic()
     run = detect("train", "--model", config, "--data", data, "epochs=1000", "batch=4", "imgsz=64", "workers=0",
-                 f"time={budget_hours}", "mosaic=0.5", "mixup=0.5", "o2m=2", "--project", tmp_path, "--name", "timed")  # fmt: skip
+                 f"time={budget_hours}", "mosaic=0.5", "mixup=0.5", "o2m=2", "--project", tmp_path,
+                 "--name", "timed")  # fmt: skip
     wall = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     assert "adapted to the data: num_queries 4 -> " in run.stdout  # 6 objects per image at most, mosaic on

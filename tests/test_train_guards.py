@@ -161,7 +161,8 @@ def test_a_model_with_nan_weights_is_an_error_in_predict_and_val(shapes, tmp_pat
 def test_a_diverging_run_stops_and_never_keeps_a_broken_best(shapes, tmp_path, capsys):
     data, config = shapes
     code = main(["train", "--model", str(config), "--data", str(data), "epochs=4", "lr=1e6", "lr_backbone=1e6",
-                 "clip_grad=0", *(f"{k}={v}" for k, v in QUICK.items()), f"project={tmp_path}", "name=diverge"])  # fmt: skip
+                 "clip_grad=0", *(f"{k}={v}" for k, v in QUICK.items()), f"project={tmp_path}",
+                 "name=diverge"])  # fmt: skip
     assert code == 2
     assert "training diverged" in capsys.readouterr().err
     best = tmp_path / "diverge" / "weights" / "best.safetensors"

@@ -3,8 +3,9 @@
 QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op, as TensorRT and onnxruntime's CPU
 int8 kernels read it), int8 weights per output channel, uint8 activations scaled from their calibrated ranges.
 Only the backbone and the encoder are quantized (their convolutions and matrix products, which hold nearly all
-the work, and the cheap ops between them). The decoder stays float32: its box refinement, sampling offsets and attention weights, and the class scores
-that top-k ranks, move by whole pixels and ranks when rounded to 8 bits, for a few percent of the time.
+the work, and the cheap ops between them). The decoder stays float32: its box refinement, sampling offsets and attention
+weights, and the class scores that top-k ranks, move by whole pixels and ranks when rounded to 8 bits, for a few percent
+of the time.
 """
 
 from __future__ import annotations

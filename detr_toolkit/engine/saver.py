@@ -1,9 +1,9 @@
 """Writing predictions to a run folder: plotted images, plotted videos, YOLO-format label files, crops, and tracks
 in the MOT Challenge format (`mot/<video>.txt`; `mot/images.txt` for a sequence of image files).
 
-The folder (`project/name`, incremented as ultralytics does: name-2, name-3, ...) is made when the first output is written, so a run
-that fails before saving anything leaves no empty folder. Every source keeps its outputs: two sources with the
-same file name (`a/bus.jpg`, `b/bus.jpg`) are saved as `bus.jpg` and `bus-2.jpg`, labels alike.
+The folder (`project/name`, incremented as ultralytics does: name-2, name-3, ...) is made when the first output is
+written, so a run that fails before saving anything leaves no empty folder. Every source keeps its outputs: two sources
+with the same file name (`a/bus.jpg`, `b/bus.jpg`) are saved as `bus.jpg` and `bus-2.jpg`, labels alike.
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     if lite:
         encoder = {"type": "lite", "hidden_dim": hf.get("encoder_hidden_dim", 256), "csp_blocks": csp_blocks,
                    "expansion": hf.get("hidden_expansion", 1.0), "trailing_conv": trailing_conv,
-                   "act": hf.get("activation_function", "silu"), "norm_eps": hf.get("batch_norm_eps", 1e-5)}  # fmt: skip
+                   "act": hf.get("activation_function", "silu"),
+                   "norm_eps": hf.get("batch_norm_eps", 1e-5)}  # fmt: skip
     else:
         encoder = {"csp_blocks": csp_blocks, "lateral_act": None, "block": "elan5", "downsample": "scdown",
                    "fuse": hf.get("encoder_fuse_op", "sum"), "trailing_conv": trailing_conv}  # fmt: skip

@@ -55,7 +55,8 @@ _RULES: list[tuple[str, list[Rule]]] = [  # (prefix a key must match, rules brin
         (r"^(model\.decoder\.)?class_embed\.", "decoder.dec_score_head."),
         (r"^(model\.decoder\.)?bbox_embed\.", "decoder.dec_bbox_head."),
     ]),
-    (r"^model\.(decoder\.layers|decoder\.query_pos_head|enc_output|enc_score_head|enc_bbox_head|denoising_class_embed)\.", [
+    ((r"^model\.(decoder\.layers|decoder\.query_pos_head|enc_output|enc_score_head|enc_bbox_head|"
+      r"denoising_class_embed)\."), [
         (r"^model\.(decoder\.)?", "decoder."),
         (r"\.self_attn_layer_norm\.", ".norm1."),
         (r"\.encoder_attn_layer_norm\.", ".norm2."),
@@ -121,7 +122,8 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
 
 
 def family_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None, backbone: dict[str, Any],
-                  encoder: dict[str, Any], decoder: dict[str, Any], levels: int | None = None) -> dict[str, Any]:  # fmt: skip
+                  encoder: dict[str, Any], decoder: dict[str, Any],
+                  levels: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Our model config from the settings the RT-DETR family's transformers configs share (RT-DETR, RT-DETRv2,
     D-FINE, DEIMv2), with a family's `backbone` and its own `encoder` and `decoder` keys on top; `levels`: the
     decoder's feature levels (the backbone's returned stages by default). Settings our modules do not express are

@@ -17,6 +17,15 @@ ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 RTDETR = "https://github.com/lyuwenyu/storage/releases/download"  # lyuwenyu/RT-DETR's releases (v1 and v2)
 DFINE = "https://github.com/Peterande/storage/releases/download/dfinev1.0"  # Peterande/D-FINE's COCO releases
 DEIMV2 = "https://huggingface.co/Intellindust/DEIMv2_{}_COCO/resolve/main/model.safetensors"  # the official repos
+ROBOFLOW = "https://storage.googleapis.com/rfdetr"  # roboflow/rf-detr's COCO checkpoints
+# roboflow's names for its files, under which its rfdetr package saves them too (several URLs end alike).
+ROBOFLOW_WEIGHTS = {
+    "rf-detr-nano.pth": f"{ROBOFLOW}/nano_coco/checkpoint_best_regular.pth",
+    "rf-detr-small.pth": f"{ROBOFLOW}/small_coco/checkpoint_best_regular.pth",
+    "rf-detr-medium.pth": f"{ROBOFLOW}/medium_coco/checkpoint_best_regular.pth",
+    "rf-detr-base.pth": f"{ROBOFLOW}/rf-detr-base-coco.pth",
+    "rf-detr-base-2.pth": f"{ROBOFLOW}/rf-detr-base-2.pth",
+}
 # Our name -> where the official file is. The cached copy keeps the official file name: it says what it holds
 # (RT-DETRv2's "dsp" files are read with discrete sampling); a HuggingFace repository's file is named after it.
 OFFICIAL_WEIGHTS = {
@@ -39,6 +48,7 @@ OFFICIAL_WEIGHTS = {
         for size in ("ATTO", "FEMTO", "PICO", "N")
     },
     **{f"deimv2-{size.lower()}.safetensors": DEIMV2.format(f"DINOv3_{size}") for size in "SMLX"},
+    **ROBOFLOW_WEIGHTS,
 }
 
 
@@ -55,9 +65,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DETR_TOOLKIT_CACHE", Path.home() / ".cache" / "detr_toolkit"))
 
 
-def download(url: str, subdir: str = "", timeout: float = 30.0) -> Path:
-    """Fetch `url` into the cache (once); the file appears only when complete. SourceError when offline."""
-    target = cache_dir() / subdir / cached_name(url)
+def official_file(name: str) -> Path:
+    """Where the cache keeps OFFICIAL_WEIGHTS[name]: under the download's name (cached_name), roboflow's files
+    under roboflow's names."""
+    return cache_dir() / "weights" / (name if name in ROBOFLOW_WEIGHTS else cached_name(OFFICIAL_WEIGHTS[name]))
+
+
+def download(url: str, subdir: str = "", timeout: float = 30.0, name: str | None = None) -> Path:
+    """Fetch `url` into the cache (once) as `name` (default: cached_name); the file appears only when complete.
+    SourceError when offline."""
+    target = cache_dir() / subdir / (name or cached_name(url))
     if target.is_file():
         return target
     try:
@@ -76,20 +93,22 @@ def download(url: str, subdir: str = "", timeout: float = 30.0) -> Path:
 
 
 def resolve_weights(name: str | Path) -> Path:
-    """A weights path as given, or an official name (rtdetr-l.pt, rtdetrv2-s.pth: OFFICIAL_WEIGHTS) found in or
-    downloaded to the cache."""
+    """A weights path as given, or an official name found in or downloaded to the cache: ours (rtdetr-l.pt,
+    rtdetrv2-s.pth: OFFICIAL_WEIGHTS) or the official file's (rtdetrv2_r18vd_120e_coco_rerun_48.1.pth)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    if str(name) in OFFICIAL_WEIGHTS:
-        cached = cache_dir() / "weights" / cached_name(OFFICIAL_WEIGHTS[str(name)])
+    by_file_name = {official_file(ours).name: ours for ours in OFFICIAL_WEIGHTS}
+    name = by_file_name.get(str(name), str(name))
+    if name in OFFICIAL_WEIGHTS:
+        url, cached = OFFICIAL_WEIGHTS[name], official_file(name)
         if cached.is_file():
             return cached
         try:
-            return download(OFFICIAL_WEIGHTS[str(name)], subdir="weights")
+            return download(url, subdir="weights", name=cached.name)
         except SourceError:
             raise CheckpointError(
-                f"{name}: not found locally and the download from {OFFICIAL_WEIGHTS[str(name)]} failed "
+                f"{name}: not found locally and the download from {url} failed "
                 f"(offline?); download it elsewhere and put it at {cached}"
             ) from None
     hint = f" (the shipped config is {path.name}.yaml)" if (packaged_configs() / f"{path.name}.yaml").is_file() else ""

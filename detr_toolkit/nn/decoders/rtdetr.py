@@ -49,7 +49,8 @@ class RTDETRDecoder(TwoStageDecoder):
         norm_eps: float = 1e-5,
     ):
         super().__init__(in_channels, in_strides, num_classes, hidden_dim, num_queries, num_layers, eval_idx,
-                         num_denoising, label_noise_ratio, box_noise_scale, anchor_size, eval_size, norm_eps)  # fmt: skip
+                         num_denoising, label_noise_ratio, box_noise_scale, anchor_size, eval_size,
+                         norm_eps)  # fmt: skip
         sampling_options = {"offset_scale": offset_scale, "sampling": sampling}
         self.layers = nn.ModuleList(
             DecoderLayer(hidden_dim, num_heads, ffn_dim, len(in_channels), num_points, act, dropout, **sampling_options)
