@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -72,6 +73,23 @@ def test_yolo_dataset_errors(yolo, tmp_path):
         load_yolo(bad, "train")
 
 
+def test_label_files_that_are_not_files_or_serve_two_images(yolo):
+    """A folder or a FIFO where a label file belongs is not "no objects"; x.jpg and x.png beside each other would
+    both take labels/x.txt."""
+    labels, images = yolo.parent / "labels" / "train", yolo.parent / "images" / "train"
+    (labels / "b.txt").mkdir()
+    with pytest.raises(DatasetError, match=r"b\.txt: not a label file"):
+        load_yolo(yolo, "train")
+    (labels / "b.txt").rmdir()
+    os.mkfifo(labels / "b.txt")  # reading it would wait for a writer forever
+    with pytest.raises(DatasetError, match=r"b\.txt: not a label file"):
+        load_yolo(yolo, "train")
+    (labels / "b.txt").unlink()
+    write_image(images / "a.png")
+    with pytest.raises(DatasetError, match=r"a\.(jpg|png): a\.(jpg|png) has the same label file .*a\.txt"):
+        load_yolo(yolo, "train")
+
+
 @pytest.fixture
 def coco(tmp_path):
     images = tmp_path / "images"
@@ -123,3 +141,7 @@ def test_coco_errors(coco, tmp_path):
     broken.write_text("{")
     with pytest.raises(DatasetError, match="malformed JSON"):
         load_coco(broken, images)
+    data["images"][2]["id"] = 2  # a duplicate id: its boxes would be scored against the other image
+    instances.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"image 2: the id is given twice \('2\.jpg' and '3\.jpg'\)"):
+        load_coco(instances, images)

@@ -111,6 +111,9 @@ def load_coco(
         where = f"{instances}: image {image_id}"
         _field(record, "file_name", str, where)
         _field(record, "height", int, where), _field(record, "width", int, where)
+        if image_id in images:  # its boxes would be scored against the other image
+            raise DatasetError(f"{where}: the id is given twice ({images[image_id]['file_name']!r} and "
+                               f"{record['file_name']!r})")  # fmt: skip
         images[image_id] = record
     by_image: dict[int, list[dict]] = {}
     orphans = 0

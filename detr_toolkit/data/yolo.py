@@ -93,8 +93,10 @@ def read_labels(path: Path, size: tuple[int, int], checker: LabelChecker) -> tup
     as ultralytics' segmentation labels are), which becomes the polygon's box.
     """
     boxes, classes = [], []
-    if not path.is_file():
+    if not path.exists():
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    if not path.is_file():  # a folder or a FIFO where the labels belong: not "no objects"
+        raise DatasetError(f"{path}: not a label file (a folder or a special file)")
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -130,9 +132,13 @@ def load_yolo(data_yaml: str | Path, split: str = "train", on_error: str = "erro
         raise DatasetError(f"{data_yaml}: no {split!r} split (has: {sorted(k for k in data if k != 'names')})")
     root = data_yaml.parent / str(data.get("path", "."))
     checker = LabelChecker(len(names), on_error)
-    annotations = []
+    annotations, labelled_by = [], {}
     for image in image_files(data[split], root, data_yaml):
+        labels = label_file(image)
+        if labelled_by.setdefault(labels, image) != image:
+            raise DatasetError(f"{image}: {labelled_by[labels].name} has the same label file {labels} (one name, one "
+                               "image: rename one of them)")  # fmt: skip
         size = image_size(image)
-        boxes, classes = read_labels(label_file(image), size, checker)
+        boxes, classes = read_labels(labels, size, checker)
         annotations.append(Annotation(image, size, boxes, classes))
     return annotations, names
