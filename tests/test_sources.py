@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -125,3 +127,18 @@ def test_bad_tensor_and_offline_url(model):
         predict(model, torch.full((1, 3, 64, 64), 255.0))
     with pytest.raises(SourceError, match="download failed"):
         predict(model, "http://127.0.0.1:9/image.jpg")
+
+
+def test_files_that_are_not_files_are_refused_not_waited_on(model, tmp_path):
+    """A FIFO named like a video, an image or an exported model would block its reader until a writer comes."""
+    from detr_toolkit.errors import CheckpointError
+
+    for name in ("clip.mp4", "photo.jpg", "model.onnx"):
+        os.mkfifo(tmp_path / name)
+    for name in ("clip.mp4", "photo.jpg"):
+        with pytest.raises(SourceError, match=f"{name}: not a regular file"):
+            predict(model, tmp_path / name)
+    with pytest.raises(CheckpointError, match="model.onnx: not a regular file"):
+        RTDETR(tmp_path / "model.onnx")
+    with pytest.raises(SourceError, match="matches no image or video"):  # a pattern passes over them
+        predict(model, str(tmp_path / "*.jpg"))

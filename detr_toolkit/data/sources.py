@@ -89,6 +89,8 @@ def _resolve(source: Any) -> list[Path | np.ndarray | torch.Tensor]:
         return files
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
+    if not path.is_file():  # reading a FIFO would wait for a writer forever
+        raise SourceError(f"{path}: not a regular file (a FIFO, socket or device)")
     return [path]
 
 

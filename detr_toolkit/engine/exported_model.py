@@ -71,6 +71,8 @@ class ExportedModel:
         self.file, self.half = Path(file), half
         if not self.file.exists():
             raise CheckpointError(f"{self.file}: no such file")
+        if not (self.file.is_file() or self.file.is_dir()):  # reading a FIFO would wait for a writer forever
+            raise CheckpointError(f"{self.file}: not a regular file (a FIFO, socket or device)")
         metadata, inputs, outputs = self._open(device)
         self.device = torch.device("cpu")  # where the images go in and the outputs come out (through numpy)
         self._check_layout(metadata, inputs, outputs)
