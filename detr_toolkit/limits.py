@@ -57,5 +57,8 @@ MODEL_QUERIES = Limit("MODEL_QUERIES", 10_000, "queries")
 MODEL_CLASSES = Limit("MODEL_CLASSES", 100_000, "classes")
 # A model input side (imgsz, eval_size): 4096 px already needs gigabytes of activations; slice larger images (SAHI).
 IMAGE_SIZE = Limit("IMAGE_SIZE", 4096, "pixels a side")
+# Downloads: official weights are up to a few hundred MB; an image or video by URL is far smaller.
+DOWNLOAD_BYTES = Limit("DOWNLOAD_BYTES", 4 << 30, "bytes")
+SOURCE_BYTES = Limit("SOURCE_BYTES", 256 << 20, "bytes")
 # A checkpoint archive entry may expand this many times over its compressed size (torch stores them uncompressed).
 CHECKPOINT_EXPANSION = Limit("CHECKPOINT_EXPANSION", 20, "times its compressed size")

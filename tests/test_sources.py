@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import cv2
 import numpy as np
@@ -142,3 +143,65 @@ def test_files_that_are_not_files_are_refused_not_waited_on(model, tmp_path):
         RTDETR(tmp_path / "model.onnx")
     with pytest.raises(SourceError, match="matches no image or video"):  # a pattern passes over them
         predict(model, str(tmp_path / "*.jpg"))
+
+
+def test_a_truncated_video_says_how_much_was_read(model, tmp_path):
+    """A video cut short gives the frames it holds and a warning naming how many its header promised."""
+    writer = cv2.VideoWriter(str(tmp_path / "whole.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(30):
+        writer.write(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
+    writer.release()
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 3])
+    with pytest.warns(UserWarning, match=r"cut\.avi: read \d+ of the 30 frames its header promises"):
+        assert 1 <= len(predict(model, tmp_path / "cut.avi")) < 30
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server replying as the test says: behaviour["reply"] = (headers, body chunks, seconds between)."""
+    import http.server
+    import threading
+
+    behaviour: dict = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            headers, chunks, delay = behaviour["reply"]
+            self.send_response(200)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            for chunk in chunks:
+                try:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(delay)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield behaviour, f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+def test_downloads_are_limited_and_stalls_given_up(model, server, tmp_path, monkeypatch):
+    """A source URL announcing 400 MB is refused before it is fetched; a server that trickles bytes is given up;
+    neither leaves a file (or a .tmp) in the cache."""
+    from detr_toolkit.errors import LimitError
+    from detr_toolkit.weights import hub
+
+    behaviour, url = server
+    monkeypatch.setenv("DETR_TOOLKIT_CACHE", str(tmp_path / "cache"))
+    behaviour["reply"] = ({"Content-Length": str(400 << 20)}, [b"x" * 1024], 0)
+    with pytest.raises(LimitError, match="big.jpg: the download: 419,430,400 bytes, above the limit"):
+        predict(model, f"{url}/big.jpg")
+    monkeypatch.setattr(hub, "STALL_SECONDS", 0.5)
+    behaviour["reply"] = ({}, [b"x"] * 40, 0.05)  # no length announced, 20 bytes a second
+    with pytest.raises(SourceError, match="slow.jpg: the download stalls"):
+        predict(model, f"{url}/slow.jpg")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

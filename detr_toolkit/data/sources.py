@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from .. import limits
 from ..errors import SourceError
 from .images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, to_bgr_uint8
 
@@ -75,7 +77,7 @@ def _resolve(source: Any) -> list[Path | np.ndarray | torch.Tensor]:
     if text.lower().startswith(("http://", "https://")):
         from ..weights.hub import download
 
-        return [download(text, subdir="sources")]
+        return [download(text, subdir="sources", limit=limits.SOURCE_BYTES)]
     if any(c in text for c in "*?["):
         files = [p for p in expand_glob(text) if _is_media(p)]
         if not files:
@@ -150,14 +152,23 @@ def _video_frames(path: Path) -> Iterator[Frame]:
     if not capture.isOpened():
         raise SourceError(f"{path}: cannot open video")
     try:
-        index = 0
+        index, size, promised = 0, None, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         while True:
             ok, image = capture.read()
             if not ok:
                 break
+            if size is None:
+                size = image.shape[:2]
+            elif image.shape[:2] != size and size != (0, 0):  # OpenCV passes such frames on as they are: said once
+                warnings.warn(f"{path}: frame {index} is {image.shape[1]}x{image.shape[0]}, the first was "
+                              f"{size[1]}x{size[0]} (the size changes mid-stream)", stacklevel=2)  # fmt: skip
+                size = (0, 0)
             yield Frame(image, str(path), video_frame=index)
             index += 1
         if index == 0:
             raise SourceError(f"{path}: video has no readable frames")
+        if index < promised:  # a truncated or damaged file: say what was read
+            warnings.warn(f"{path}: read {index} of the {promised} frames its header promises (truncated or damaged)",
+                          stacklevel=2)  # fmt: skip
     finally:
         capture.release()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
+from .. import limits
 from ..config import packaged_configs
 from ..errors import CheckpointError, OutputError, SourceError
 from ..files import atomic_file
 
+CHUNK = 1 << 16  # bytes read at a time (or fewer, as they arrive)
+STALL_SECONDS, MIN_RATE = 30.0, 4096  # a download slower than MIN_RATE bytes/s after STALL_SECONDS is given up
 ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 RTDETR = "https://github.com/lyuwenyu/storage/releases/download"  # lyuwenyu/RT-DETR's releases (v1 and v2)
 DFINE = "https://github.com/Peterande/storage/releases/download/dfinev1.0"  # Peterande/D-FINE's COCO releases
@@ -71,9 +75,11 @@ def official_file(name: str) -> Path:
     return cache_dir() / "weights" / (name if name in ROBOFLOW_WEIGHTS else cached_name(OFFICIAL_WEIGHTS[name]))
 
 
-def download(url: str, subdir: str = "", timeout: float = 30.0, name: str | None = None) -> Path:
+def download(url: str, subdir: str = "", timeout: float = 30.0, name: str | None = None,
+             limit: limits.Limit = limits.DOWNLOAD_BYTES) -> Path:  # fmt: skip
     """Fetch `url` into the cache (once) as `name` (default: cached_name); the file appears only when complete.
-    SourceError when offline."""
+    SourceError when offline, when the server stalls (below MIN_RATE after STALL_SECONDS), LimitError beyond
+    `limit` bytes (checked against the announced length first)."""
     target = cache_dir() / subdir / (name or cached_name(url))
     if target.is_file():
         return target
@@ -83,13 +89,28 @@ def download(url: str, subdir: str = "", timeout: float = 30.0, name: str | None
             open(tmp, "wb") as out,
             urllib.request.urlopen(url, timeout=timeout) as response,
         ):
-            shutil.copyfileobj(response, out)
+            _copy(response, out, url, limit)
     except (urllib.error.URLError, TimeoutError) as error:
         reason = getattr(error, "reason", error)
         raise SourceError(f"{url}: download failed ({reason}); put the file at {target} to use it offline") from None
     except OSError as error:
         raise OutputError(f"{target}: cannot write the download ({error.strerror or error})") from None
     return target
+
+
+def _copy(response: Any, out: BinaryIO, url: str, limit: limits.Limit) -> None:
+    """The response's body into `out`, a chunk as it arrives, within `limit` and above MIN_RATE."""
+    announced = str(response.headers.get("Content-Length", ""))
+    if announced.isdigit():
+        limit.check(int(announced), f"{url}: the download")
+    started, size = time.monotonic(), 0
+    while chunk := response.read1(CHUNK):
+        size += len(chunk)
+        limit.check(size, f"{url}: the download")
+        elapsed = time.monotonic() - started
+        if elapsed > STALL_SECONDS and size / elapsed < MIN_RATE:
+            raise SourceError(f"{url}: the download stalls ({size / elapsed / 1024:.1f} KB/s after {elapsed:.0f} s)")
+        out.write(chunk)
 
 
 def resolve_weights(name: str | Path) -> Path:
