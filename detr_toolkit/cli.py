@@ -253,9 +253,21 @@ def _main(argv: list[str], debug: bool) -> int:
         where = f"{error.filename}: " if error.filename else ""
         print(f"error: {_one_line(where)}{error.strerror or error} (--debug shows where)", file=sys.stderr)
         return EXIT_USAGE
+    except (MemoryError, RuntimeError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        if debug or not _out_of_memory(error):
+            raise
+        print(f"error: out of memory ({_one_line(str(error) or type(error).__name__)[:160]}): ask for less (a smaller "
+              "imgsz= or batch=)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed (Python's, torch's on the CPU or a GPU)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text
 
 
 if __name__ == "__main__":

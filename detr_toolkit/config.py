@@ -73,25 +73,31 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A YAML mapping from `text` (what `where` names in errors), within the limits load_yaml keeps."""
+    limits.YAML_BYTES.check(len(text.encode("utf-8", "surrogatepass")), f"{where}: YAML text")
     try:
         loader = SAFE_LOADER(text)
         try:
             node = loader.get_single_node()
             if node is not None:
-                limits.YAML_NODES.check(_expanded_size(node, {}, set()), f"{path}: its content")
+                limits.YAML_NODES.check(_expanded_size(node, {}, set()), f"{where}: its content")
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}") from None
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}: malformed YAML{line}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply") from None
+        raise ConfigError(f"{where}: nested too deeply") from None
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        raise ConfigError(f"{where}: {error}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
     return data
 
 

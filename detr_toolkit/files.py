@@ -17,6 +17,8 @@ from pathlib import Path
 
 from .errors import OutputError
 
+LOCK_FILE = ".lock"  # in a run folder while a training writes into it (run_lock)
+
 INCREMENT_SEPARATOR = "-"  # taken names are numbered name-2, name-3, ..., as ultralytics numbers them
 
 
@@ -142,6 +144,38 @@ def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pat
     while path.exists() and not exist_ok:
         path, n = base.with_name(f"{name}{INCREMENT_SEPARATOR}{n}"), n + 1
     return make_dirs(path)
+
+
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the lock of the run folder `folder` meanwhile: a second training into it (exist_ok=True, a resume
+    while the run goes on) fails with one line instead of interleaving its files with this one's. An OS lock
+    (flock on folder/.lock): the system releases it however the process ends. Where flock does not exist
+    (Windows), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = folder / LOCK_FILE
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{folder}: another training is writing into this run folder (wait for it, or give "
+                              "another name=)") from None  # fmt: skip
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Delete the temporary files (`.<name>.<random>.tmp`) that atomic writes killed mid-way left in a run folder
+    and its weights/. Only where no one writes (under run_lock): another writer's file would go too."""
+    for partial in [*folder.glob(".*.tmp"), *folder.glob("weights/.*.tmp")]:
+        partial.unlink(missing_ok=True)
 
 
 def first_missing(path: str | Path) -> Path | None:

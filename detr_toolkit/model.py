@@ -8,7 +8,9 @@ results[0].show()
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from .engine.exported_model import ExportedModel, open_exported
 from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
 from .engine.saver import PredictionSaver
 from .engine.threads import threads_for_call
-from .engine.tracking import make_tracker, track, tracker_name
+from .engine.tracking import make_tracker, track, tracker_settings
 from .errors import ConfigError, DetrToolkitError
 from .files import check_writable
 from .nn import Detector, build_model
@@ -47,7 +49,7 @@ class RTDETR:
     def __init__(self, model: str | Path | dict = "rtdetr-l.pt", device: str | int | torch.device | None = None):
         self.ckpt_path = str(model) if not isinstance(model, dict) else None
         self._predictor: Predictor | None = None
-        self._tracker: tuple[str, Any] | None = None  # (name, tracker) of the last track() call, for persist=True
+        self._tracker: tuple[tuple, Any] | None = None  # (settings, tracker) of the last track(), for persist=True
         # an exported file (ONNX, OpenVINO): predicts and validates only
         self.exported: ExportedModel | None = (
             None
@@ -93,8 +95,9 @@ class RTDETR:
         save_mot (MOT Challenge text files). Tracks restart with each new video of a source.
         """
         args = TrackArgs.create(**settings)
-        if self._tracker is None or not args.persist or self._tracker[0] != tracker_name(args.tracker):
-            self._tracker = (tracker_name(args.tracker), make_tracker(args.tracker))
+        settings = tracker_settings(args.tracker)
+        if self._tracker is None or not args.persist or self._tracker[0] != settings:
+            self._tracker = (settings, make_tracker(settings))
         return self._run(args, source, stream, tracker=self._tracker[1])
 
     def _run(self, args: PredictArgs, source: Any, stream: bool, tracker: Any) -> list[Results] | Iterator[Results]:
@@ -210,6 +213,9 @@ class RTDETR:
         annotations, names = load_split(args.data, args.split, **args.dataset)
         if len(names) != len(self.names):
             raise ConfigError(f"{args.data}: {len(names)} classes, but the model has {len(self.names)}")
+        if not any(len(annotation.boxes) for annotation in annotations):  # COCO metrics are -1 (undefined) then
+            warnings.warn(f"{args.data}: its {args.split} split has no annotated objects: the metrics are -1 "
+                          "(undefined)", stacklevel=2)  # fmt: skip
         dataset = DetectionDataset(annotations, names, self._input_size(args.imgsz))
         with threads_for_call(args.threads):
             stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
@@ -225,10 +231,11 @@ class RTDETR:
         the folder `<name>_openvino_model`).
 
         Settings (see `settings.ExportArgs`): format (onnx, openvino), imgsz, batch, dynamic, opset, exporter, file,
-        int8 (with data, calibration, val: -> the int8 file or folder, written beside the float32 one, its val mAP
-        printed). The graph: input `images` (batch, 3, H, W) RGB 0..1, output `output0` (batch, queries,
-        4 + classes): cx cy w h in 0..1 and class scores, as ultralytics exported RT-DETR before 8.4. dynamic: any
-        batch size, and any input size (a multiple of the stride) where the model allows it. OpenVINO's format is
+        int8 (with data, calibration, val: -> the int8 file or folder, its val mAP printed; the float32 one is
+        written beside it unless an earlier export is there). The graph: input `images` (batch, 3, H, W) RGB 0..1,
+        output `output0` (batch, queries, 4 + classes): cx cy w h in 0..1 and class scores, as ultralytics exported
+        RT-DETR before 8.4. dynamic: any batch size, and any input size (a multiple of the stride) where the model
+        allows it. OpenVINO's format is
         converted from the ONNX graph (see `engine/openvino_model.py`).
         """
         from .engine.exporter import export_onnx, export_openvino
@@ -254,27 +261,48 @@ class RTDETR:
         }  # fmt: skip
         imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
         if args.int8 and not args.data:
-            raise ConfigError("int8=True: needs data= (a dataset whose images calibrate the int8 ranges)")
+            raise ConfigError("int8=True: needs data= (a dataset or a folder of images to calibrate the int8 ranges)")
         int8 = None
-        with tempfile.TemporaryDirectory() as scratch:  # the ONNX files an OpenVINO export is converted from
-            onnx_file = Path(scratch) / f"{name}.onnx" if openvino else target
-            exported = export_onnx(detector, metadata, onnx_file, imgsz, args.batch, args.dynamic, args.opset,
+        if args.int8:  # the images first: a folder without images or a corrupt one fails before the export's work
+            from .engine.quantize import calibration_images, quantize_int8
+
+            images = calibration_images(args.data, imgsz, args.calibration)
+        # An int8 export makes its float32 graph in the scratch folder and moves it into place only when the int8
+        # file is written, and never over an earlier export: a failed one leaves nothing, a dynamic one stays.
+        with tempfile.TemporaryDirectory() as scratch:
+            staging = Path(scratch)
+            float_file = staging / f"{name}.onnx" if openvino or args.int8 else target
+            exported = export_onnx(detector, metadata, float_file, imgsz, args.batch, args.dynamic, args.opset,
                                    args.exporter)  # fmt: skip
             if args.int8:
-                from .engine.quantize import calibration_images, quantize_int8
-
-                int8 = quantize_int8(exported, exported.with_name(f"{name}-int8.onnx"),
-                                     calibration_images(args.data, imgsz, args.calibration))  # fmt: skip
+                int8 = quantize_int8(exported, (staging if openvino else target.parent) / f"{name}-int8.onnx", images)
             if openvino:
-                exported = export_openvino(exported, target)
+                exported = export_openvino(exported, staging / target.name if args.int8 else target)
                 if int8 is not None:
                     int8 = export_openvino(int8, target.with_name(f"{name}-int8{FOLDER_SUFFIX}"))
-        if int8 is not None and args.val:
-            scores = {precision: RTDETR(path).val(args.data, imgsz=imgsz, verbose=False)["metrics"]
-                      for precision, path in (("int8", int8), ("float32", exported))}  # fmt: skip
-            print("  ".join(f"{key} int8 {scores['int8'][key]:.3f} (float32 {scores['float32'][key]:.3f})"
-                            for key in ("mAP50-95", "mAP50")) + f" on {args.data} val")  # fmt: skip
+            if int8 is not None:
+                if args.val:
+                    self._score_int8(int8, exported, args.data, imgsz)
+                if target.exists():
+                    print(f"kept {target}: an earlier export is there (this export's float32 graph is not written)")
+                else:
+                    exported = Path(shutil.move(exported, target))
         return str(int8 or exported)
+
+    @staticmethod
+    def _score_int8(int8: Path, float32: Path, data: str, imgsz: int) -> None:
+        """Print the int8 file's val mAP beside the float32 one's, where `data` is a dataset of the model's classes."""
+        if Path(data).is_dir():
+            print(f"int8 not scored: {data} is a folder of images (a dataset file scores it)")
+            return
+        try:
+            scores = {precision: RTDETR(path).val(data, imgsz=imgsz, verbose=False)["metrics"]
+                      for precision, path in (("int8", int8), ("float32", float32))}  # fmt: skip
+        except ConfigError as error:  # another dataset's classes: it calibrates, it cannot score
+            print(f"int8 not scored: {error}")
+            return
+        print("  ".join(f"{key} int8 {scores['int8'][key]:.3f} (float32 {scores['float32'][key]:.3f})"
+                        for key in ("mAP50-95", "mAP50")) + f" on {data} val")  # fmt: skip
 
     # --- model -------------------------------------------------------------------------------------------
 

@@ -256,6 +256,29 @@ class PredictArgs(SettingsGroup):
         check_run_name(self.name)
 
 
+# Our tracker names (ultralytics' `tracker=` names) -> the trackers package's classes.
+TRACKERS = {"bytetrack": "ByteTrackTracker", "botsort": "BoTSORTTracker", "ocsort": "OCSORTTracker",
+            "sort": "SORTTracker"}  # fmt: skip
+
+
+def tracker_kind(tracker: str) -> tuple[str, Path | None]:
+    """`tracker=` -> (tracker name, its YAML file or None): a name (`bytetrack`, or ultralytics' `bytetrack.yaml`
+    where no such file is) or a YAML file whose `tracker_type` names one (read within the YAML limits)."""
+    path = Path(str(tracker)).expanduser()
+    if path.exists():
+        spec = load_yaml(path)
+        kind = str(spec.get("tracker_type", "")).lower()
+        if kind not in TRACKERS:
+            raise ConfigError(
+                f"{path}: tracker_type {spec.get('tracker_type')!r} unknown (known: {', '.join(TRACKERS)})"
+            )
+        return kind, path
+    kind = path.name.lower().removesuffix(".yaml").removesuffix(".yml")
+    if kind not in TRACKERS:
+        raise ConfigError(f"tracker={tracker!r}: unknown tracker (known: {', '.join(TRACKERS)}), and no such file")
+    return kind, None
+
+
 @dataclass
 class TrackArgs(PredictArgs):
     """`detect track` / `RTDETR.track()`: predict's settings, and the tracker's."""
@@ -263,7 +286,9 @@ class TrackArgs(PredictArgs):
     what: ClassVar[str] = "track setting"
     name: str = Setting("track", "run name, incremented if taken (track-2, ...)").field()
     tracker: str = Setting(
-        "bytetrack", "bytetrack, botsort, ocsort or sort (ultralytics' bytetrack.yaml accepted)"
+        "bytetrack",
+        "bytetrack, botsort, ocsort or sort, or a YAML file of its settings (tracker_type and the "
+        "trackers package's arguments or ultralytics' keys)",
     ).field()
     persist: bool = Setting(
         False, "continue the previous call's tracks (frames given one call at a time)", bool
@@ -272,9 +297,7 @@ class TrackArgs(PredictArgs):
 
     def check(self) -> None:
         super().check()
-        from .engine.tracking import tracker_name
-
-        tracker_name(self.tracker)
+        tracker_kind(self.tracker)
 
 
 class _ReadsDataset:
@@ -331,7 +354,8 @@ class ExportArgs(SettingsGroup):
                                optional=True).field()  # fmt: skip
     int8: bool = Setting(False, "also write an int8 model (<name>-int8.onnx, <name>-int8_openvino_model), calibrated "
                          "on data=", bool).field()  # fmt: skip
-    data: str = Setting("", "dataset whose train images calibrate int8, and whose val split scores it").field()
+    data: str = Setting("", "images that calibrate int8: a dataset (its train split; its val split scores the int8 "
+                        "file) or a folder of images").field()  # fmt: skip
     calibration: int = Setting(64, "images to calibrate int8 on", int, low=1).field()
     val: bool = Setting(True, "score the int8 file against the float32 one on the val split", bool).field()
 

@@ -145,3 +145,17 @@ def test_coco_errors(coco, tmp_path):
     instances.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=r"image 2: the id is given twice \('2\.jpg' and '3\.jpg'\)"):
         load_coco(instances, images)
+
+
+def test_val_on_a_split_without_objects_says_so(yolo):
+    """COCO metrics of a split without one annotated object are -1 (undefined): said, not printed as scores."""
+    from pathlib import Path
+
+    from detr_toolkit import RTDETR
+
+    model = RTDETR(Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors")
+    (yolo.parent / "labels" / "train" / "a.txt").unlink()
+    yolo.write_text(yaml.safe_dump({"path": ".", "train": "images/train", "names": list(model.names.values())}))
+    with pytest.warns(UserWarning, match="its train split has no annotated objects: the metrics are -1"):
+        metrics = model.val(yolo, split="train", imgsz=96, verbose=False)["metrics"]
+    assert metrics["mAP50-95"] == -1

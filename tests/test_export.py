@@ -121,3 +121,11 @@ def test_cli_export_writes_next_to_the_checkpoint(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"exported {weights} to {tmp_path / 'demo.onnx'}"
     assert np.isfinite(run_onnx(str(tmp_path / "demo.onnx"), torch.rand(1, 3, 96, 96)).numpy()).all()
+
+
+def test_settings_asking_for_more_memory_than_there_is_get_one_line(tmp_path):
+    """export batch=65536 at 640 px asks for 322 GB at its first tensor: one line naming the cause, exit 2."""
+    run = detect("export", "--model", DEMO, "--imgsz", "640", "--batch", "65536", "--file", tmp_path / "big.onnx")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr[-2000:]
+    assert run.stderr.startswith("error: out of memory") and "imgsz= or batch=" in run.stderr
+    assert not (tmp_path / "big.onnx").exists()

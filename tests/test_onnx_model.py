@@ -3,6 +3,7 @@ Results as the PyTorch model it was exported from (and as ultralytics' predict, 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,81 @@ def test_bad_onnx_inputs_get_one_line_errors(demo_onnx, tmp_path, monkeypatch):
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "plain.onnx" in run.stderr
     run = detect("predict", SHAPES, "--model", tmp_path / "fixed.onnx", "--imgsz", "128")
     assert run.returncode == 2 and "exported for 96x96" in run.stderr
+
+
+def with_metadata(source: Path, target: Path, **changes: str | None) -> Path:
+    """A copy of the ONNX file `source` at `target` with metadata entries changed (None: removed)."""
+    model = onnx.load(source)
+    metadata = {p.key: p.value for p in model.metadata_props} | changes
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {k: v for k, v in metadata.items() if v is not None})
+    onnx.save(model, target)
+    return target
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """YAML of a few hundred bytes whose aliases expand to 10 ** levels nodes."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_METADATA = {  # metadata entry -> (value, what the one-line error says)
+    "stride 0": ("stride", "0", "its stride '0' in its metadata is not an integer in 1..1024"),
+    "stride text": ("stride", "thirty-two", "its stride 'thirty-two'"),
+    "stride 5000 digits": ("stride", "9" * 5000, "is not an integer in 1..1024"),
+    "config malformed": ("config", "decoder: [type: rtdetr", "the config in its metadata: malformed YAML"),
+    "config a list": ("config", "- decoder\n- type", "the config in its metadata: expected a mapping"),
+    "config without decoder": ("config", "nc: 4\n", "names no decoder type we know"),
+    "config python tag": ("config", "decoder: !!python/object/apply:os.system [echo hi]", "malformed YAML"),
+    "config alias bomb": ("config", alias_bomb(), "YAML nodes, aliases expanded, above the limit"),
+    "imgsz 0": ("config", "decoder: {type: rtdetr}\nimgsz: 0\n", "its config's imgsz '0'"),
+    "imgsz negative": ("config", "decoder: {type: rtdetr}\nimgsz: -96\n", "its config's imgsz '-96'"),
+    "imgsz text": ("config", "decoder: {type: rtdetr}\nimgsz: large\n", "its config's imgsz 'large'"),
+    "imgsz 2^30": ("config", "decoder: {type: rtdetr}\nimgsz: 1073741824\n", "is not an integer in 1..4096"),
+    "imgsz off stride": ("config", "decoder: {type: rtdetr}\nimgsz: 100\n", "imgsz 100 is not a multiple of"),
+    "names a number": ("names", "42", "unreadable class names"),
+    "names 200000 deep": ("names", "[" * 200_000 + "]" * 200_000, "unreadable class names"),
+    "names negative keys": ("names", "{-1: 'a', 0: 'b', 1: 'c', 2: 'd'}", "names must name exactly the classes"),
+    "names sparse keys": ("names", "{0: 'a', 1: 'b', 2: 'c', 7: 'd'}", "names must name exactly the classes"),
+    "names a million": ("names", repr({i: f"class {i}" for i in range(1_000_000)}), "above the limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_METADATA))
+def test_exported_metadata_is_validated_as_checkpoints_are(case, demo_onnx, tmp_path):
+    """An ONNX file's metadata (stride, config, class names) gets the checks and limits our checkpoints' configs
+    get: one line naming the file and the entry, never a traceback or an allocation it asks for."""
+    key, value, message = HOSTILE_METADATA[case]
+    file = with_metadata(demo_onnx, tmp_path / "hostile.onnx", **{key: value})
+    with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+        RTDETR(file).predict(SHAPES, verbose=False)
+    assert "hostile.onnx" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_graphs_of_another_input_are_refused(tmp_path):
+    """A graph taking 1 channel, or float16 images, or a fixed size off its stride: refused when it is opened."""
+    from onnx import TensorProto, helper
+
+    def graph(name: str, shape: list, dtype: int = TensorProto.FLOAT) -> Path:
+        image = helper.make_tensor_value_info("images", dtype, shape)
+        rows = helper.make_tensor_value_info("output0", dtype, [shape[0], 300, 8])
+        node = helper.make_node("ReduceMean", ["images"], ["pooled"], axes=[1, 2, 3], keepdims=0)
+        expand = helper.make_node("Expand", ["pooled_3d", "shape"], ["output0"])
+        reshape = helper.make_node("Reshape", ["pooled", "three"], ["pooled_3d"])
+        constants = [helper.make_tensor("three", TensorProto.INT64, [3], [-1, 1, 1]),
+                     helper.make_tensor("shape", TensorProto.INT64, [3], [shape[0], 300, 8])]  # fmt: skip
+        model = helper.make_model(helper.make_graph([node, reshape, expand], "g", [image], [rows], constants),
+                                  opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+        model.ir_version = 8
+        helper.set_model_props(model, {"names": "{0: 'a', 1: 'b', 2: 'c', 3: 'd'}", "stride": "32"})
+        onnx.save(model, tmp_path / name)
+        return tmp_path / name
+
+    for file, message in [
+        (graph("gray.onnx", [1, 1, 96, 96]), "takes images of 1 channels, not 3"),
+        (graph("half.onnx", [1, 3, 96, 96], TensorProto.FLOAT16), "takes tensor(float16) images"),
+        (graph("odd.onnx", [1, 3, 100, 100]), "takes 100x100 images, not a multiple of its stride 32"),
+    ]:
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            RTDETR(file)

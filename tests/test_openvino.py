@@ -4,6 +4,7 @@ in int8 from a calibrated export."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,22 @@ def test_bad_openvino_inputs_get_one_line_errors(demo_openvino, tmp_path):
             action()
     run = detect("predict", SHAPES, "--model", lost)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "lost_openvino_model" in run.stderr
+
+
+def test_metadata_yaml_is_read_within_the_yaml_limits(demo_openvino, tmp_path):
+    """metadata.yaml is read as our YAML files are: an alias bomb or a file of megabytes gets one line."""
+    import shutil
+
+    from test_onnx_model import alias_bomb
+
+    folder = Path(shutil.copytree(demo_openvino, tmp_path / "hostile_openvino_model"))
+    original = yaml.safe_load((folder / "metadata.yaml").read_text())
+    for text, message in [
+        (alias_bomb(), "YAML nodes, aliases expanded, above the limit"),
+        ("# padding\n" * 600_000, "bytes, above the limit"),
+        (yaml.safe_dump({**original, "stride": "0"}), "its stride '0' in its metadata is not an integer"),
+    ]:
+        (folder / "metadata.yaml").write_text(text)
+        with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+            RTDETR(folder)
+        assert "\n" not in str(error.value)

@@ -7,6 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 from test_cli import detect
+from torchvision.ops import box_iou
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.synthetic import make_synthetic
@@ -51,9 +52,26 @@ def test_int8_needs_a_dataset_with_images(tmp_path):
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "empty" in run.stderr, run.stderr
 
 
-def test_cli_int8_export(tmp_path):
-    data = make_synthetic(tmp_path / "shapes", train=8, val=8, seed=2)
-    run = detect("export", "--model", DEMO, "--int8", "--data", data, "--no-val", "--file", tmp_path / "demo.onnx")
+def test_cli_int8_export_keeps_an_earlier_export_and_calibrates_on_a_folder(tmp_path):
+    """`export --int8` after `export --dynamic` keeps the dynamic file (and says so); a folder of images calibrates
+    (no labels, no classes needed: the export is not scored); a failed int8 export leaves no file behind."""
+    photo = Path(__file__).parent.parent / "assets" / "shapes.jpg"
+    dynamic = detect("export", "--model", DEMO, "--dynamic", "--file", tmp_path / "demo.onnx")
+    assert dynamic.returncode == 0, dynamic.stderr
+    before = (tmp_path / "demo.onnx").read_bytes()
+    folder = make_synthetic(tmp_path / "shapes", train=8, val=2, seed=2).parent / "images" / "train"
+    run = detect("export", "--model", DEMO, "--int8", "--data", folder, "--file", tmp_path / "demo.onnx")
     assert run.returncode == 0, run.stderr
+    assert f"kept {tmp_path / 'demo.onnx'}" in run.stdout and "int8 not scored" in run.stdout
     assert run.stdout.strip().endswith(f"to {tmp_path / 'demo-int8.onnx'}")
-    assert len(RTDETR(tmp_path / "demo-int8.onnx").predict(Path(__file__).parent.parent / "assets" / "shapes.jpg"))
+    assert (tmp_path / "demo.onnx").read_bytes() == before
+    int8 = RTDETR(tmp_path / "demo-int8.onnx").predict(photo, verbose=False)[0].boxes
+    float32 = RTDETR(tmp_path / "demo.onnx").predict(photo, verbose=False)[0].boxes
+    assert len(float32) >= 2 and sorted(int8.cls.tolist()) == sorted(float32.cls.tolist())
+    overlap = box_iou(int8.xyxy, float32.xyxy) * (int8.cls[:, None] == float32.cls[None])
+    assert (overlap.max(1).values > 0.9).all(), overlap
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    failed = detect("export", "--model", DEMO, "--int8", "--data", empty, "--file", tmp_path / "new.onnx")
+    assert failed.returncode == 2 and "no images to calibrate" in failed.stderr, failed.stderr
+    assert not list(tmp_path.glob("new*"))

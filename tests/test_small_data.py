@@ -48,6 +48,14 @@ def test_time_budget_ends_inside_it_with_scored_best_weights(crowded, tmp_path):
     assert f"{epochs} epochs done" in run.stdout and "AP50-95" in run.stdout.split("epochs done")[1]
     assert (tmp_path / "timed" / "weights" / "best.safetensors").is_file()
     assert wall < budget_hours * 3600 + 60  # start-up and the final scoring besides
+    # A finished time= run says how to go on, and goes on when given more time: time= may change on resume.
+    last = tmp_path / "timed" / "weights" / "last.pt"
+    again = detect("train", "--resume", last)
+    assert again.returncode == 2 and "give time= more to continue" in again.stderr
+    more = detect("train", "--resume", last, f"time={2 * budget_hours}")
+    assert more.returncode == 0, more.stderr
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] + 1 > epochs and resumed["train_seconds"] <= 2 * budget_hours * 3600
 
 
 def test_given_settings_are_not_adapted_and_mixing_stops_for_the_tail(crowded, tmp_path):

@@ -60,8 +60,13 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert 1 <= len(rows(run)) < 3, "the run was not killed mid-training"
+    # as if killed between last.pt and results.csv, and in the middle of a save: the resumed run writes the file
+    # again from the checkpoint's rows, and the partial file goes
+    (run / "results.csv").unlink()
+    (run / "weights" / ".last.pt.a1b2c3.tmp").write_bytes(b"half a checkpoint")
     resumed = detect("train", "--resume", run / "weights" / "last.pt")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert [int(r["epoch"]) for r in rows(run)] == [1, 2, 3] and not list(run.glob("weights/.*.tmp"))
     final = [torch.load(tmp_path / n / "weights" / "last.pt", weights_only=True) for n in ("whole", "killed")]
     assert final[0]["epoch"] == final[1]["epoch"] == 2
     for key in ("model", "ema"):
@@ -158,6 +163,47 @@ def test_cli_recipe_names_its_data_and_false_resume_trains(shapes, tmp_path):
         process = detect("train", "--cfg", recipe, f"resume={resume}", f"project={tmp_path}", f"name={resume}")
         assert process.wait(timeout=300) == 0, process.stderr.read()
         assert (tmp_path / resume / "weights" / "last.pt").is_file()
+
+
+def test_sigterm_cleans_up_and_a_run_without_a_checkpoint_says_so(shapes, tmp_path):
+    """SIGTERM (kill, a scheduler) stops a run as Ctrl-C does: no run folder with an empty weights/ stays. A run
+    killed before its first checkpoint was complete says there is nothing to resume."""
+    data, config = shapes
+    run = detect("train", "--model", config, "--data", data, "epochs=500", "batch=2", "imgsz=128", "workers=0",
+                 f"project={tmp_path}", "name=term")  # fmt: skip
+    folder, deadline = tmp_path / "term", time.monotonic() + 300
+    while not (folder / "args.yaml").exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=300) == 128 + signal.SIGTERM
+    assert not folder.exists() or (folder / "weights" / "last.pt").is_file()  # gone, or it holds a checkpoint
+    (tmp_path / "killed" / "weights").mkdir(parents=True)
+    (tmp_path / "killed" / "weights" / ".last.pt.x1y2.tmp").write_bytes(b"half")
+    resumed = detect("train", "--resume", tmp_path / "killed" / "weights" / "last.pt")
+    assert resumed.wait(timeout=120) == 2 and "no complete checkpoint" in resumed.stderr.read()
+
+
+def test_a_second_training_into_a_busy_run_folder_is_refused(shapes, tmp_path):
+    """Two trainings into one run folder (exist_ok) would interleave results.csv and leave one's args.yaml beside
+    the other's weights: the second is refused while the first runs."""
+    data, config = shapes
+    common = ["train", "--model", config, "--data", data, "batch=4", "imgsz=64", "workers=0", "--no-val",
+              f"project={tmp_path}", "name=run", "exist_ok=True"]  # fmt: skip
+    first = detect(*common, "epochs=500")
+    try:
+        args, deadline = tmp_path / "run" / "args.yaml", time.monotonic() + 300
+        while not args.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.2)
+        before = args.read_bytes()
+        second = detect(*common, "epochs=1", "lr=0.0002")
+        assert second.wait(timeout=300) == 2
+        assert "run: another training is writing into this run folder" in second.stderr.read()
+        assert args.read_bytes() == before and first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_ddp_two_cpu_processes_stay_in_sync(shapes, tmp_path):

@@ -19,8 +19,9 @@ from ..files import write_file
 from ..settings import TrainArgs
 
 # Settings a resumed run may change; any other must stay as the run was started (a new lr, batch or dataset
-# would be another run, not this one continued).
-RESUMABLE = ("epochs", "patience", "workers", "device", "threads", "verbose", "plots")
+# would be another run, not this one continued). More epochs= or time= continue a finished run: its schedule is
+# planned again over the longer run.
+RESUMABLE = ("epochs", "time", "patience", "workers", "device", "threads", "verbose", "plots")
 # What a checkpoint holds, and of which type.
 KEYS = {"epoch": int, "model": dict, "ema": dict, "ema_updates": int, "optimizer": dict, "scaler": dict,
         "config": dict, "names": dict, "train_args": dict}  # fmt: skip
@@ -42,6 +43,9 @@ def find_checkpoint(resume: str | bool, project: str | Path) -> Path:
             raise CheckpointError(f"resume=True: no {Path(project)}/*/weights/last.pt to resume")
         return candidates[-1]
     path = Path(resume)
+    if not path.is_file() and path.parent.is_dir() and path.parent.name == "weights":
+        raise CheckpointError(f"{path}: the run has no complete checkpoint (it stopped before or during its first "
+                              "save): nothing to resume; start it again")  # fmt: skip
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint to resume")
     return path

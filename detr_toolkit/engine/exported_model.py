@@ -18,14 +18,18 @@ import ast
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from ..errors import CheckpointError, ConfigError
+from .. import limits
+from ..config import class_names, parse_yaml
+from ..errors import CheckpointError, ConfigError, LimitError
+from ..nn.decoders import DECODERS
 
 Shape = Sequence[int | str | None]  # a dimension that is not an int is free (dynamic)
+MAX_STRIDE = 1024  # a detector's largest feature stride (32 for every family we know)
 
 
 def open_exported(source: str | Path, device: torch.device | None = None, half: bool = False) -> ExportedModel | None:
@@ -46,7 +50,7 @@ class ExportedModel:
     Attributes: file, target (the device it runs on), half (computing in the runtime's half precision), names
     ({class index: name}), config (the model config the file was exported from, with the file's input size; for
     a file from ultralytics, that size only), imgsz ((H, W), or None where the file takes any size), batch (the
-    file's batch size, or None where it is dynamic), stride, family.
+    file's batch size, or None where it is dynamic), stride.
     """
 
     runtime = ""  # its name, in messages
@@ -78,15 +82,22 @@ class ExportedModel:
         self._check_layout(metadata, inputs, outputs)
         self.names = self._read_names(metadata, outputs[0][2])
         self.top_k = outputs[0][2] == 6 and self._top_k_layout(metadata, self.names)
-        self.stride = int(metadata.get("stride", 32))
-        config = yaml.safe_load(metadata["config"]) if "config" in metadata else None
-        self.family = metadata.get("family") or ("rtdetr" if config is None else config["decoder"]["type"])
+        self.stride = self._integer(metadata.get("stride", "32"), "its stride", MAX_STRIDE)
+        self.config = self._read_config(metadata)
         batch, _, height, width = inputs[0]
         self.batch = batch if isinstance(batch, int) else None
         self.imgsz = (height, width) if isinstance(height, int) and isinstance(width, int) else None
-        self.config = config if isinstance(config, dict) else {}
         if self.imgsz is not None:  # the size the file runs, whatever the config it was exported from says
+            if height % self.stride or width % self.stride:
+                raise CheckpointError(f"{self.file}: takes {height}x{width} images, not a multiple of its stride "
+                                      f"{self.stride}")  # fmt: skip
             self.config["imgsz"] = height
+        elif "imgsz" in self.config:  # the size a graph of any size runs by default
+            imgsz = self._integer(self.config["imgsz"], "its config's imgsz", limits.IMAGE_SIZE.value)
+            if imgsz % self.stride:
+                raise CheckpointError(f"{self.file}: its config's imgsz {imgsz} is not a multiple of its stride "
+                                      f"{self.stride}")  # fmt: skip
+            self.config["imgsz"] = imgsz
 
     def reopen(self, device: torch.device | None, half: bool) -> ExportedModel:
         """This file, opened for `device` and precision (itself if that is how it is open)."""
@@ -109,12 +120,41 @@ class ExportedModel:
                 f"{self.file}: not an RT-DETR layout: it takes {[list(i) for i in inputs]} and gives "
                 f"{[list(o) for o in outputs]}; expected one image batch (B, 3, H, W) -> one (B, queries, 4 + classes)"
             )
+        if inputs[0][1] != 3 and isinstance(inputs[0][1], int):
+            raise CheckpointError(f"{self.file}: takes images of {inputs[0][1]} channels, not 3 (RGB)")
+
+    def _integer(self, value: object, what: str, high: int) -> int:
+        """A metadata number (text, as metadata holds it) -> an int in 1..high; CheckpointError otherwise."""
+        text = str(value).strip()
+        if not (text.isdigit() and len(text) <= len(str(high)) and 1 <= int(text) <= high):
+            raise CheckpointError(f"{self.file}: {what} {text[:20]!r} in its metadata is not an integer in 1..{high}")
+        return int(text)
+
+    def _read_config(self, metadata: dict[str, str]) -> dict[str, Any]:
+        """The model config the file was exported from (YAML text in its metadata, within the YAML limits), or {}."""
+        if "config" not in metadata:
+            return {}
+        try:
+            config = parse_yaml(metadata["config"], f"{self.file}: the config in its metadata")
+        except (ConfigError, LimitError) as error:
+            raise CheckpointError(str(error)) from None
+        decoder = config.get("decoder")
+        if not isinstance(decoder, dict) or decoder.get("type") not in DECODERS:
+            raise CheckpointError(f"{self.file}: the config in its metadata names no decoder type we know "
+                                  f"({', '.join(DECODERS)})")  # fmt: skip
+        return config
 
     def _read_names(self, metadata: dict[str, str], width: int | str | None) -> dict[int, str]:
+        text = metadata["names"]
         try:
-            names = ast.literal_eval(metadata["names"])  # a dict's repr; literal_eval evaluates no code
-            names = {int(k): str(v) for k, v in names.items()}
-        except (ValueError, SyntaxError, AttributeError, TypeError):
+            limits.YAML_BYTES.check(len(text), f"{self.file}: the class names in its metadata")
+            names = ast.literal_eval(text)  # a dict's or list's repr; literal_eval evaluates no code
+            if not isinstance(names, (dict, list)):
+                raise TypeError
+            names = class_names(names, len(names), f"{self.file}: the class names in its metadata")
+        except (ConfigError, LimitError) as error:  # keys other than the classes 0..n-1, or too many of them
+            raise CheckpointError(str(error)) from None
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             raise CheckpointError(f"{self.file}: unreadable class names in its metadata") from None
         if isinstance(width, int) and width not in (4 + len(names), 6):
             raise CheckpointError(

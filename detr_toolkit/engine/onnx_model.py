@@ -53,6 +53,9 @@ class OnnxModel(ExportedModel):
         except Exception as error:  # noqa: BLE001 (onnxruntime raises its own Exception subclasses for unreadable files)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"{self.file}: not a model onnxruntime can run ({reason})") from None
+        image_type = self.session.get_inputs()[0].type
+        if image_type != "tensor(float)":  # float16 graphs too: the preprocessing makes float32 images
+            raise CheckpointError(f"{self.file}: takes {image_type} images; an RT-DETR export takes tensor(float)")
         self.target = torch.device("cuda" if "CUDAExecutionProvider" in self.providers else "cpu")
         metadata = self.session.get_modelmeta().custom_metadata_map
         return metadata, [i.shape for i in self.session.get_inputs()], [o.shape for o in self.session.get_outputs()]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from ..errors import CheckpointError, ConfigError
+from ..config import load_yaml
+from ..errors import CheckpointError, ConfigError, LimitError
 from ..extras import require
 from .exported_model import ExportedModel, Shape
 from .predictor import inference_dtype
@@ -68,11 +68,9 @@ class OpenVinoModel(ExportedModel):
         if not metadata_file.is_file():
             raise CheckpointError(f"{graph.parent}: no {METADATA_FILE} beside the graph (class names, input size)")
         try:
-            metadata = yaml.safe_load(metadata_file.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{metadata_file}: unreadable YAML ({type(error).__name__})") from None
-        if not isinstance(metadata, dict):
-            raise CheckpointError(f"{metadata_file}: not a mapping of metadata")
+            metadata = load_yaml(metadata_file)  # within the YAML limits: size, aliases expanded
+        except (ConfigError, LimitError) as error:
+            raise CheckpointError(str(error)) from None
         self.dtype = inference_dtype(self.target, self.half)  # bfloat16 or float32, as for a PyTorch model
         self.precision = "bf16" if self.dtype == torch.bfloat16 else "f32"
         try:

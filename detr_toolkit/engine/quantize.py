@@ -1,4 +1,5 @@
-"""int8 ONNX: static quantization of an exported detector with onnxruntime, calibrated on a dataset's images.
+"""int8 ONNX: static quantization of an exported detector with onnxruntime, calibrated on images (a dataset's
+or a folder's).
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op, as TensorRT and onnxruntime's CPU
 int8 kernels read it), int8 weights per output channel, uint8 activations scaled from their calibrated ranges.
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import read_image
+from ..data.images import IMAGE_SUFFIXES, read_image
 from ..data.sources import Frame
 from ..data.splits import load_split
 from ..errors import DatasetError, DetrToolkitError
@@ -60,16 +61,22 @@ def nodes_to_quantize(graph) -> list[str]:
 
 
 def calibration_images(data: str | Path, imgsz: int, count: int) -> list[np.ndarray]:
-    """Up to `count` images of the dataset's train split (its val split where it has none), evenly spread, each
-    preprocessed as predict does: (3, imgsz, imgsz) float32 RGB in 0..1."""
-    try:
-        annotations, _ = load_split(data, "train")
-    except DatasetError:
-        annotations, _ = load_split(data, "val")
-    if not annotations:
+    """Up to `count` images, evenly spread, each preprocessed as predict does: (3, imgsz, imgsz) float32 RGB in
+    0..1. data: a folder of images (calibration needs neither labels nor the model's classes), or a dataset file:
+    its train split's images (its val split's where it has no train split)."""
+    data = Path(data)
+    if data.is_dir():
+        files = sorted(p for p in data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    else:
+        try:
+            annotations, _ = load_split(data, "train")
+        except DatasetError:
+            annotations, _ = load_split(data, "val")
+        files = [annotation.image for annotation in annotations]
+    if not files:
         raise DatasetError(f"{data}: no images to calibrate int8 on")
-    picked = [annotations[int(i)] for i in np.linspace(0, len(annotations) - 1, min(count, len(annotations)))]
-    frames = [Frame(read_image(a.image), str(a.image)) for a in picked]
+    picked = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(count, len(files)))]
+    frames = [Frame(read_image(file), str(file)) for file in picked]
     return [preprocess([frame], imgsz, torch.device("cpu"), torch.float32)[0].numpy() for frame in frames]
 
 

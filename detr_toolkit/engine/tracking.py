@@ -7,34 +7,73 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import inspect
+import typing
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torchvision.ops import nms
 
+from ..config import load_yaml
 from ..errors import ConfigError
 from ..extras import require
 from ..results import Results
+from ..settings import TRACKERS, tracker_kind
 
-# Our names (ultralytics' `tracker=` names, its .yaml suffix accepted) -> the trackers package's classes.
-TRACKERS = {"bytetrack": "ByteTrackTracker", "botsort": "BoTSORTTracker", "ocsort": "OCSORTTracker",
-            "sort": "SORTTracker"}  # fmt: skip
-
-
-def tracker_name(name: str) -> str:
-    """`bytetrack`, `bytetrack.yaml` (ultralytics' spelling) -> `bytetrack`; ConfigError for an unknown one."""
-    key = Path(str(name)).name.lower().removesuffix(".yaml").removesuffix(".yml")
-    if key not in TRACKERS:
-        raise ConfigError(f"tracker={name!r}: unknown tracker (known: {', '.join(TRACKERS)})")
-    return key
+# ultralytics' tracker YAML keys -> the trackers package's arguments that mean the same; its keys without one.
+ULTRALYTICS_KEYS = {"track_buffer": "lost_track_buffer", "new_track_thresh": "track_activation_threshold",
+                    "track_high_thresh": "high_conf_det_threshold", "gmc_method": "cmc_method"}  # fmt: skip
+UNUSED_ULTRALYTICS_KEYS = ("track_low_thresh", "match_thresh", "fuse_score", "proximity_thresh", "appearance_thresh",
+                           "with_reid", "model")  # fmt: skip
+MAX_FRAMES = 100_000  # frame counts a tracker setting may hold (lost-track buffer, confirmation frames)
+NOT_SETTINGS = ("self", "frame_rate", "state_estimator_class", "iou")  # constructor arguments a YAML file cannot set
 
 
-def make_tracker(name: str, frame_rate: float = 30.0) -> Any:
-    """A new tracker of the `trackers` package, for frames at `frame_rate` per second."""
-    trackers = require("trackers", "tracking", "track")
-    return getattr(trackers, TRACKERS[tracker_name(name)])(frame_rate=frame_rate)
+def tracker_settings(tracker: str) -> tuple[str, dict[str, Any]]:
+    """`tracker=` -> (tracker name, its constructor arguments): none for a name, the file's for a YAML file (see
+    settings.tracker_kind), each checked against the trackers package's constructor: known, of its type, in range
+    (thresholds 0..1, frame counts 0..MAX_FRAMES, choices of a Literal)."""
+    kind, path = tracker_kind(tracker)
+    if path is None:
+        return kind, {}
+    spec = {k: v for k, v in load_yaml(path).items() if k != "tracker_type"}
+    unused = sorted(set(spec) & set(UNUSED_ULTRALYTICS_KEYS))
+    if unused:
+        warnings.warn(f"{path}: {', '.join(unused)}: ultralytics' settings the trackers package's {kind} has not",
+                      stacklevel=2)  # fmt: skip
+    arguments = {ULTRALYTICS_KEYS.get(k, k): v for k, v in spec.items() if k not in UNUSED_ULTRALYTICS_KEYS}
+    constructor = _tracker_class(kind).__init__
+    parameters = {n: p for n, p in inspect.signature(constructor).parameters.items() if n not in NOT_SETTINGS}
+    unknown = sorted(set(arguments) - set(parameters))
+    if unknown:
+        raise ConfigError(f"{path}: unknown {kind} setting(s) {unknown} (known: {', '.join(parameters)})")
+    hints = typing.get_type_hints(constructor)
+    for name, value in arguments.items():
+        default, choices = parameters[name].default, typing.get_args(hints.get(name))
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_FRAMES
+            expected = f"an integer in 0..{MAX_FRAMES}"
+        elif isinstance(default, float):
+            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1, "0..1"
+        else:
+            ok, expected = value in choices, f"one of {', '.join(map(str, choices))}"
+        if not ok:
+            raise ConfigError(f"{path}: {name}={value!r}: must be {expected}")
+    return kind, arguments
+
+
+def _tracker_class(kind: str) -> type:
+    return getattr(require("trackers", "tracking", "track"), TRACKERS[kind])
+
+
+def make_tracker(settings: tuple[str, dict[str, Any]], frame_rate: float = 30.0) -> Any:
+    """A new tracker of the `trackers` package from `tracker_settings`, for frames at `frame_rate` per second."""
+    kind, arguments = settings
+    return _tracker_class(kind)(frame_rate=frame_rate, **arguments)
 
 
 def track(tracker: Any, result: Results, iou: float) -> Results:

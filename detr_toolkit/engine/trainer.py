@@ -34,12 +34,17 @@ validates, logs and saves, and at the end all ranks check that their weights are
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import io
 import math
 import os
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +57,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
 from ..errors import CheckpointError, ConfigError, ModelOutputError
-from ..files import check_writable, first_missing, increment_dir, make_dirs, remove_if_unused, write_file
+from ..files import (
+    check_writable,
+    first_missing,
+    increment_dir,
+    make_dirs,
+    remove_if_unused,
+    remove_partial_files,
+    run_lock,
+    write_file,
+)
 from ..loss import build_criterion
 from ..nn import Detector, build_model
 from ..settings import TrainArgs
@@ -159,6 +173,33 @@ def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, torch.device(f"cuda:{local_rank}" if cuda else "cpu")
 
 
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Meanwhile SIGTERM (`kill`, a scheduler's stop) raises SystemExit in the main thread: the run cleans up as
+    after Ctrl-C (a run folder without a checkpoint goes) instead of dying where it stands."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def earlier_results(results_csv: Path, epochs: int) -> list[dict[str, Any]]:
+    """The rows of the first `epochs` epochs in a run's results.csv (none where it is missing or unreadable)."""
+    try:
+        with results_csv.open(newline="") as f:
+            return [row for row in csv.DictReader(f) if row.get("epoch", "").isdigit() and int(row["epoch"]) <= epochs]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
 class Trainer:
     """Trains a model (its `config` with class `names`, from `state` or fresh) on `args.data`; `train()` returns the
     run folder. `Trainer.resume(args)` continues a run from its weights/last.pt."""
@@ -227,6 +268,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self._loader(0)) / args.accumulate)
         self.epochs = args.epochs  # planned; time= re-fits it after every epoch
         self.train_seconds = 0.0  # spent training so far (over resumes), for time=
+        self.results: list[dict[str, Any]] = []  # results.csv's rows, one per epoch done
         self.val_seconds = 0.0  # the last validation's
         self.mixing = args.mosaic > 0 or args.mixup > 0  # until the final, plain epochs
         warmup = self._warmup()
@@ -266,7 +308,12 @@ class Trainer:
         # What the run was given stays given (not fitted to the data); a checkpoint from before "given" was
         # stored counts every setting as given.
         resumed.given = frozenset(checkpoint.get("given", checkpoint["train_args"])) | args.given
-        if resumed.time and checkpoint.get("train_seconds", 0.0) >= resumed.time * 3600:
+        # a time= run is over when its time is spent, or when it ended its plan and was given no more time
+        time_given = resumed.time or 0
+        ended_plan = checkpoint["epoch"] + 1 >= checkpoint.get("planned_epochs", resumed.epochs)
+        more_time = time_given > (checkpoint["train_args"].get("time") or 0)
+        spent = checkpoint.get("train_seconds", 0.0) >= time_given * 3600
+        if time_given and (spent or ended_plan and not more_time):
             raise ConfigError(f"{path}: the run has used its time={resumed.time:g} hours; give time= more to continue")
         if not resumed.time and resumed.epochs <= checkpoint["epoch"] + 1:
             raise ConfigError(
@@ -290,6 +337,12 @@ class Trainer:
         self.best_fitness = checkpoint.get("best_fitness", -1.0)
         self.best_epoch = checkpoint.get("best_epoch", -1)
         self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+        # its results.csv rows (a checkpoint from before they were stored: the file's rows up to its epoch)
+        self.results = (
+            list(checkpoint["results"])
+            if "results" in checkpoint
+            else earlier_results(Path(source).parent.parent / "results.csv", checkpoint["epoch"] + 1)
+        )
         if self.args.time:  # else the (perhaps changed) epochs= holds
             self.epochs = max(int(checkpoint.get("planned_epochs", self.epochs)), self.start_epoch + 1)
         self.mixing = bool(checkpoint.get("mixing", self.mixing))
@@ -310,7 +363,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "config": self.config,
             "names": self.names, "train_args": self.args.to_dict(), "save_dir": str(self.save_dir),
             "train_seconds": self.train_seconds, "planned_epochs": self.epochs, "mixing": self.mixing,
-            "given": sorted(self.args.given),
+            "given": sorted(self.args.given), "results": self.results,
         })  # fmt: skip
 
     # --- loop ----------------------------------------------------------------------------------------------
@@ -455,8 +508,12 @@ class Trainer:
         try:
             if self.main:
                 make_dirs(self.save_dir / "weights")
-                write_file(self.save_dir / "args.yaml", yaml.safe_dump(self.args.to_dict(), sort_keys=False).encode())
-            self._train()
+            with run_lock(self.save_dir) if self.main else contextlib.nullcontext(), sigterm_raises():
+                if self.main:
+                    remove_partial_files(self.save_dir)  # of a save killed mid-way (no one else writes here now)
+                    args = yaml.safe_dump(self.args.to_dict(), sort_keys=False).encode()
+                    write_file(self.save_dir / "args.yaml", args)
+                self._train()
         except BaseException:
             if self.main and self.made_run_dir:
                 remove_if_unused(self.save_dir, keep_if_present="weights/last.pt", made_from=self.made_from)
@@ -556,7 +613,8 @@ class Trainer:
         return fitness
 
     def _record(self, epoch: int, row: dict[str, Any], fitness: float | None) -> None:
-        """Print the epoch's row, save the checkpoints, append to results.csv and redraw results.png."""
+        """Print the epoch's row, save the checkpoints (last.pt holds every row so far), rewrite results.csv from
+        them and redraw results.png. A kill between the two leaves a checkpoint whose resume writes the file again."""
         if self.args.verbose and not self.progress_bar:
             print(f"epoch {epoch + 1}/{self.epochs}: " + "  ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and not k.startswith("lr/")))  # fmt: skip
@@ -564,14 +622,20 @@ class Trainer:
             print(
                 f"warning: epoch {epoch + 1}: {row['skipped']} batches or steps skipped (non-finite loss or gradients)"
             )
+        self.results.append({k: round(v, 7) if isinstance(v, float) else v for k, v in row.items()})
         self._save(epoch, fitness)
+        self._write_results()
+
+    def _write_results(self) -> None:
+        """results.csv (atomically) from the rows of the epochs done, and results.png from it."""
         results_csv = self.save_dir / "results.csv"
-        with results_csv.open("w" if epoch == 0 else "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if epoch == 0:
-                writer.writeheader()
-            writer.writerow({k: round(v, 7) if isinstance(v, float) else v for k, v in row.items()})
-        if self.args.plots:
+        fields = list(dict.fromkeys(key for row in self.results for key in row))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.results)
+        write_file(results_csv, text.getvalue().encode())
+        if self.args.plots and self.results:
             plot_results(results_csv)
 
     def _check_in_sync(self) -> None:
