@@ -14,7 +14,7 @@ def object_sizes(kind: str, images: int = 4) -> tuple[list[int], list[float]]:
     """Objects per image and the long side (px) of each, over a few train images of `kind`."""
     counts, sizes = [], []
     for index in range(images):
-        image, objects = draw_image(np.random.default_rng([1, 0, index]), "train", [], KINDS[kind])
+        image, objects = draw_image(np.random.default_rng([1, 0, index]), [], KINDS[kind])
         h, w = image.shape[:2]
         assert image.dtype == np.uint8 and KINDS[kind].width[0] <= w < KINDS[kind].width[1]
         for _, x1, y1, x2, y2 in objects:
