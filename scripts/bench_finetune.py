@@ -17,20 +17,14 @@ from its results.csv. Target (issue 23): fine-tuned far above from scratch at ev
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 from pathlib import Path
 
 from machine import cpu_name, load_average, settle
+from run_curve import curve
 
 ROOT = Path(__file__).resolve().parent.parent
 FINE_TUNING_CLASSES = ["hexagon", "cross"]
-
-
-def curve(run: Path) -> list[tuple[float, float, float]]:
-    """(wall minutes, mAP50, mAP50-95) after each epoch of a run."""
-    with (run / "results.csv").open() as f:
-        return [(float(r["time"]) / 60, float(r["mAP50"]), float(r["mAP50-95"])) for r in csv.DictReader(f)]
 
 
 def train(start: str | Path, recipe: str | None, data: Path, minutes: float, name: str, work: Path,
@@ -102,7 +96,9 @@ def main() -> None:
         sides = {"fine-tuned": (pretrained, args.finetune_cfg),
                  "from scratch": (ROOT / "configs" / "rtdetr-tiny.yaml", args.scratch_cfg)}  # fmt: skip
         for label, (start, recipe) in sides.items():
-            curves[label] = curve(train(start, recipe, data, args.minutes, label.replace(" ", "-"), work, args))
+            curves[label] = curve(
+                train(start, recipe, data, args.minutes, label.replace(" ", "-"), work, args), "mAP50", "mAP50-95"
+            )
             settle(90)
 
     print(

@@ -19,7 +19,6 @@ each trainer's own validation computed it against the wall minutes its results.c
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -33,6 +32,7 @@ import cv2
 import numpy as np
 import yaml
 from machine import cpu_name, load_average, settle
+from run_curve import curve
 
 from detr_toolkit.data.aerial import CLASSES, KINDS, make_aerial, save_samples
 
@@ -55,16 +55,6 @@ def load_photos() -> list[np.ndarray]:
             if image is not None:
                 photos.setdefault(path.name, image)
     return list(photos.values())
-
-
-def curve(run: Path, time_column: str, map_column: str) -> list[tuple[float, float]]:
-    """(wall minutes, val mAP50-95) after each epoch, from a run's results.csv."""
-    file = run / "results.csv"
-    if not file.is_file():
-        return []
-    with file.open() as f:
-        rows = [{key.strip(): value for key, value in row.items()} for row in csv.DictReader(f)]
-    return [(float(row[time_column]) / 60, float(row[map_column])) for row in rows]
 
 
 # --- the two trainers (each in a process of its own) ----------------------------------------------------------
@@ -101,7 +91,7 @@ def run_yolo(args: argparse.Namespace, data_yaml: Path, work: Path) -> dict:
         detections.append(np.concatenate([boxes.xyxy.numpy(), boxes.conf.numpy()[:, None],
                                           boxes.cls.numpy()[:, None]], 1).astype(np.float32))  # fmt: skip
     stats, _ = coco_metrics(annotations, detections, names)
-    points = curve(run, "time", "metrics/mAP50-95(B)")
+    points = curve(run, "metrics/mAP50-95(B)")
     return {"epochs": len(points), "seconds": seconds, "stats": stats, "curve": points,
             "threads": torch.get_num_threads(), "load": (load_before[0], load_after[0])}  # fmt: skip
 
@@ -120,7 +110,7 @@ def run_ours(args: argparse.Namespace, data_yaml: Path, work: Path) -> dict:
     seconds = time.perf_counter() - started
     load_after = load_average("after ours")
     stats = model.val(str(data_yaml), imgsz=args.imgsz, threads=args.threads, verbose=False)["metrics"]
-    points = curve(Path(run), "time", "mAP50-95")
+    points = curve(Path(run), "mAP50-95")
     return {"epochs": len(points), "seconds": seconds, "stats": stats, "curve": points, "threads": args.threads,
             "load": (load_before[0], load_after[0]), "model": Path(model_name).stem}  # fmt: skip
 
