@@ -22,6 +22,7 @@ from detr_toolkit.data.coco import load_coco
 from detr_toolkit.data.synthetic import make_synthetic
 from detr_toolkit.engine.coco_metrics import STAT_NAMES, coco_metrics
 from detr_toolkit.engine.trainer import adapt_to_classes
+from detr_toolkit.settings import TrainArgs
 
 TRAIN = ["epochs=3", "batch=4", "imgsz=64", "workers=0", "warmup_iters=4", "lr=0.0005", "seed=3"]
 
@@ -159,10 +160,10 @@ def test_cli_recipe_names_its_data_and_false_resume_trains(shapes, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"model": str(config), "data": str(data), "epochs": 1, "batch": 4, "imgsz": 64,
                                       "workers": 0, "val": False, "plots": False}))  # fmt: skip
-    for resume in ("no", "false", "0"):
-        process = detect("train", "--cfg", recipe, f"resume={resume}", f"project={tmp_path}", f"name={resume}")
-        assert process.wait(timeout=300) == 0, process.stderr.read()
-        assert (tmp_path / resume / "weights" / "last.pt").is_file()
+    process = detect("train", "--cfg", recipe, "resume=no", f"project={tmp_path}", "name=run")
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert (tmp_path / "run" / "weights" / "last.pt").is_file()
+    assert not any(TrainArgs.create(data="d.yaml", resume=spelling).resume for spelling in ("false", "0", "off"))
 
 
 def test_sigterm_cleans_up_and_a_run_without_a_checkpoint_says_so(shapes, tmp_path):
