@@ -261,9 +261,10 @@ TRACKERS = {"bytetrack": "ByteTrackTracker", "botsort": "BoTSORTTracker", "ocsor
             "sort": "SORTTracker"}  # fmt: skip
 
 
-def tracker_kind(tracker: str) -> tuple[str, Path | None]:
-    """`tracker=` -> (tracker name, its YAML file or None): a name (`bytetrack`, or ultralytics' `bytetrack.yaml`
-    where no such file is) or a YAML file whose `tracker_type` names one (read within the YAML limits)."""
+def tracker_kind(tracker: str) -> tuple[str, dict[str, Any] | None]:
+    """`tracker=` -> (tracker name, its YAML file's settings or None): a name (`bytetrack`, or ultralytics'
+    `bytetrack.yaml` where no such file is) or a YAML file whose `tracker_type` names one (read within the YAML
+    limits)."""
     path = Path(str(tracker)).expanduser()
     if path.exists():
         spec = load_yaml(path)
@@ -272,7 +273,7 @@ def tracker_kind(tracker: str) -> tuple[str, Path | None]:
             raise ConfigError(
                 f"{path}: tracker_type {spec.get('tracker_type')!r} unknown (known: {', '.join(TRACKERS)})"
             )
-        return kind, path
+        return kind, spec
     kind = path.name.lower().removesuffix(".yaml").removesuffix(".yml")
     if kind not in TRACKERS:
         raise ConfigError(f"tracker={tracker!r}: unknown tracker (known: {', '.join(TRACKERS)}), and no such file")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import inspect
 import typing
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torchvision.ops import nms
 
-from ..config import load_yaml
 from ..errors import ConfigError
 from ..extras import require
 from ..results import Results
@@ -35,10 +35,11 @@ def tracker_settings(tracker: str) -> tuple[str, dict[str, Any]]:
     """`tracker=` -> (tracker name, its constructor arguments): none for a name, the file's for a YAML file (see
     settings.tracker_kind), each checked against the trackers package's constructor: known, of its type, in range
     (thresholds 0..1, frame counts 0..MAX_FRAMES, choices of a Literal)."""
-    kind, path = tracker_kind(tracker)
-    if path is None:
+    kind, spec = tracker_kind(tracker)
+    if spec is None:
         return kind, {}
-    spec = {k: v for k, v in load_yaml(path).items() if k != "tracker_type"}
+    path = Path(str(tracker)).expanduser()
+    spec = {k: v for k, v in spec.items() if k != "tracker_type"}
     unused = sorted(set(spec) & set(UNUSED_ULTRALYTICS_KEYS))
     if unused:
         warnings.warn(f"{path}: {', '.join(unused)}: ultralytics' settings the trackers package's {kind} has not",
