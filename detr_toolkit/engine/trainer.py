@@ -341,7 +341,7 @@ class Trainer:
         self.results = (
             list(checkpoint["results"])
             if "results" in checkpoint
-            else earlier_results(Path(source).parent.parent / "results.csv", checkpoint["epoch"] + 1)
+            else earlier_results(Path(str(save_dir)) / "results.csv", checkpoint["epoch"] + 1)
         )
         if self.args.time:  # else the (perhaps changed) epochs= holds
             self.epochs = max(int(checkpoint.get("planned_epochs", self.epochs)), self.start_epoch + 1)
