@@ -297,3 +297,55 @@ def test_our_file_with_a_broken_config_inside(tmp_path, tiny_weights):
         with pytest.raises((CheckpointError, ValueError), match=message) as raised:
             RTDETR(path)
         assert str(path) in str(raised.value)
+
+
+class Calls:
+    """Pickles as a call of `function(*args)`: an allow-listed global given arguments it does not take."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        Calls(torch._utils._rebuild_tensor_v2, 1, 2),
+        Calls(torch._utils._rebuild_parameter, 1),
+        Calls(torch.Size, "abc", 5),
+        Calls(torch.device, 3.5),
+        Calls(set, 1),
+        Calls(__import__("codecs").encode, 1, 2, 3, 4),
+        Calls(__import__("numpy")._core.multiarray.scalar, __import__("numpy").dtype("O"), b"x"),
+        Calls(__import__("numpy").dtype, "not-a-dtype"),
+    ],
+    ids=["tensor", "parameter", "size", "device", "set", "bytes", "numpy-object-scalar", "numpy-dtype"],
+)
+def test_allowed_globals_called_wrongly_are_corrupt_files(tmp_path, call):
+    import pickle
+
+    path = tmp_path / "wrong.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"model": call}, protocol=2))
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+    with pytest.raises(CheckpointError, match=r"wrong\.pt: corrupt checkpoint \(TypeError: "):
+        RTDETR(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.float8_e4m3fn, torch.int32, torch.bool])
+def test_weights_of_another_kind_of_number_are_refused(tmp_path, tiny_weights, dtype):
+    """Complex, float8 or integer tensors in place of float weights: refused by name, not cast with a warning."""
+    from detr_toolkit.weights import load_weights, save_weights
+
+    config, state = load_weights(tiny_weights)
+    name = next(key for key in state if key.endswith("weight"))
+    state[name] = state[name].to(dtype)
+    bad = save_weights(state, config, tmp_path / "cast.safetensors")
+    kind = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=rf"cast\.safetensors: .*of other kinds: {name} \({kind}\)"):
+        RTDETR(bad)
+    state[name] = state[name].to(torch.float32).half()  # float16 weights are the same kind: they load
+    RTDETR(save_weights(state, config, tmp_path / "half.safetensors"))

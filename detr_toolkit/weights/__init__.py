@@ -103,6 +103,14 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
         ("missing", sorted(k for k in own if k not in state and not k.endswith(OPTIONAL_SUFFIXES))),
         ("not tensors", sorted(k for k in state if k in own and k not in tensors)),
         ("of other shapes", sorted(k for k in tensors if k in own and tensors[k].shape != own[k].shape)),
+        (
+            "of other kinds",
+            sorted(
+                f"{k} ({str(v.dtype).removeprefix('torch.')})"
+                for k, v in tensors.items()
+                if k in own and not _same_kind(v, own[k])
+            ),
+        ),
     ):
         if keys:
             shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
@@ -110,6 +118,18 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
     if problems:
         raise CheckpointError(f"{source}: the weights do not fit the model config ({'; '.join(problems)})")
     model.load_state_dict({**{k: v for k, v in own.items() if k.endswith(OPTIONAL_SUFFIXES)}, **state})
+
+
+# Floating dtypes a weight is stored in and cast from without losing what it means; complex, float8 (a scaled format
+# whose scale lives elsewhere) and integers are other kinds of number.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _same_kind(tensor: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether `tensor` can be copied into the model's `own` tensor as the same kind of number."""
+    if own.is_floating_point():
+        return tensor.dtype in WEIGHT_DTYPES
+    return not (tensor.is_floating_point() or tensor.is_complex())
 
 
 __all__ = ["load", "load_state", "load_weights", "save_weights"]

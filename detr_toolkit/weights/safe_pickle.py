@@ -26,6 +26,19 @@ from ..errors import CheckpointError
 
 # Modules whose classes may appear as nodes of a pickled module tree; never imported, only named.
 MODULE_TREE_PREFIXES = ("torch.nn.modules.", "ultralytics.")
+# What loading a damaged or hand-made pickle raises, from torch's reader or from an allow-listed global.
+CORRUPT = (
+    RuntimeError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
 # Plain records that checkpoints carry as metadata (rf-detr's training arguments); also stand-ins.
 RECORD_CLASSES = {("argparse", "Namespace")}
 
@@ -139,8 +152,9 @@ def load_foreign_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{path}: refused to load: {error}") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as error:
-        raise CheckpointError(f"{path}: corrupt checkpoint ({type(error).__name__}: {error})") from None
+    except CORRUPT as error:  # allow-listed rebuilders called with the wrong arguments are corrupt files too
+        detail = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise CheckpointError(f"{path}: corrupt checkpoint ({detail})") from None
 
 
 def _check_expansion(path: Path) -> None:
