@@ -171,6 +171,21 @@ def test_a_diverging_run_stops_and_never_keeps_a_broken_best(shapes, tmp_path, c
         assert all(torch.isfinite(t).all() for t in finite if t.is_floating_point())
 
 
+def test_a_run_whose_every_validation_is_broken_is_not_done(shapes, tmp_path, capsys):
+    """lr=1e10: one step makes the weights huge but finite, the rest are skipped, every validation meets NaN: an
+    error naming lr (exit 2), not "1 epochs done"; the run folder is kept as it is."""
+    data, config = shapes
+    code = main(["train", "--model", str(config), "--data", str(data), "epochs=1", "lr=1e10",
+                 *(f"{k}={v}" for k, v in QUICK.items()), f"project={tmp_path}", "name=huge"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "training diverged: the model's outputs were not finite at epoch 1 and no epoch scored; lower lr=1e+10" in err
+    )
+    assert (tmp_path / "huge" / "weights" / "last.pt").is_file()
+    assert not (tmp_path / "huge" / "weights" / "best.safetensors").exists()
+
+
 def test_a_seeded_run_repeats_its_losses_and_weights(shapes, tmp_path):
     """What the README promises for seed=: on the same machine and thread count, a run repeats its losses and
     weights bit for bit, with augmentation drawn in a data-loader worker process and compute on 2 threads."""

@@ -652,11 +652,20 @@ class Trainer:
     def finish(self) -> None:
         """Score best.safetensors on the val split: PR curves and confusion matrix plots, a per-class AP table."""
         args = self.args
+        best_file = self.save_dir / "weights" / "best.safetensors"
+        last_map = self.results[-1].get("mAP50-95", 0.0) if self.results else 0.0
+        if self.val_set is not None and math.isnan(last_map):  # the last validation met non-finite outputs
+            if not best_file.is_file():
+                raise ModelOutputError(
+                    f"training diverged: the model's outputs were not finite at epoch {self.epochs_done} and no epoch "
+                    f"scored; lower lr={args.lr:g} (the run is in {self.save_dir})"
+                )
+            print(f"warning: the last epoch's outputs are not finite (training diverged): use {best_file} (epoch "
+                  f"{self.best_epoch + 1}), not last.safetensors")  # fmt: skip
         if args.verbose:
             print(f"\n{self.epochs_done} epochs done; results in {self.save_dir}")
             if self.skipped:
                 print(f"warning: {self.skipped} batches or steps skipped for non-finite losses or gradients")
-        best_file = self.save_dir / "weights" / "best.safetensors"
         if self.val_set is None or not best_file.is_file():
             return
         best = copy.deepcopy(self.ema.module)
