@@ -57,6 +57,8 @@ MODEL_QUERIES = Limit("MODEL_QUERIES", 10_000, "queries")
 MODEL_CLASSES = Limit("MODEL_CLASSES", 100_000, "classes")
 # A model input side (imgsz, eval_size): 4096 px already needs gigabytes of activations; slice larger images (SAHI).
 IMAGE_SIZE = Limit("IMAGE_SIZE", 4096, "pixels a side")
+# Pixels of one forward pass's batch (batch x imgsz^2): 8 images at the largest imgsz; the activations are ~100x.
+BATCH_PIXELS = Limit("BATCH_PIXELS", 8 * 4096**2, "pixels in a batch")
 # Downloads: official weights are up to a few hundred MB; an image or video by URL is far smaller.
 DOWNLOAD_BYTES = Limit("DOWNLOAD_BYTES", 4 << 30, "bytes")
 SOURCE_BYTES = Limit("SOURCE_BYTES", 256 << 20, "bytes")

@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import weights
+from . import limits, weights
 from .config import class_names
 from .engine.device import select_device
 from .engine.exported_model import ExportedModel, open_exported
@@ -101,7 +101,7 @@ class RTDETR:
         return self._run(args, source, stream, tracker=self._tracker[1])
 
     def _run(self, args: PredictArgs, source: Any, stream: bool, tracker: Any) -> list[Results] | Iterator[Results]:
-        args.imgsz = self._input_size(args.imgsz)
+        args.imgsz = self._input_size(args.imgsz, args.batch)
         if args.classes is not None and not set(args.classes) <= set(self.names):
             raise ConfigError(f"classes={args.classes}: the model has classes 0..{len(self.names) - 1}")
         with threads_for_call(args.threads):  # building it runs on the setting's threads too
@@ -115,9 +115,12 @@ class RTDETR:
 
     __call__ = predict
 
-    def _input_size(self, imgsz: int | None) -> int:
-        """The input size to run: `imgsz`, or the model's; checked against what the model takes."""
-        return (self.exported or self.model).check_input_size(imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
+    def _input_size(self, imgsz: int | None, batch: int) -> int:
+        """The input size to run: `imgsz`, or the model's; checked against what the model takes, and a batch of
+        `batch` of them against the memory limit."""
+        size = (self.exported or self.model).check_input_size(imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
+        limits.BATCH_PIXELS.check(batch * size * size, f"batch={batch} at imgsz={size}")
+        return size
 
     def _inference(self, device: Any, half: bool) -> Inference:
         """The model ready to run on `device` (default: the model's) in `half` precision or not: the exported file,
@@ -216,7 +219,7 @@ class RTDETR:
         if not any(len(annotation.boxes) for annotation in annotations):  # COCO metrics are -1 (undefined) then
             warnings.warn(f"{args.data}: its {args.split} split has no annotated objects: the metrics are -1 "
                           "(undefined)", stacklevel=2)  # fmt: skip
-        dataset = DetectionDataset(annotations, names, self._input_size(args.imgsz))
+        dataset = DetectionDataset(annotations, names, self._input_size(args.imgsz, args.batch))
         with threads_for_call(args.threads):
             stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
         if args.verbose:

@@ -125,6 +125,28 @@ def test_every_setting_is_validated_with_its_name_and_range(args, message, tiny_
     assert capsys.readouterr().err.strip() == f"error: {message}"
 
 
+def test_a_batch_too_large_for_memory_is_refused_before_allocating(tmp_path, tiny_weights, capsys):
+    """batch x imgsz^2 against a limit that names itself (an allocation traceback, or the OOM killer, before)."""
+    from detr_toolkit.data.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "shapes", train=4, val=2, size=64)
+    limit = "pixels in a batch, above the limit of 134,217,728 (set DETR_TOOLKIT_MAX_BATCH_PIXELS to raise it)"
+    for args, asked in [
+        (["predict", PHOTOS[0], "batch=65536", "imgsz=640"], "batch=65536 at imgsz=640: 26,843,545,600"),
+        (["val", "--data", data, "batch=9", "imgsz=4096"], "batch=9 at imgsz=4096: 150,994,944"),
+        (["export", f"file={tmp_path / 'm.onnx'}", "batch=65536"], "export batch=65536 at imgsz=128: 1,073,741,824"),
+        (["train", "--data", data, "batch=2", "imgsz=64", "multi_scale=[64, 9216]"], None),
+        (["train", "--data", data, "batch=16", "imgsz=4096", f"project={tmp_path}"], "batch=16 at imgsz=4096: 268,"),
+    ]:
+        assert main([*map(str, args), "--model", str(tiny_weights)]) == 2
+        err = capsys.readouterr().err
+        if asked is None:  # a multi_scale size above the side limit is named as such
+            assert "multi_scale" in err and "DETR_TOOLKIT_MAX_IMAGE_SIZE" in err, err
+        else:
+            assert err.startswith(f"error: {asked}") and limit in err, err
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "exp").exists()
+
+
 def test_numbers_in_yaml_spelling_are_numbers(tmp_path, tiny_weights, capsys):
     """YAML reads `1e-4` as text (it wants a dot): settings from key=value, --options and cfg files are numbers."""
     from detr_toolkit.settings import TrainArgs

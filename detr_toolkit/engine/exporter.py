@@ -24,6 +24,7 @@ import torch
 import yaml
 from torch import nn
 
+from .. import limits
 from ..extras import require
 from ..files import atomic_folder, check_writable, write_file
 from ..nn import Detector, fuse_model
@@ -116,6 +117,7 @@ def export_onnx(
     """
     onnx = require("onnx", "ONNX export", "export")
     detector.check_input_size(imgsz)
+    limits.BATCH_PIXELS.check(batch * imgsz * imgsz, f"export batch={batch} at imgsz={imgsz}")
     check_writable(file)  # before the export's work, not after it
     any_size = dynamic and exporter == "dynamo" and any_size_allowed(detector)
     images = torch.rand(batch, 3, imgsz, imgsz)

@@ -54,6 +54,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .. import limits
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
 from ..errors import CheckpointError, ConfigError, ModelOutputError
@@ -251,6 +252,8 @@ class Trainer:
         self.model.check_input_size(args.imgsz)
         for size in args.multi_scale:
             self.model.check_input_size(size, "multi_scale")
+        largest = max([args.imgsz, *args.multi_scale])
+        limits.BATCH_PIXELS.check(args.batch * largest**2, f"batch={args.batch} at imgsz={largest}")
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
