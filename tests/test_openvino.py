@@ -166,3 +166,28 @@ def test_metadata_yaml_is_read_within_the_yaml_limits(demo_openvino, tmp_path):
         with pytest.raises(CheckpointError, match=re.escape(message)) as error:
             RTDETR(folder)
         assert "\n" not in str(error.value)
+
+
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
+    """OpenVINO's writer meets a full disk (here: a file-size limit, as real as ENOSPC to the writer): one
+    OutputError naming the folder, nothing left behind (a `basic_ios::clear` traceback before)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    onnx_file = RTDETR(DEMO).export(file=tmp_path / "demo.onnx")
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from detr_toolkit.engine.exporter import export_openvino
+        from detr_toolkit.errors import OutputError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+        try:
+            export_openvino({str(onnx_file)!r}, {str(tmp_path / "demo_openvino_model")!r})
+        except OutputError as error:
+            sys.exit(f"OutputError: {{error}}")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
+    message = f"OutputError: {tmp_path / 'demo_openvino_model'}: cannot write the OpenVINO model ("
+    assert run.returncode == 1 and run.stderr.startswith(message) and "MB free on its disk)" in run.stderr, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.onnx"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import copy
 import io
+import shutil
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import yaml
 from torch import nn
 
 from .. import limits
+from ..errors import OutputError
 from ..extras import require
 from ..files import atomic_folder, check_writable, write_file
 from ..nn import Detector, fuse_model
@@ -161,6 +163,11 @@ def export_openvino(onnx_file: str | Path, folder: str | Path) -> Path:
     metadata.update({key: ast.literal_eval(metadata[key]) for key in LITERAL_METADATA if key in metadata})
     with atomic_folder(folder) as tmp:
         graph = openvino.convert_model(str(onnx_file))
-        openvino.save_model(graph, str(tmp / f"{onnx_file.stem}.xml"), compress_to_fp16=False)
+        try:
+            openvino.save_model(graph, str(tmp / f"{onnx_file.stem}.xml"), compress_to_fp16=False)
+        except RuntimeError as error:  # OpenVINO's writer reports a full disk as "basic_ios::clear: iostream error"
+            free = shutil.disk_usage(tmp).free >> 20
+            raise OutputError(f"{folder}: cannot write the OpenVINO model ({str(error).splitlines()[-1]}; {free:,} MB "
+                              "free on its disk)") from None  # fmt: skip
         write_file(tmp / METADATA_FILE, yaml.safe_dump(metadata, sort_keys=False).encode())
     return Path(folder)
