@@ -123,9 +123,27 @@ def test_cli_export_writes_next_to_the_checkpoint(tmp_path):
     assert np.isfinite(run_onnx(str(tmp_path / "demo.onnx"), torch.rand(1, 3, 96, 96)).numpy()).all()
 
 
-def test_settings_asking_for_more_memory_than_there_is_get_one_line(tmp_path):
-    """export batch=65536 at 640 px asks for 322 GB at its first tensor: one line naming the cause, exit 2."""
+def test_settings_asking_for_more_memory_than_there_is_get_one_line(tmp_path, monkeypatch):
+    """export batch=65536 at 640 px asks for 322 GB at its first tensor: refused by the batch-pixel limit (see
+    test_cli), and with that limit raised, the failed allocation is one line naming the cause, exit 2."""
+    monkeypatch.setenv("DETR_TOOLKIT_MAX_BATCH_PIXELS", str(10**12))
     run = detect("export", "--model", DEMO, "--imgsz", "640", "--batch", "65536", "--file", tmp_path / "big.onnx")
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr[-2000:]
     assert run.stderr.startswith("error: out of memory") and "imgsz= or batch=" in run.stderr
     assert not (tmp_path / "big.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", [16, 17])
+def test_opsets_before_18_are_written_as_asked(opset, tmp_path, capsys):
+    """torch.export writes opset 18 and up (asked for 16 it printed an onnx traceback and wrote 18): earlier opsets
+    go through the TorchScript tracer, said once, and the file holds the opset asked for."""
+    model = RTDETR(DEMO)
+    file = model.export(opset=opset, dynamic=True, file=tmp_path / "old.onnx")
+    out = capsys.readouterr().out
+    assert (
+        f"opset={opset}: exported with the TorchScript tracer, at a fixed input size" in out and "Traceback" not in out
+    )
+    graph = onnx.load(file)
+    assert [entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx")] == [opset]
+    images = torch.rand(2, 3, 96, 96)
+    assert max(max_row_error(a, b) for a, b in zip(run_onnx(file, images), run_torch(model, images))) < 1e-4

@@ -33,6 +33,7 @@ from ..nn import Detector, fuse_model
 from .progress import heartbeat
 
 EXPORTERS = ("dynamo", "torchscript")
+DYNAMO_MIN_OPSET = 18  # torch.export's ONNX exporter writes this opset or later; earlier ones: the TorchScript tracer
 LITERAL_METADATA = ("names", "imgsz", "stride", "batch")  # written to OpenVINO's metadata.yaml as values, not text
 MAX_DYNAMIC_BATCH = 1024
 MAX_DYNAMIC_SIZE = 4096  # pixels, for a graph of any input size
@@ -121,11 +122,19 @@ def export_onnx(
     detector.check_input_size(imgsz)
     limits.BATCH_PIXELS.check(batch * imgsz * imgsz, f"export batch={batch} at imgsz={imgsz}")
     check_writable(file)  # before the export's work, not after it
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        fixed = ", at a fixed input size" if dynamic and any_size_allowed(detector) else ""
+        print(f"opset={opset}: exported with the TorchScript tracer{fixed} (torch.export writes opset "
+              f"{DYNAMO_MIN_OPSET} and up)")  # fmt: skip
+        exporter = "torchscript"
     any_size = dynamic and exporter == "dynamo" and any_size_allowed(detector)
     images = torch.rand(batch, 3, imgsz, imgsz)
     with heartbeat(f"exporting {Path(file).name}"):
         graph_bytes, exporter = _trace(detector, images, dynamic, any_size, opset, exporter)
     graph = onnx.load_from_string(graph_bytes)
+    written_opset = next(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
+    if written_opset != opset:
+        raise OutputError(f"{file}: {exporter} wrote opset {written_opset}, not opset={opset}; nothing written")
     written = {**metadata, "imgsz": f"[{imgsz}, {imgsz}]", "batch": str(batch), "exporter": exporter}
     for key, value in written.items():
         graph.metadata_props.add(key=key, value=value)
