@@ -266,7 +266,7 @@ def tracker_kind(tracker: str) -> tuple[str, dict[str, Any] | None]:
     `bytetrack.yaml` where no such file is) or a YAML file whose `tracker_type` names one (read within the YAML
     limits)."""
     path = Path(str(tracker)).expanduser()
-    if path.exists():
+    if path.suffix.lower() in (".yaml", ".yml") and path.exists():  # a bare name is ours, whatever lies in the cwd
         spec = load_yaml(path)
         kind = str(spec.get("tracker_type", "")).lower()
         if kind not in TRACKERS:

@@ -145,3 +145,17 @@ def test_tracker_yaml_files_are_read_and_validated(video, tmp_path):
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "minimum_iou_threshold=2" in run.stderr
     tracked = RTDETR(DEMO).track(source, tracker=ultralytics_style, conf=0.3, verbose=False)
     assert len(tracked) == 60 and tracked[-1].boxes.is_track
+
+
+def test_a_tracker_name_is_ours_whatever_lies_in_the_working_folder(tmp_path, monkeypatch):
+    """tracker=bytetrack names our tracker even where a folder or file called `bytetrack` is in the working folder
+    (it was read as a YAML file and refused)."""
+    from detr_toolkit.engine.tracking import tracker_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bytetrack").mkdir()
+    (tmp_path / "sort").write_text("tracker_type: botsort\n")
+    assert tracker_settings("bytetrack") == ("bytetrack", {})
+    assert tracker_settings("sort") == ("sort", {})
+    (tmp_path / "botsort.yaml").write_text("tracker_type: ocsort\n")  # a YAML file is read: its type decides
+    assert tracker_settings("botsort.yaml")[0] == "ocsort"
