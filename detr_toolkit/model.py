@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import limits, weights
 from .config import class_names
+from .engine.callbacks import Callbacks, add_callback, check_event, default_callbacks
 from .engine.device import select_device
 from .engine.exported_model import ExportedModel, open_exported
 from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
@@ -50,6 +51,7 @@ class RTDETR:
         self.ckpt_path = str(model) if not isinstance(model, dict) else None
         self._predictor: Predictor | None = None
         self._tracker: tuple[tuple, Any] | None = None  # (settings, tracker) of the last track(), for persist=True
+        self.callbacks: Callbacks = default_callbacks()  # of training; see add_callback
         # an exported file (ONNX, OpenVINO): predicts and validates only
         self.exported: ExportedModel | None = (
             None
@@ -193,14 +195,25 @@ class RTDETR:
         args = TrainArgs.from_sources(cfg, {"imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}, **settings)
         with threads_for_call(args.threads):  # a resumed run's own setting is put in force by the trainer
             if args.resume:
-                save_dir = Trainer.resume(args)
+                save_dir = Trainer.resume(args, self.callbacks)
             else:
                 state = detector.state_dict() if self.pretrained else None  # else the trainer uses its seed
-                save_dir = Trainer({**self.config, "names": self.names}, state, args).train()
+                save_dir = Trainer({**self.config, "names": self.names}, state, args, callbacks=self.callbacks).train()
         weights_dir = save_dir / "weights"
         trained = weights_dir / "best.safetensors" if (weights_dir / "best.safetensors").is_file() else None
+        callbacks = self.callbacks
         self.__init__(trained or weights_dir / "last.safetensors", device=args.device)
+        self.callbacks = callbacks
         return save_dir
+
+    def add_callback(self, event: str, function: Callable[[Any], Any]) -> None:
+        """Run `function(trainer)` at `event` of every later `train()` (ultralytics' event names; the events and
+        what the trainer holds at each: engine/callbacks.py)."""
+        add_callback(self.callbacks, event, function)
+
+    def clear_callback(self, event: str) -> None:
+        """Remove every callback of `event`."""
+        self.callbacks[check_event(event)].clear()
 
     def val(self, data: str | Path | None = None, **settings: Any) -> dict[str, Any]:
         """COCO metrics on a dataset split -> {"metrics": {mAP50-95, mAP50, ...}, "per_class": {name: AP50-95}}.

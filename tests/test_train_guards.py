@@ -197,3 +197,55 @@ def test_a_seeded_run_repeats_its_losses_and_weights(shapes, tmp_path):
     assert [r["loss"] for r in rows(runs[0])] == [r["loss"] for r in rows(runs[1])]
     first, second = (torch.load(run / "weights" / "last.pt", weights_only=True)["model"] for run in runs)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_callbacks_run_at_their_events_with_the_trainer(shapes, tmp_path):
+    """ultralytics' add_callback surface: each event in order, with what the trainer holds there; the callbacks
+    stay with the model for the next train(); an unknown event is one error; a callback's error stops the run."""
+    from detr_toolkit.errors import ConfigError
+
+    data, config = shapes
+    model = RTDETR(str(config))
+    seen = []
+
+    def record(event):
+        def callback(trainer):
+            seen.append(event)
+            if event == "on_pretrain_routine_end":
+                assert trainer.model is not None and trainer.optimizer is not None and trainer.save_dir.is_dir()
+            if event == "on_train_batch_end":
+                assert trainer.loss_items is None or math.isfinite(trainer.loss_items["loss"])
+            if event == "on_train_epoch_end":
+                assert "loss" in trainer.metrics and "mAP50-95" not in trainer.metrics
+            if event == "on_fit_epoch_end":
+                assert trainer.metrics["epoch"] == trainer.epoch + 1 and "mAP50-95" in trainer.metrics
+            if event == "on_model_save":
+                assert trainer.last.is_file() and (trainer.save_dir / "results.csv").is_file()
+
+        return callback
+
+    from detr_toolkit.engine.callbacks import EVENTS
+
+    for event in EVENTS:
+        model.add_callback(event, record(event))
+    run = model.train(data=str(data), epochs=2, project=str(tmp_path), name="calls", **QUICK)
+    batches = math.ceil(12 / QUICK["batch"])
+    epoch = ["on_train_epoch_start", *["on_train_batch_end"] * batches, "on_train_epoch_end", "on_model_save",
+             "on_fit_epoch_end"]  # fmt: skip
+    assert seen == ["on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", *epoch, *epoch,
+                    "on_train_end"]  # fmt: skip
+    assert len(rows(run)) == 2
+    assert all(len(model.callbacks[event]) == 1 for event in EVENTS)  # kept for the next train()
+
+    with pytest.raises(ConfigError, match="callback event 'on_fit_end' unknown"):
+        model.add_callback("on_fit_end", print)
+    model.clear_callback("on_train_batch_end")
+    assert model.callbacks["on_train_batch_end"] == []
+
+    def stop(trainer):
+        raise KeyboardInterrupt
+
+    model.add_callback("on_fit_epoch_end", stop)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(data=str(data), epochs=2, project=str(tmp_path), name="stopped", **QUICK)
+    assert (tmp_path / "stopped" / "weights" / "last.pt").is_file()  # the epoch's checkpoint is kept

@@ -72,6 +72,7 @@ from ..loss import build_criterion
 from ..nn import Detector, build_model
 from ..settings import TrainArgs
 from ..weights import load_state, load_weights, save_weights
+from .callbacks import Callbacks, default_callbacks
 from .checkpoint import find_checkpoint, read_checkpoint, resumed_args, write_checkpoint
 from .coco_metrics import coco_metrics
 from .confusion import confusion_matrix
@@ -212,11 +213,15 @@ class Trainer:
         args: TrainArgs,
         checkpoint: dict[str, Any] | None = None,
         save_dir: Path | None = None,
+        callbacks: Callbacks | None = None,
     ):
         self.created = time.monotonic()  # time= counts from here: loading data and building the model included
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
+        self.callbacks = callbacks or default_callbacks()
+        self.epoch, self.batch_index, self.loss_items, self.metrics = 0, 0, None, {}  # what callbacks read
+        self.run_callbacks("on_pretrain_routine_start")
         self.progress_bar = args.verbose and on_terminal()
         set_threads(args.threads)
         if args.verbose and self.main and self.device.type == "cpu":
@@ -291,6 +296,22 @@ class Trainer:
             shared = [str(getattr(self, "save_dir", ""))]
             dist.broadcast_object_list(shared, src=0)
             self.save_dir = Path(shared[0])
+        self.run_callbacks("on_pretrain_routine_end")
+
+    @property
+    def last(self) -> Path:
+        """The checkpoint a resume continues from (ultralytics' `trainer.last`)."""
+        return self.save_dir / "weights" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        """The best epoch's weights (ultralytics' `trainer.best`; ours are safetensors)."""
+        return self.save_dir / "weights" / "best.safetensors"
+
+    def run_callbacks(self, event: str) -> None:
+        """Call `event`'s callbacks with this trainer (rank 0 only; see engine/callbacks.py)."""
+        for callback in self.callbacks[event] if self.main else ():
+            callback(self)
 
     def _add_one_to_many(self, most_objects: int) -> None:
         """Hybrid matching: o2m_queries more queries in training (default o2m x the most objects in an image, at
@@ -302,7 +323,7 @@ class Trainer:
         self.criterion.one_to_many_copies, self.criterion.one_to_many_weight = args.o2m, args.o2m_weight
 
     @classmethod
-    def resume(cls, args: TrainArgs) -> Path:
+    def resume(cls, args: TrainArgs, callbacks: Callbacks | None = None) -> Path:
         """Continue the run whose weights/last.pt `args.resume` names (True: the newest under `args.project`), in
         the folder that file is in now, with the settings it ran with (RESUMABLE ones changed as `args` says)."""
         path = find_checkpoint(args.resume, args.project)
@@ -323,7 +344,7 @@ class Trainer:
                 f"{path}: the run has trained all of its {resumed.epochs} epochs; give epochs= more to continue"
             )
         config = {**checkpoint["config"], "names": checkpoint["names"]}
-        return cls(config, checkpoint["model"], resumed, checkpoint, path.parent.parent).train()
+        return cls(config, checkpoint["model"], resumed, checkpoint, path.parent.parent, callbacks).train()
 
     # --- checkpoints ---------------------------------------------------------------------------------------
 
@@ -456,6 +477,7 @@ class Trainer:
             window_start = i - i % args.accumulate  # the accumulation window of this batch, shorter at the end
             window = min(args.accumulate, batches - window_start)
             losses = self._forward_backward(images, targets, window)
+            self.batch_index, self.loss_items = i, losses
             if losses is not None:
                 accumulated += 1
                 streak = 0
@@ -481,6 +503,7 @@ class Trainer:
             elif i == plan_after:  # time=: plan the run from this epoch's steps before they run out
                 seconds_per_batch = (time.monotonic() - first_step_done) / i
                 self._plan_epochs(epoch, seconds_per_batch * (batches - i - 1), seconds_per_batch * batches)
+            self.run_callbacks("on_train_batch_end")
             means = {k.removeprefix("loss_"): v / max(seen, 1) for k, v in sums.items()}
             log.update(i + 1, seen, **means)
             bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}
@@ -528,12 +551,17 @@ class Trainer:
         # A resumed run goes on from the seconds it spent; a new one counts its start-up.
         self.started = time.monotonic() - self.train_seconds if self.train_seconds else self.created
         epoch = self.start_epoch
+        self.run_callbacks("on_train_start")
         while epoch < self.epochs:
+            self.epoch = epoch
+            self.run_callbacks("on_train_epoch_start")
             if self.mixing and epoch >= self.epochs - math.ceil(args.close_mosaic * self.epochs):
                 self.mixing = False
                 if args.verbose and self.main and (args.mosaic or args.mixup):
                     print(f"epoch {epoch + 1}: mosaic and mixup off for the final epochs")
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            self.metrics = dict(row)
+            self.run_callbacks("on_train_epoch_end")
             if not all(bool(torch.isfinite(p).all()) for p in self.ema.module.parameters()):
                 raise ModelOutputError(f"training diverged at epoch {epoch + 1}: the weights are no longer finite; "
                                        f"lower lr={args.lr:g}")  # fmt: skip
@@ -549,6 +577,8 @@ class Trainer:
                 self._plan_epochs(epoch, 0.0, per_epoch)
             if self.main:  # after the plan and the clock, so last.pt resumes with both
                 self._record(epoch, row, fitness)
+            self.metrics = dict(row)
+            self.run_callbacks("on_fit_epoch_end")
             stop = not self._agree(not self._patience_ran_out(epoch))
             if self.world > 1:
                 dist.barrier()
@@ -562,6 +592,7 @@ class Trainer:
             self._check_in_sync()
         if self.main:
             self.finish()
+        self.run_callbacks("on_train_end")
 
     def _plan_epochs(self, epoch: int, epoch_left: float, per_epoch: float) -> None:
         """time=: plan as many epochs as fit in what is left of the budget: epoch `epoch` ends in `epoch_left`
@@ -628,6 +659,7 @@ class Trainer:
         self.results.append({k: round(v, 7) if isinstance(v, float) else v for k, v in row.items()})
         self._save(epoch, fitness)
         self._write_results()
+        self.run_callbacks("on_model_save")
 
     def _write_results(self) -> None:
         """results.csv (atomically) from the rows of the epochs done, and results.png from it."""
