@@ -23,7 +23,9 @@ from . import limits, weights
 from .config import class_names
 from .engine.callbacks import Callbacks, add_callback, check_event, default_callbacks
 from .engine.device import select_device
-from .engine.exported_model import ExportedModel, open_exported
+from .engine.exported_model import ExportedModel
+from .engine.onnx_model import OnnxModel
+from .engine.openvino_model import OpenVinoModel
 from .engine.predictor import Inference, Predictor, TorchInference, inference_dtype
 from .engine.saver import PredictionSaver
 from .engine.threads import threads_for_call
@@ -56,7 +58,7 @@ class RTDETR:
         self.exported: ExportedModel | None = (
             None
             if isinstance(model, dict)
-            else open_exported(model, select_device(device) if device is not None else None)
+            else _open_exported(model, select_device(device) if device is not None else None)
         )
         if self.exported is not None:
             self.model, self.names, self.config, self.pretrained = None, self.exported.names, self.exported.config, True
@@ -359,3 +361,11 @@ class RTDETR:
         return weights.save_weights(
             self._torch_model("save weights").state_dict(), {**self.config, "names": self.names}, filename
         )
+
+
+def _open_exported(source: str | Path, device: torch.device | None) -> ExportedModel | None:
+    """The exported model at `source` (an .onnx file; an OpenVINO folder or its .xml), or None for other sources."""
+    for runtime in (OnnxModel, OpenVinoModel):
+        if runtime.reads(source):
+            return runtime(source, device)
+    return None

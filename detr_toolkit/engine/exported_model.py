@@ -1,5 +1,6 @@
 """An exported detector file, run by an inference runtime (onnxruntime: `onnx_model.py`; OpenVINO:
-`openvino_model.py`): what `RTDETR("model.onnx")` or `RTDETR("model_openvino_model/")` predicts and validates with.
+`openvino_model.py`; model.py picks the runtime by the file): what `RTDETR("model.onnx")` or
+`RTDETR("model_openvino_model/")` predicts and validates with.
 
 Both read the layout `detect export` writes and ultralytics exports RT-DETR in:
 
@@ -30,17 +31,6 @@ from ..nn.decoders import DECODERS
 
 Shape = Sequence[int | str | None]  # a dimension that is not an int is free (dynamic)
 MAX_STRIDE = 1024  # a detector's largest feature stride (32 for every family we know)
-
-
-def open_exported(source: str | Path, device: torch.device | None = None, half: bool = False) -> ExportedModel | None:
-    """The exported model at `source` (an .onnx file; an OpenVINO folder or its .xml), or None for other sources."""
-    from .onnx_model import OnnxModel
-    from .openvino_model import OpenVinoModel
-
-    for kind in (OnnxModel, OpenVinoModel):
-        if kind.reads(source):
-            return kind(source, device, half)
-    return None
 
 
 class ExportedModel:
