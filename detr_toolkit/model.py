@@ -8,15 +8,12 @@ results[0].show()
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import limits, weights
@@ -31,7 +28,6 @@ from .engine.saver import PredictionSaver
 from .engine.threads import threads_for_call
 from .engine.tracking import make_tracker, track, tracker_settings
 from .errors import ConfigError, DetrToolkitError
-from .files import check_writable
 from .nn import Detector, build_model
 from .results import Results
 from .settings import ExportArgs, PredictArgs, TrackArgs, TrainArgs, ValArgs
@@ -256,56 +252,13 @@ class RTDETR:
         allows it. OpenVINO's format is
         converted from the ONNX graph (see `engine/openvino_model.py`).
         """
-        from .engine.exporter import export_onnx, export_openvino
-        from .engine.openvino_model import FOLDER_SUFFIX, openvino_module
+        from .engine.exporter import export_model
 
-        args = ExportArgs.create(**settings)
-        detector = self._torch_model("export")
         source = Path(self.ckpt_path) if self.ckpt_path else Path("model")
-        openvino = args.format == "openvino"
-        if openvino:
-            openvino_module()  # a missing package is said before the export's work
-            target = Path(args.file) if args.file else source.parent / f"{source.stem}{FOLDER_SUFFIX}"
-            name = target.name.removesuffix(FOLDER_SUFFIX) or source.stem
-            check_writable(target / f"{name}.xml")
-        else:
-            target = Path(args.file) if args.file else source.with_suffix(".onnx")
-            name = target.stem
-        metadata = {
-            "description": f"detr-toolkit {source.stem}", "task": "detect", "stride": str(detector.stride),
-            "names": str(self.names), "family": self.config["decoder"]["type"],
-            "input": "RGB in 0..1" + (", normalised inside the graph" if detector.mean is not None else ""),
-            "config": yaml.safe_dump(self.config, sort_keys=False),
-        }  # fmt: skip
-        imgsz = args.imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
-        if args.int8 and not args.data:
-            raise ConfigError("int8=True: needs data= (a dataset or a folder of images to calibrate the int8 ranges)")
-        int8 = None
-        if args.int8:  # the images first: a folder without images or a corrupt one fails before the export's work
-            from .engine.quantize import calibration_images, quantize_int8
-
-            images = calibration_images(args.data, imgsz, args.calibration)
-        # An int8 export makes its float32 graph in the scratch folder and moves it into place only when the int8
-        # file is written, and never over an earlier export: a failed one leaves nothing, a dynamic one stays.
-        with tempfile.TemporaryDirectory() as scratch:
-            staging = Path(scratch)
-            float_file = staging / f"{name}.onnx" if openvino or args.int8 else target
-            exported = export_onnx(detector, metadata, float_file, imgsz, args.batch, args.dynamic, args.opset,
-                                   args.exporter)  # fmt: skip
-            if args.int8:
-                int8 = quantize_int8(exported, (staging if openvino else target.parent) / f"{name}-int8.onnx", images)
-            if openvino:
-                exported = export_openvino(exported, staging / target.name if args.int8 else target)
-                if int8 is not None:
-                    int8 = export_openvino(int8, target.with_name(f"{name}-int8{FOLDER_SUFFIX}"))
-            if int8 is not None:
-                if args.val:
-                    self._score_int8(int8, exported, args.data, imgsz)
-                if target.exists():
-                    print(f"kept {target}: an earlier export is there (this export's float32 graph is not written)")
-                else:
-                    exported = Path(shutil.move(exported, target))
-        return str(int8 or exported)
+        config = {**self.config, "imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}
+        written = export_model(self._torch_model("export"), config, self.names, source, ExportArgs.create(**settings),
+                               score_int8=self._score_int8)  # fmt: skip
+        return str(written)
 
     @staticmethod
     def _score_int8(int8: Path, float32: Path, data: str, imgsz: int) -> None:

@@ -1,5 +1,6 @@
 """Export: a detector -> an ONNX graph that onnxruntime (or TensorRT, OpenVINO, ...) runs without PyTorch, and that
-graph -> OpenVINO's format.
+graph -> OpenVINO's format. `export_model` is the whole job `RTDETR.export` asks for (where files go, metadata, the
+float32 graph, int8, OpenVINO); the functions after it are its steps.
 
 The graph has ultralytics' RT-DETR export layout (before 8.4), so that code written for theirs reads ours:
 
@@ -18,7 +19,9 @@ import ast
 import copy
 import io
 import shutil
+import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,10 +29,11 @@ import yaml
 from torch import nn
 
 from .. import limits
-from ..errors import OutputError
+from ..errors import ConfigError, OutputError
 from ..extras import require
 from ..files import atomic_folder, check_writable, write_file
 from ..nn import Detector, fuse_model
+from ..settings import ExportArgs
 from .progress import heartbeat
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -37,6 +41,74 @@ DYNAMO_MIN_OPSET = 18  # torch.export's ONNX exporter writes this opset or later
 LITERAL_METADATA = ("names", "imgsz", "stride", "batch")  # written to OpenVINO's metadata.yaml as values, not text
 MAX_DYNAMIC_BATCH = 1024
 MAX_DYNAMIC_SIZE = 4096  # pixels, for a graph of any input size
+
+
+def export_model(
+    detector: Detector,
+    config: dict,
+    names: dict[int, str],
+    source: Path,
+    args: ExportArgs,
+    score_int8: Callable[[Path, Path, str, int], None],
+) -> Path:
+    """Write `detector` (of model `config`, class `names`, loaded from `source`) as `args` say; -> the path
+    written: the ONNX file or OpenVINO folder (default: beside `source`), or with int8 the int8 one, the float32
+    one beside it unless an earlier export is there. `score_int8(int8, float32, data, imgsz)` prints the int8
+    file's val mAP beside the float32 one's (`args.val`).
+
+    An int8 export makes its float32 graph in a scratch folder and moves it into place only when the int8 file is
+    written, and never over an earlier export: a failed one leaves nothing, a dynamic one stays.
+    """
+    from .openvino_model import FOLDER_SUFFIX, openvino_module
+
+    openvino = args.format == "openvino"
+    if openvino:
+        openvino_module()  # a missing package is said before the export's work
+        target = Path(args.file) if args.file else source.parent / f"{source.stem}{FOLDER_SUFFIX}"
+        name = target.name.removesuffix(FOLDER_SUFFIX) or source.stem
+        check_writable(target / f"{name}.xml")
+    else:
+        target = Path(args.file) if args.file else source.with_suffix(".onnx")
+        name = target.stem
+    imgsz = args.imgsz or config["imgsz"]
+    if args.int8 and not args.data:
+        raise ConfigError("int8=True: needs data= (a dataset or a folder of images to calibrate the int8 ranges)")
+    int8 = None
+    if args.int8:  # the images first: a folder without images or a corrupt one fails before the export's work
+        from .quantize import calibration_images, quantize_int8
+
+        images = calibration_images(args.data, imgsz, args.calibration)
+    metadata = export_metadata(detector, config, names, source.stem)
+    with tempfile.TemporaryDirectory() as scratch:
+        staging = Path(scratch)
+        float_file = staging / f"{name}.onnx" if openvino or args.int8 else target
+        exported = export_onnx(detector, metadata, float_file, imgsz, args.batch, args.dynamic, args.opset,
+                               args.exporter)  # fmt: skip
+        if args.int8:
+            int8 = quantize_int8(exported, (staging if openvino else target.parent) / f"{name}-int8.onnx", images)
+        if openvino:
+            exported = export_openvino(exported, staging / target.name if args.int8 else target)
+            if int8 is not None:
+                int8 = export_openvino(int8, target.with_name(f"{name}-int8{FOLDER_SUFFIX}"))
+        if int8 is not None:
+            if args.val:
+                score_int8(int8, exported, args.data, imgsz)
+            if target.exists():
+                print(f"kept {target}: an earlier export is there (this export's float32 graph is not written)")
+            else:
+                exported = Path(shutil.move(exported, target))
+    return int8 or exported
+
+
+def export_metadata(detector: Detector, config: dict, names: dict[int, str], stem: str) -> dict[str, str]:
+    """What an exported file says of its model (text, as ONNX metadata_props hold it); `export_onnx` adds the
+    input size, batch and exporter."""
+    return {
+        "description": f"detr-toolkit {stem}", "task": "detect", "stride": str(detector.stride), "names": str(names),
+        "family": config["decoder"]["type"],
+        "input": "RGB in 0..1" + (", normalised inside the graph" if detector.mean is not None else ""),
+        "config": yaml.safe_dump(config, sort_keys=False),
+    }  # fmt: skip
 
 
 class ExportOutputs(nn.Module):
