@@ -215,6 +215,7 @@ class Trainer:
         save_dir: Path | None = None,
         callbacks: Callbacks | None = None,
     ):
+        """`checkpoint` and `save_dir`: a run to resume (see `resume`); `callbacks`: see engine/callbacks.py."""
         self.created = time.monotonic()  # time= counts from here: loading data and building the model included
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
@@ -222,25 +223,53 @@ class Trainer:
         self.callbacks = callbacks or default_callbacks()
         self.epoch, self.batch_index, self.loss_items, self.metrics = 0, 0, None, {}  # what callbacks read
         self.run_callbacks("on_pretrain_routine_start")
+        self._setup_machine(save_dir is None)
+        most_objects = self._setup_data()
+        adapted = self._setup_model(config, state, checkpoint, save_dir, most_objects)
+        adapted += self._setup_optimisation()
+        for reason in adapted if args.verbose and self.main else ():
+            print(f"adapted to the data: {reason} (give the setting to choose)")
+        self._setup_run_folder(checkpoint, save_dir)
+        self.run_callbacks("on_pretrain_routine_end")
+
+    def _setup_machine(self, new_run: bool) -> None:
+        """Threads (printed), their tuners, the run folder's writability (before anything slow), the allocator."""
+        args = self.args
         self.progress_bar = args.verbose and on_terminal()
         set_threads(args.threads)
         if args.verbose and self.main and self.device.type == "cpu":
             print(describe_threads())
         self.step_threads, self.val_threads = ThreadTuner(), ThreadTuner()
-        if self.main and save_dir is None:
-            check_writable(Path(args.project) / args.name / "args.yaml")  # before loading data and models
+        if self.main and new_run:
+            check_writable(Path(self.args.project) / args.name / "args.yaml")  # before loading data and models
         if self.device.type == "cpu":
             keep_freed_memory()
+
+    def _setup_data(self) -> int:
+        """The train and val datasets and the class names; -> the most objects in a training image."""
+        args = self.args
         train, self.names = load_split(args.data, "train", **args.dataset)
         self.train_set = DetectionDataset(train, self.names, args.imgsz, args.augment, args.mosaic, args.mixup)
         self.val_set = None
         if args.val:
             val, _ = load_split(args.data, "val", **args.dataset)
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
+        return max((len(a.boxes) for a in train), default=0)
+
+    def _setup_model(
+        self,
+        config: dict,
+        state: dict[str, torch.Tensor] | None,
+        checkpoint: dict[str, Any] | None,
+        save_dir: Path | None,
+        most_objects: int,
+    ) -> list[str]:
+        """The model (fitted to the data's classes; a resumed one exactly the checkpoint's) on its device, its
+        criterion; -> what was fitted to the data, and why."""
+        args = self.args
         trained_names = config.get("names") if state is not None else None
         config = {k: v for k, v in config.items() if k != "names"}
-        adapted = []  # what was fitted to the data, and why
-        most_objects = max((len(a.boxes) for a in train), default=0)
+        adapted = []
         if checkpoint is None:
             config, reason = enough_queries(config, most_objects, args.mosaic > 0)
             adapted += [reason] if reason else []
@@ -264,6 +293,11 @@ class Trainer:
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
         if args.o2m:
             self._add_one_to_many(most_objects)
+        return adapted
+
+    def _setup_optimisation(self) -> list[str]:
+        """AdamW, EMA, mixed precision, the epoch plan and the run's counters; -> the warm-up fitted to the run."""
+        args = self.args
         self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters (CPU and CUDA)
             parameter_groups(self.model, args.lr, args.lr_backbone, args.weight_decay), lr=args.lr, fused=True
         )
@@ -280,11 +314,15 @@ class Trainer:
         self.val_seconds = 0.0  # the last validation's
         self.mixing = args.mosaic > 0 or args.mixup > 0  # until the final, plain epochs
         warmup = self._warmup()
-        if warmup != args.warmup_iters:
-            adapted.append(f"warmup_iters {args.warmup_iters} -> {warmup}: at most {WARMUP_SHARE:.0%} of the run's "
-                           f"{self.steps_per_epoch * self.epochs} optimizer steps")  # fmt: skip
-        for reason in adapted if args.verbose and self.main else ():
-            print(f"adapted to the data: {reason} (give the setting to choose)")
+        if warmup == args.warmup_iters:
+            return []
+        steps = self.steps_per_epoch * self.epochs
+        share = f"at most {WARMUP_SHARE:.0%} of the run's {steps} optimizer steps"
+        return [f"warmup_iters {args.warmup_iters} -> {warmup}: {share}"]
+
+    def _setup_run_folder(self, checkpoint: dict[str, Any] | None, save_dir: Path | None) -> None:
+        """The run folder (a new one, or the resumed run's, with its state restored), the same on every rank."""
+        args = self.args
         # Only a run folder this run made may be removed when it fails (not a resumed one, nor one reused by exist_ok).
         self.made_run_dir = checkpoint is None and not (args.exist_ok and (Path(args.project) / args.name).exists())
         self.made_from = first_missing(Path(args.project) / args.name) if self.made_run_dir else None
@@ -296,7 +334,6 @@ class Trainer:
             shared = [str(getattr(self, "save_dir", ""))]
             dist.broadcast_object_list(shared, src=0)
             self.save_dir = Path(shared[0])
-        self.run_callbacks("on_pretrain_routine_end")
 
     @property
     def last(self) -> Path:
