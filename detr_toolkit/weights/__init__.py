@@ -32,6 +32,17 @@ OPTIONAL_SUFFIXES = ("num_batches_tracked", *DERIVED_SUFFIXES)
 # What a converter raises on a file of the right format whose contents are not what the format promises
 # (a missing key, a string where a number belongs, a list too short): the file is malformed, not our code.
 MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError)
+# The pickled checkpoint formats, tried in this order: (what the file is, whether a checkpoint is one, its converter).
+PICKLED_FORMATS = (
+    ("ultralytics checkpoint", ultralytics.is_ultralytics_checkpoint, ultralytics.convert),
+    ("rf-detr checkpoint", roboflow.is_rfdetr_checkpoint, roboflow.convert),
+    ("RT-DETR checkpoint", lambda checkpoint: official_rtdetr.official_state(checkpoint) is not None,
+     official_rtdetr.convert),
+    ("D-FINE checkpoint", lambda checkpoint: official_dfine.official_state(checkpoint) is not None,
+     official_dfine.convert),
+    ("DEIMv2 checkpoint", lambda checkpoint: official_deimv2.official_state(checkpoint) is not None,
+     official_deimv2.convert),
+)  # fmt: skip
 
 
 def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
@@ -52,21 +63,10 @@ def load(source: str | Path | dict) -> tuple[dict[str, Any], dict[str, torch.Ten
                     return official_deimv2.convert({"model": tensors}, path)
             return load_weights(path, (metadata, tensors))
     checkpoint = load_foreign_checkpoint(path)
-    if ultralytics.is_ultralytics_checkpoint(checkpoint):
-        with _malformed_is_named(path, "ultralytics checkpoint"):
-            return ultralytics.convert(checkpoint, path)
-    if roboflow.is_rfdetr_checkpoint(checkpoint):
-        with _malformed_is_named(path, "rf-detr checkpoint"):
-            return roboflow.convert(checkpoint, path)
-    if official_rtdetr.official_state(checkpoint) is not None:
-        with _malformed_is_named(path, "RT-DETR checkpoint"):
-            return official_rtdetr.convert(checkpoint, path)
-    if official_dfine.official_state(checkpoint) is not None:
-        with _malformed_is_named(path, "D-FINE checkpoint"):
-            return official_dfine.convert(checkpoint, path)
-    if official_deimv2.official_state(checkpoint) is not None:
-        with _malformed_is_named(path, "DEIMv2 checkpoint"):
-            return official_deimv2.convert(checkpoint, path)
+    for kind, recognises, convert in PICKLED_FORMATS:
+        if recognises(checkpoint):
+            with _malformed_is_named(path, kind):
+                return convert(checkpoint, path)
     raise CheckpointError(
         f"{path}: not a checkpoint of a known format (ultralytics, rf-detr, official RT-DETR, D-FINE or DEIMv2, "
         "detr-toolkit)"
@@ -126,10 +126,11 @@ WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _same_kind(tensor: torch.Tensor, own: torch.Tensor) -> bool:
-    """Whether `tensor` can be copied into the model's `own` tensor as the same kind of number."""
+    """Whether `tensor` can be copied into the model's `own` tensor as the same kind of number (a counter such as
+    `num_batches_tracked` may come as a float: ultralytics' half() casts it)."""
     if own.is_floating_point():
         return tensor.dtype in WEIGHT_DTYPES
-    return not (tensor.is_floating_point() or tensor.is_complex())
+    return not tensor.is_complex() and (tensor.dtype in WEIGHT_DTYPES or not tensor.is_floating_point())
 
 
 __all__ = ["load", "load_state", "load_weights", "save_weights"]

@@ -18,8 +18,15 @@ import torch
 
 from ..errors import CheckpointError
 from . import hf_dfine
-from .hf_config import IMAGENET_MEAN, IMAGENET_STD, block_count, rename_tensors, require
-from .hf_rtdetr import family_config
+from .hf_config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    block_count,
+    family_config,
+    hgnetv2_backbone,
+    rename_tensors,
+    require,
+)
 from .mapping import Rule, apply_rules
 
 _VIT: list[Rule] = [
@@ -121,7 +128,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     require(hf, "decoder_method", "default")
     require(hf, "layer_scale", 1)
     kind = (hf.get("backbone_config") or {}).get("model_type")
-    backbone = _vit_backbone(hf) if kind == "dinov3_vit" else hf_dfine.hgnetv2_backbone(hf)
+    backbone = _vit_backbone(hf) if kind == "dinov3_vit" else hgnetv2_backbone(hf)
     lite = hf.get("encoder_type", "hybrid") == "lite"
     if hf.get("encoder_type", "hybrid") not in ("hybrid", "lite"):
         raise CheckpointError(f"config.json encoder_type={hf.get('encoder_type')!r} is not supported (hybrid, lite)")

@@ -14,9 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from .hf_config import block_count, rename_tensors, require
-from .hf_rtdetr import family_config
+from .hf_config import family_config, hgnetv2_backbone, rename_tensors, require
 from .mapping import Rule, apply_rules
 
 BACKBONE_RULES: list[Rule] = [
@@ -84,34 +82,6 @@ def rename(key: str) -> str | None:
         if re.match(prefix, key):
             return apply_rules(apply_rules(key, rules), SHARED_RULES)
     raise KeyError(key)
-
-
-def hgnetv2_backbone(hf: dict[str, Any]) -> dict[str, Any]:
-    """Our HGNetv2 backbone section from a transformers config with an `hgnet_v2` backbone_config."""
-    hg = hf.get("backbone_config") or {}
-    if hg.get("model_type") != "hgnet_v2" or hf.get("use_timm_backbone"):
-        raise CheckpointError(f"config.json: backbone {hg.get('model_type')!r} is not supported (only hgnet_v2)")
-    layers = set(hg["stage_numb_of_layers"])
-    if len(layers) != 1:
-        raise CheckpointError(f"config.json: stage_numb_of_layers {hg['stage_numb_of_layers']} must be equal")
-    stages = [
-        {"mid": mid, "out": out, "blocks": block_count(blocks, "backbone_config.stage_num_blocks"), "kernel": kernel,
-         "light": bool(light), "downsample": bool(down)}
-        for mid, out, blocks, kernel, light, down in zip(
-            hg["stage_mid_channels"], hg["stage_out_channels"], hg["stage_num_blocks"], hg["stage_kernel_size"],
-            hg["stage_light_block"], hg["stage_downsample"])
-    ]  # fmt: skip
-    # transformers counts the stem as stage 0: its out_indices 2, 3, 4 are our stages 1, 2, 3.
-    returned = [block_count(i, "backbone_config.out_indices", len(stages)) - 1 for i in hg["out_indices"]]
-    return {
-        "type": "hgnetv2",
-        "stem": list(hg["stem_channels"][1:]),
-        "stages": stages,
-        "return_stages": returned,
-        "layers_per_block": block_count(layers.pop(), "backbone_config.stage_numb_of_layers"),
-        "affine": bool(hg.get("use_learnable_affine_block", False)),
-        "freeze_norm": bool(hf.get("freeze_backbone_batch_norms", True)),
-    }
 
 
 def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> dict[str, Any]:

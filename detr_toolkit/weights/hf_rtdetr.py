@@ -17,14 +17,13 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .hf_config import block_count, input_settings, names_of, rename_tensors, require
+from .hf_config import block_count, family_config, rename_tensors, require
 from .mapping import Rule, apply_rules
 
 # transformers' RTDetrResNetConfig defaults (R50-vd); hub configs store little more than the output stages.
 RESNET_DEFAULTS = {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "depths": [3, 4, 6, 3],
                    "layer_type": "bottleneck", "hidden_act": "relu", "out_indices": [2, 3, 4]}  # fmt: skip
 SAMPLING = {"default": "bilinear", "discrete": "discrete"}  # decoder_method -> our `sampling`
-DEFAULT_SIZE = 640
 
 _RULES: list[tuple[str, list[Rule]]] = [  # (prefix a key must match, rules bringing it to our names)
     (r"^model\.backbone\.model\.", [
@@ -119,89 +118,6 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     encoder = {"csp_blocks": 3, "lateral_act": hf.get("activation_function", "silu")}  # 3: fixed in CSPRepLayer
     decoder = {"type": "rtdetr", "sampling": SAMPLING[method], "eval_idx": -1}  # transformers returns the last layer
     return family_config(hf, preprocessor, backbone, encoder, decoder)
-
-
-def family_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None, backbone: dict[str, Any],
-                  encoder: dict[str, Any], decoder: dict[str, Any],
-                  levels: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Our model config from the settings the RT-DETR family's transformers configs share (RT-DETR, RT-DETRv2,
-    D-FINE, DEIMv2), with a family's `backbone` and its own `encoder` and `decoder` keys on top; `levels`: the
-    decoder's feature levels (the backbone's returned stages by default). Settings our modules do not express are
-    refused by name.
-
-    `eval_size` is accepted and ignored: transformers then runs its encoder without position embeddings in eval
-    mode, where the official code (whose training made the weights) uses the embedding of that size; we follow the
-    official code.
-    """
-    for name, supported in (("normalize_before", False), ("learn_initial_query", False),
-                            ("positional_encoding_temperature", 10000), ("layer_norm_eps", 1e-5)):  # fmt: skip
-        require(hf, name, supported)
-    levels = levels or len(backbone["return_stages"])
-    if encoder.get("type", "hybrid") == "hybrid":
-        require(hf, "encoder_layers", 1)
-        require(hf, "encode_proj_layers", [levels - 1])  # attention on the coarsest level only
-    require(hf, "num_feature_levels", levels)
-    nc, names = names_of(hf, default_nc=80)
-    imgsz, mean, std = input_settings(preprocessor, DEFAULT_SIZE, None, None)
-    norm_eps = hf.get("batch_norm_eps", 1e-5)
-    return {
-        "nc": nc,
-        "names": names,
-        "imgsz": imgsz,
-        "mean": mean,
-        "std": std,
-        "backbone": backbone,
-        "encoder": {
-            "type": "hybrid",
-            "hidden_dim": hf.get("encoder_hidden_dim", 256),
-            "ffn_dim": hf.get("encoder_ffn_dim", 1024),
-            "num_heads": hf.get("encoder_attention_heads", 8),
-            "attn_act": hf.get("encoder_activation_function", "gelu"),
-            "expansion": hf.get("hidden_expansion", 1.0),
-            "act": hf.get("activation_function", "silu"),
-            "dropout": hf.get("dropout", 0.0),
-            "norm_eps": norm_eps,
-            **encoder,
-        },
-        "decoder": {
-            "hidden_dim": hf.get("d_model", 256),
-            "num_queries": hf.get("num_queries", 300),
-            "num_layers": hf.get("decoder_layers", 6),
-            "num_heads": hf.get("decoder_attention_heads", 8),
-            "num_points": hf.get("decoder_n_points", 4),
-            "offset_scale": hf.get("decoder_offset_scale", 0.5),
-            "ffn_dim": hf.get("decoder_ffn_dim", 1024),
-            "act": hf.get("decoder_activation_function", "relu"),
-            "dropout": hf.get("dropout", 0.0),
-            "num_denoising": hf.get("num_denoising", 100),
-            "label_noise_ratio": hf.get("label_noise_ratio", 0.5),
-            "box_noise_scale": hf.get("box_noise_scale", 1.0),
-            "anchor_size": 0.05,  # fixed in transformers' anchor generation
-            "eval_size": imgsz,
-            "norm_eps": norm_eps,
-            **decoder,
-        },
-        "loss": loss_section(hf),
-    }
-
-
-def loss_section(hf: dict[str, Any]) -> dict[str, Any]:
-    """The varifocal loss and matcher costs of a transformers RT-DETR-family config (the official recipe's)."""
-    return {
-        "class_loss": "varifocal",
-        "class_weight": hf.get("weight_loss_vfl", 1.0),
-        "bbox_weight": hf.get("weight_loss_bbox", 5.0),
-        "giou_weight": hf.get("weight_loss_giou", 2.0),
-        "alpha": hf.get("focal_loss_alpha", 0.75),
-        "gamma": hf.get("focal_loss_gamma", 2.0),
-        "matcher": {
-            "class_weight": hf.get("matcher_class_cost", 2.0),
-            "bbox_weight": hf.get("matcher_bbox_cost", 5.0),
-            "giou_weight": hf.get("matcher_giou_cost", 2.0),
-            "alpha": hf.get("matcher_alpha", 0.25),
-            "gamma": hf.get("matcher_gamma", 2.0),
-        },
-    }
 
 
 def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
