@@ -1,7 +1,7 @@
 """Checking a model config before a model is built from it.
 
 Configs come from files a user may not have written (a checkpoint's metadata, a transformers config.json), so
-`build_model` checks them in four steps, each failing with one line that names the key:
+`build_model` checks them in three steps, each failing with one line that names the key:
   1. every section's keys and value types against its class's signature (`check_arguments`);
   2. every number against a limit for what it counts (`check_config_values`: layers, widths, queries, ...);
   3. the model built on the meta device, where nothing is allocated: its parameter count against a limit, and

@@ -153,7 +153,7 @@ class DFineDecoder(TwoStageDecoder):
         initial boxes as an extra set "pre_boxes" (B, Q, 4) / "pre_logits" (B, Q, C) (no quality estimate); the
         "references" (B, Q, 4) the edge distances start from and the "bin_values"/"reg_scale" that place them
         (for D-FINE's losses); "enc_boxes"/"enc_logits" of the proposals; with targets the denoising part as
-        "dn_..." (see `split_denoising`)."""
+        "dn_..." (see `split_training_outputs`)."""
         queries, reference, attn_mask, dn, outputs = self.training_queries(tokens, shapes, targets)
         refined = self.refine(queries, reference, tokens, shapes, len(self.layers), attn_mask)
         logits = [lqe(head(h), c) for lqe, head, h, c in
