@@ -28,11 +28,9 @@ from .engine.saver import PredictionSaver
 from .engine.threads import threads_for_call
 from .engine.tracking import make_tracker, track, tracker_settings
 from .errors import ConfigError, DetrToolkitError
-from .nn import Detector, build_model
+from .nn import DEFAULT_IMGSZ, Detector, build_model
 from .results import Results
 from .settings import ExportArgs, PredictArgs, TrackArgs, TrainArgs, ValArgs
-
-DEFAULT_IMGSZ = 640  # for a model config without imgsz
 
 
 class RTDETR:
@@ -118,7 +116,7 @@ class RTDETR:
     def _input_size(self, imgsz: int | None, batch: int) -> int:
         """The input size to run: `imgsz`, or the model's; checked against what the model takes, and a batch of
         `batch` of them against the memory limit."""
-        size = (self.exported or self.model).check_input_size(imgsz or self.config.get("imgsz", DEFAULT_IMGSZ))
+        size = (self.exported or self.model).check_input_size(imgsz or self.imgsz)
         limits.BATCH_PIXELS.check(batch * size * size, f"batch={batch} at imgsz={size}")
         return size
 
@@ -190,7 +188,7 @@ class RTDETR:
         from .engine.trainer import Trainer
 
         detector = self._torch_model("train")
-        args = TrainArgs.from_sources(cfg, {"imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}, **settings)
+        args = TrainArgs.from_sources(cfg, {"imgsz": self.imgsz}, **settings)
         with threads_for_call(args.threads):  # a resumed run's own setting is put in force by the trainer
             if args.resume:
                 save_dir = Trainer.resume(args, self.callbacks)
@@ -255,7 +253,7 @@ class RTDETR:
         from .engine.exporter import export_model
 
         source = Path(self.ckpt_path) if self.ckpt_path else Path("model")
-        config = {**self.config, "imgsz": self.config.get("imgsz", DEFAULT_IMGSZ)}
+        config = {**self.config, "imgsz": self.imgsz}
         written = export_model(self._torch_model("export"), config, self.names, source, ExportArgs.create(**settings),
                                score_int8=self._score_int8)  # fmt: skip
         return str(written)
@@ -278,6 +276,11 @@ class RTDETR:
     # --- model -------------------------------------------------------------------------------------------
 
     @property
+    def imgsz(self) -> int:
+        """The model's input size: its config's (an exported file's own), else DEFAULT_IMGSZ."""
+        return self.config.get("imgsz", DEFAULT_IMGSZ)
+
+    @property
     def device(self) -> torch.device:
         if self.exported is not None:
             return self.exported.target
@@ -293,7 +296,7 @@ class RTDETR:
 
     def info(self, verbose: bool = True, imgsz: int | None = None) -> tuple[int, int, float]:
         """(parameters, trainable parameters, GFLOPs at imgsz); printed when verbose."""
-        imgsz = imgsz or self.config.get("imgsz", DEFAULT_IMGSZ)
+        imgsz = imgsz or self.imgsz
         detector = self._torch_model("count its parameters")
         params = sum(p.numel() for p in detector.parameters())
         trainable = sum(p.numel() for p in detector.parameters() if p.requires_grad)

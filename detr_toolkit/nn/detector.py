@@ -6,9 +6,9 @@ A config is plain data:
     imgsz: 640              # default inference size
     mean: [0.485, 0.456, 0.406]      # optional input normalisation of 0..1 RGB pixels (RT-DETR: none)
     std: [0.229, 0.224, 0.225]
-    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (hgnetv2, resnet_vd, vit)
-    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (hybrid, lite, none)
-    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (rtdetr, dfine, lwdetr)
+    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (by type: backbones.BACKBONES)
+    encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (ENCODERS below)
+    decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (decoders.DECODERS)
     loss:     {class_loss: ...}      # training only: see `detr_toolkit.loss` (not read here)
 Channel counts flow from one part to the next; nothing else is implied.
 """
@@ -43,7 +43,7 @@ class NoEncoder(nn.Module):
 
 ENCODERS = {"hybrid": HybridEncoder, "lite": LiteEncoder, "none": NoEncoder}
 MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder", "loss"}
-DEFAULT_IMGSZ = 640  # a config without imgsz is checked at this input size
+DEFAULT_IMGSZ = 640  # the input size of a config without imgsz
 # Arguments a part receives from the parts before it, never from its config section.
 DERIVED = {"in_channels", "in_strides", "num_classes"}
 
