@@ -22,6 +22,7 @@ def detect(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_predict_prints_a_line_per_image_and_saves_runs(tmp_path, tiny_weights):
     run = detect("predict", PHOTOS[0], "--model", tiny_weights, "--conf", "0.0", "--max-det", "3", "--save",
                  "--save-txt", "--project", tmp_path / "runs")  # fmt: skip
@@ -37,6 +38,7 @@ def test_predict_prints_a_line_per_image_and_saves_runs(tmp_path, tiny_weights):
     assert (tmp_path / "runs" / "predict-2" / "zidane.jpg").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -55,6 +57,7 @@ def test_user_errors_are_one_line_with_status_2(args, message, tiny_weights):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_one_line_with_status_2(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00" * 64)
@@ -63,6 +66,7 @@ def test_bad_checkpoints_are_one_line_with_status_2(tmp_path):
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_unknown_options_and_debug(tiny_weights):
     unknown = detect("predict", PHOTOS[0], "colour=red")
     assert unknown.returncode == 2 and "unrecognised argument 'colour=red'" in unknown.stderr
@@ -70,6 +74,7 @@ def test_unknown_options_and_debug(tiny_weights):
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 def test_help_documents_the_options():
     assert "predict" in detect("--help").stdout
     text = detect("predict", "--help").stdout
@@ -125,6 +130,7 @@ def test_every_setting_is_validated_with_its_name_and_range(args, message, tiny_
     assert capsys.readouterr().err.strip() == f"error: {message}"
 
 
+@pytest.mark.slow
 def test_a_batch_too_large_for_memory_is_refused_before_allocating(tmp_path, tiny_weights, capsys):
     """batch x imgsz^2 against a limit that names itself (an allocation traceback, or the OOM killer, before)."""
     from detr_toolkit.data.synthetic import make_synthetic
@@ -166,6 +172,7 @@ def test_numbers_in_yaml_spelling_are_numbers(tmp_path, tiny_weights, capsys):
     assert "bus.jpg: 128x128 " in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_native_libraries_add_no_lines_to_an_error(tmp_path):
     """libpng prints its own warning and error for a PNG whose header says it is 0 pixels wide; the command still
     says what is wrong in one line (with --debug, everything is shown)."""
@@ -185,6 +192,7 @@ def test_native_libraries_add_no_lines_to_an_error(tmp_path):
     assert "libpng" in debug.stderr and "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rt_detr_v2_discrete", "d_fine", "deimv2_dinov3"])
 def test_every_family_predicts_and_validates_from_the_cli(kind, tmp_path):
     """The new families through the same commands: a transformers folder predicts the photos (its class names

@@ -17,6 +17,7 @@ from detr_toolkit.settings import TrainArgs
 RECIPES = sorted((Path(__file__).parent.parent / "configs" / "train").glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, checkpoint", [("rtdetr-l", "ultralytics_l"), ("rtdetr-x", "ultralytics_x")])
 def test_shipped_config_is_the_ultralytics_architecture(name, checkpoint, request):
     """Our YAML builds the same modules (names and shapes) as the config translated from ultralytics' own."""

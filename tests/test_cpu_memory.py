@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (see the README's test commands)
+
 # Sums of 48 MB tensors, as a forward pass allocates and frees activations; prints the minor page faults of a step.
 FAULTS_PER_STEP = """
 import resource, torch

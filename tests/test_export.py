@@ -34,6 +34,7 @@ def run_torch(model: RTDETR, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([outputs["boxes"], outputs["logits"].sigmoid()], -1)
 
 
+@pytest.mark.slow
 def test_trained_model_exports_with_a_dynamic_batch_and_its_metadata(tmp_path):
     model = RTDETR(DEMO)
     file = model.export(imgsz=128, dynamic=True, file=tmp_path / "demo.onnx")
@@ -46,6 +47,7 @@ def test_trained_model_exports_with_a_dynamic_batch_and_its_metadata(tmp_path):
     assert meta["names"] == str(model.names) and meta["imgsz"] == "[128, 128]" and meta["stride"] == "32"
 
 
+@pytest.mark.slow
 def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_path):
     """rtdetr-l made by ultralytics: the exported graph gives our (ultralytics-parity) outputs, row for row."""
     model = RTDETR(ultralytics_l)
@@ -62,6 +64,7 @@ def test_ultralytics_checkpoint_exports_the_same_detections(ultralytics_l, tmp_p
     assert_same_detections(openvino_model.predict(PHOTOS, conf=0.25), expected, box_px=0.5, score=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rf_detr", "lw_detr", "rt_detr", "rt_detr_v2", "rt_detr_v2_discrete", "d_fine",
                                   "deimv2_lite", "deimv2_dinov3"])  # fmt: skip
 def test_transformers_models_export(kind, tmp_path):
@@ -94,6 +97,7 @@ def test_transformers_models_export(kind, tmp_path):
         assert_same_detections(openvino_model.predict(PHOTOS, **settings), expected)
 
 
+@pytest.mark.slow
 def test_export_falls_back_to_the_torchscript_tracer_with_the_reason(tmp_path, monkeypatch, capsys):
     """Where torch.export cannot trace a model, the TorchScript tracer exports it (batch-dynamic, fixed size), and
     the reason is printed."""
@@ -114,6 +118,7 @@ def test_export_falls_back_to_the_torchscript_tracer_with_the_reason(tmp_path, m
     assert RTDETR(file).exported.imgsz == (96, 96)
 
 
+@pytest.mark.slow
 def test_cli_export_writes_next_to_the_checkpoint(tmp_path):
     weights = tmp_path / "demo.safetensors"
     weights.write_bytes(DEMO.read_bytes())
@@ -123,6 +128,7 @@ def test_cli_export_writes_next_to_the_checkpoint(tmp_path):
     assert np.isfinite(run_onnx(str(tmp_path / "demo.onnx"), torch.rand(1, 3, 96, 96)).numpy()).all()
 
 
+@pytest.mark.slow
 def test_settings_asking_for_more_memory_than_there_is_get_one_line(tmp_path, monkeypatch):
     """export batch=65536 at 640 px asks for 322 GB at its first tensor: refused by the batch-pixel limit (see
     test_cli), and with that limit raised, the failed allocation is one line naming the cause, exit 2."""
@@ -133,6 +139,7 @@ def test_settings_asking_for_more_memory_than_there_is_get_one_line(tmp_path, mo
     assert not (tmp_path / "big.onnx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opset", [16, 17])
 def test_opsets_before_18_are_written_as_asked(opset, tmp_path, capsys):
     """torch.export writes opset 18 and up (asked for 16 it printed an onnx traceback and wrote 18): earlier opsets

@@ -15,6 +15,8 @@ from detr_toolkit.config import load_model_config
 from detr_toolkit.nn import build_model
 from detr_toolkit.weights import hf_deimv2, hf_dfine, hf_rtdetr
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (see the README's test commands)
+
 PEER_MODELS = {"RTDetrConfig": "RTDetrForObjectDetection", "RTDetrV2Config": "RTDetrV2ForObjectDetection",
                "DFineConfig": "DFineForObjectDetection", "Deimv2Config": "Deimv2ForObjectDetection"}  # fmt: skip
 # each family's renaming of transformers' tensors, for our config

@@ -10,6 +10,8 @@ import pytest
 from detr_toolkit import RTDETR
 from detr_toolkit.data.synthetic import make_synthetic
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (see the README's test commands)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

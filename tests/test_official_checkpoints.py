@@ -23,6 +23,7 @@ CASES = {  # kind of peer -> file name (RT-DETRv2's discrete-sampling checkpoint
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_official_checkpoints_compute_what_transformers_does(kind, tmp_path):
     """EMA weights taken (the file's `model` entry is zeroed), heads and points per level inferred, discrete
@@ -85,6 +86,7 @@ def test_named_official_weights_come_from_the_cache_offline(tmp_path, monkeypatc
     assert RTDETR("rtdetrv2-s-dsp.pth").config["decoder"]["sampling"] == "discrete"
 
 
+@pytest.mark.slow
 def test_official_dfine_checkpoint_computes_what_transformers_does(tmp_path):
     """D-FINE-N as Peterande/D-FINE releases it (`{"model": EMA state}`, packed attention, reg_scale and up twice):
     its shipped config is found by the tensors' shapes, with the file's class count; outputs equal transformers'."""
@@ -108,6 +110,7 @@ def test_official_dfine_checkpoint_computes_what_transformers_does(tmp_path):
 TRANSFORMERS_DEIMV2 = {"head_act": "relu", "query_pos_per_layer": True, "proposal_projection": True}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["deimv2-atto", "deimv2-s", "deimv2-x"])
 def test_official_deimv2_checkpoint_holds_transformers_weights(size, tmp_path):
     """A DEIMv2 model as the official solver saves it ({"model": state}; packed projections, the ViT-Tiny's or
@@ -155,6 +158,7 @@ def test_official_deimv2_checkpoint_holds_transformers_weights(size, tmp_path):
     assert (outputs["boxes"] - expected.pred_boxes).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_named_deimv2_weights_are_the_official_hub_safetensors(tmp_path, monkeypatch):
     """`RTDETR("deimv2-atto.safetensors")`: the official HuggingFace repository's `model.safetensors` (the official
     model's state dict, no config), cached under the repository's name; read as DEIMv2-Atto, offline."""

@@ -61,6 +61,7 @@ def demo_onnx(tmp_path_factory) -> Path:
     return Path(RTDETR(DEMO).export(dynamic=True, file=tmp_path_factory.mktemp("onnx") / "demo.onnx"))
 
 
+@pytest.mark.slow
 def test_exported_demo_model_predicts_and_validates_as_pytorch(demo_onnx, tmp_path):
     torch_model, exported = RTDETR(DEMO), RTDETR(demo_onnx)
     # dynamic: any batch, and any input size (the decoder's anchors are computed in the graph)
@@ -68,6 +69,7 @@ def test_exported_demo_model_predicts_and_validates_as_pytorch(demo_onnx, tmp_pa
     assert_predicts_and_validates_as(exported, torch_model, tmp_path)
 
 
+@pytest.mark.slow
 def test_fixed_batch_file_runs_any_number_of_images(tmp_path):
     """A file exported with batch=2 (not dynamic) runs 3 images in two chunks, the last one padded."""
     file = RTDETR(DEMO).export(batch=2, file=tmp_path / "batch2.onnx")
@@ -77,6 +79,7 @@ def test_fixed_batch_file_runs_any_number_of_images(tmp_path):
     assert_same_detections(exported.predict(sources, batch=3, conf=0.1), RTDETR(DEMO).predict(sources, conf=0.1))
 
 
+@pytest.mark.slow
 def test_ultralytics_own_onnx_export_predicts_as_ultralytics(ultralytics_l, tmp_path):
     """ultralytics' RT-DETR export (from 8.4 on: the top (query, class) pairs, picked in the graph) gives the
     detections ultralytics' own predict gives on that file. (Not those of its PyTorch predict, which keeps one class
@@ -91,6 +94,7 @@ def test_ultralytics_own_onnx_export_predicts_as_ultralytics(ultralytics_l, tmp_
     assert_same_detections(ours, theirs)
 
 
+@pytest.mark.slow
 def test_cli_predicts_and_validates_with_an_onnx_file(demo_onnx, tmp_path):
     run = detect("predict", SHAPES, "--model", demo_onnx, "--conf", "0.5", "--project", tmp_path, "--save")
     assert run.returncode == 0, run.stderr
@@ -100,6 +104,7 @@ def test_cli_predicts_and_validates_with_an_onnx_file(demo_onnx, tmp_path):
     assert run.returncode == 0 and "mAP50-95" in run.stdout, run.stderr
 
 
+@pytest.mark.slow
 def test_bad_onnx_inputs_get_one_line_errors(demo_onnx, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where ultralytics writes its export
     # a file that is not ONNX

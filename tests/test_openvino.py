@@ -30,6 +30,7 @@ def demo_openvino(tmp_path_factory) -> Path:
     return Path(RTDETR(DEMO).export(format="openvino", dynamic=True, file=tmp_path_factory.mktemp("ov") / "demo"))
 
 
+@pytest.mark.slow
 def test_openvino_export_predicts_and_validates_as_pytorch(demo_openvino, tmp_path):
     # the folder, written whole: graph, weights and metadata, nothing left beside it
     assert sorted(p.name for p in demo_openvino.iterdir()) == ["demo.bin", "demo.xml", "metadata.yaml"]
@@ -45,6 +46,7 @@ def test_openvino_export_predicts_and_validates_as_pytorch(demo_openvino, tmp_pa
     assert_predicts_and_validates_as(exported, torch_model, tmp_path, metric=1e-4)
 
 
+@pytest.mark.slow
 def test_half_computes_as_pytorch_half_does(demo_openvino):
     """half=True: bfloat16 where the CPU has native bf16 (as the PyTorch model's half=True), float32 elsewhere."""
     exported = RTDETR(demo_openvino)
@@ -56,6 +58,7 @@ def test_half_computes_as_pytorch_half_does(demo_openvino):
     assert exported.exported.precision == "f32"  # half=False again: float32 again
 
 
+@pytest.mark.slow
 def test_the_threads_signal_stack_outlives_openvino_models(demo_openvino):
     """OpenVINO's CPU plugin points the thread's alternate signal stack at memory it frees with the model; left so,
     the next Python signal handler (a DataLoader worker's SIGCHLD) crashed the process. It is put back."""
@@ -70,6 +73,7 @@ def test_the_threads_signal_stack_outlives_openvino_models(demo_openvino):
     assert (after.ss_sp, after.ss_size, after.ss_flags) == (before.ss_sp, before.ss_size, before.ss_flags)
 
 
+@pytest.mark.slow
 def test_int8_openvino_export_keeps_the_accuracy_of_float32(tmp_path, capsys):
     data = make_synthetic(tmp_path / "shapes", train=32, val=80, seed=11)
     folder = RTDETR(DEMO).export(format="openvino", int8=True, data=data, file=tmp_path / "demo_openvino_model")
@@ -87,6 +91,7 @@ def test_int8_openvino_export_keeps_the_accuracy_of_float32(tmp_path, capsys):
         assert abs(ours[key] - theirs[key]) < 0.025, (key, ours[key], theirs[key])
 
 
+@pytest.mark.slow
 def test_ultralytics_own_openvino_export_predicts_as_ultralytics(ultralytics_l, tmp_path):
     """ultralytics' OpenVINO folder (its ONNX graph converted, metadata.yaml with its names) gives the detections
     ultralytics' own predict gives on that folder (see the ONNX test for why not those of its PyTorch predict)."""
@@ -102,6 +107,7 @@ def test_ultralytics_own_openvino_export_predicts_as_ultralytics(ultralytics_l, 
     assert_same_detections(exported.predict(PHOTOS, conf=0.25), theirs)
 
 
+@pytest.mark.slow
 def test_cli_exports_next_to_the_checkpoint_and_predicts(tmp_path):
     checkpoint = tmp_path / "best.safetensors"
     checkpoint.write_bytes(DEMO.read_bytes())
@@ -116,6 +122,7 @@ def test_cli_exports_next_to_the_checkpoint_and_predicts(tmp_path):
     assert run.returncode == 0 and sorted(p.name for p in folder.iterdir()) == ["best.bin", "best.xml", "metadata.yaml"]
 
 
+@pytest.mark.slow
 def test_bad_openvino_inputs_get_one_line_errors(demo_openvino, tmp_path):
     fixed = Path(RTDETR(DEMO).export(format="openvino", file=tmp_path / "fixed_openvino_model"))
     with pytest.raises(ConfigError, match=r"imgsz=128: .*fixed_openvino_model was exported for 96x96 inputs"):
@@ -168,6 +175,7 @@ def test_metadata_yaml_is_read_within_the_yaml_limits(demo_openvino, tmp_path):
         assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
     """OpenVINO's writer meets a full disk (here: a file-size limit, as real as ENOSPC to the writer): one
     OutputError naming the folder, nothing left behind (a `basic_ios::clear` traceback before)."""

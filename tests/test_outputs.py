@@ -82,6 +82,7 @@ FULL_DISK = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["export", "train"])
 def test_a_full_disk_is_one_line_and_leaves_the_last_whole_file(tmp_path, command):
     """Writes fail with EFBIG under RLIMIT_FSIZE, as with ENOSPC on a full disk: exit 2, one line naming the file,
@@ -103,6 +104,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_whole_file(tmp_path, comman
     assert not (tmp_path / "runs" / "exp").exists()
 
 
+@pytest.mark.slow
 def test_outputs_get_the_users_file_mode(tmp_path):
     model = RTDETR(DEMO)
     files = [

@@ -43,6 +43,7 @@ def photo_batch(size: int) -> torch.Tensor:
     return preprocess(frames, size, torch.device("cpu"), torch.float32)
 
 
+@pytest.mark.slow
 def test_raw_outputs_match(peer):
     """Same weights, same photos: logits and boxes agree to 1e-4 (float32 on both sides), or, for a peer whose own
     float32 rounding is larger (the perturbed tiny D-FINE: ~1.5e-4 from its float64 result), to twice that."""
@@ -63,6 +64,7 @@ def test_raw_outputs_match(peer):
         assert (outputs["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conf", [0.0, 0.3])
 def test_detections_match_post_processing(peer, conf):
     """Our predict() against the peer's `post_process_object_detection` on the same pixels."""
@@ -85,6 +87,7 @@ def test_detections_match_post_processing(peer, conf):
         assert (mine[:, 5] == paired[:, 5]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rt_detr", "rt_detr_v2", "d_fine", "deimv2_lite", "deimv2_dinov3"])
 def test_non_square_input_matches_the_rt_detr_family(kind, tmp_path):
     """A 128x224 batch of both photos: anchors, the encoder's position embedding, deformable sampling and (DEIMv2)

@@ -16,6 +16,8 @@ from detr_toolkit.data.sources import Frame
 from detr_toolkit.engine.predictor import preprocess
 from detr_toolkit.nn import fuse_model
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (see the README's test commands)
+
 
 def ultralytics_model(path):
     from ultralytics import RTDETR as PeerRTDETR

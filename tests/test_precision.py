@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import PHOTOS
 
@@ -32,6 +33,7 @@ def test_cpu_half_predicts_close_to_float32(tiny_weights):
         assert torch.allclose(half.boxes.conf.sort().values, full.boxes.conf.sort().values, atol=0.01)
 
 
+@pytest.mark.slow
 def test_bf16_keeps_the_accuracy_of_trained_weights(monkeypatch, tmp_path):
     """The trained demo model scores the same mAP in bfloat16 as in float32 (forced to bf16 autocast here, so the
     check runs on CPUs without native bf16 too): rounding moves random-weight outputs, not trained ones."""

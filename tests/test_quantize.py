@@ -14,6 +14,8 @@ from detr_toolkit.data.synthetic import make_synthetic
 from detr_toolkit.engine.quantize import QUANTIZED_PARTS, node_module
 from detr_toolkit.errors import ConfigError, DatasetError
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (see the README's test commands)
+
 DEMO = Path(__file__).parent.parent / "assets" / "rtdetr-tiny-shapes.safetensors"
 
 

@@ -146,6 +146,7 @@ def test_crops_match_ultralytics(tmp_path, detections):
         assert cv2.imread(str(tmp_path / "ours" / name)).shape == cv2.imread(str(tmp_path / "theirs" / name)).shape
 
 
+@pytest.mark.slow
 def test_show_without_a_display_warns_instead_of_aborting(detections):
     """GUI OpenCV (the track and dev extras bring it) aborts Python when Qt finds no display: show() checks first."""
     code = (

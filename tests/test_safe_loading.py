@@ -84,6 +84,7 @@ def test_ultralytics_yolo_checkpoint_is_named(tmp_path):
         RTDETR(path)
 
 
+@pytest.mark.slow
 def test_fused_ultralytics_checkpoint_loads(tmp_path, ultralytics_l):
     """ultralytics saves a model as held in memory: after predict it is fused (conv+bn, RepConv folded)."""
     from ultralytics import RTDETR as PeerRTDETR
@@ -99,6 +100,7 @@ def test_fused_ultralytics_checkpoint_loads(tmp_path, ultralytics_l):
     assert torch.allclose(original.boxes.data, refolded.boxes.data, atol=0.05)
 
 
+@pytest.mark.slow
 def test_our_format_round_trips(tmp_path, ultralytics_l):
     model = RTDETR(ultralytics_l)
     path = model.save(tmp_path / "model.safetensors")

@@ -28,6 +28,7 @@ def crowded(tmp_path_factory):
     return data, root / "few-queries.yaml"
 
 
+@pytest.mark.slow
 def test_time_budget_ends_inside_it_with_scored_best_weights(crowded, tmp_path):
     """time= (hours) overrides epochs: the run plans the epochs that fit, stops inside the budget and scores its
     best weights; warm-up and queries fitted to the 12-image dataset are printed."""
@@ -58,6 +59,7 @@ def test_time_budget_ends_inside_it_with_scored_best_weights(crowded, tmp_path):
     assert resumed["epoch"] + 1 > epochs and resumed["train_seconds"] <= 2 * budget_hours * 3600
 
 
+@pytest.mark.slow
 def test_given_settings_are_not_adapted_and_mixing_stops_for_the_tail(crowded, tmp_path):
     data, config = crowded
     run = detect("train", "--model", config, "--data", data, "epochs=2", "batch=4", "imgsz=64", "workers=0",
@@ -112,6 +114,7 @@ def test_one_to_many_branch_trains_and_leaves_the_rest_alone(family, tmp_path):
         torch.testing.assert_close(with_branch[key], without[key])
 
 
+@pytest.mark.slow
 def test_a_short_budget_is_planned_from_the_first_epochs_steps(tmp_path, capsys):
     """A 30 s budget of epochs that take seconds (the issue's case: the whole run stayed in a warm-up planned from
     the default 72 epochs): the plan comes from the first epoch's own steps, before they run out, so warm-up is

@@ -35,6 +35,7 @@ def video(tmp_path_factory):
     return folder / "shapes.mp4", write_mot(folder / "gt.txt", truth)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tracker", ["bytetrack", "botsort", "ocsort", "sort"])
 def test_tracks_keep_their_identities(tracker, video, tmp_path):
     """Every tracker of the package follows the three shapes through 60 frames without an identity switch; MOTA >=
@@ -52,6 +53,7 @@ def test_tracks_keep_their_identities(tracker, video, tmp_path):
     assert clear.MOTA >= (0.9 if tracker == "bytetrack" else 0.85) and identity.IDF1 >= 0.9 and clear.IDSW <= 1
 
 
+@pytest.mark.slow
 def test_cli_track_saves_the_video_with_ids(video, tmp_path):
     source, _ = video
     run = detect("track", source, "--model", DEMO, "--conf", "0.3", "--save", "--project", tmp_path)
@@ -78,6 +80,7 @@ def test_persist_continues_tracks_over_calls(video):
     assert not fresh.boxes.is_track or len(fresh.boxes) <= len(persisted[-1].boxes)
 
 
+@pytest.mark.slow
 def test_track_errors(video, tmp_path):
     source, _ = video
     with pytest.raises(ConfigError, match="tracker='deepsort': unknown tracker"):
@@ -96,6 +99,7 @@ def test_track_errors(video, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_trackers_opencv_beside_ours():
     """The [track] extra brings opencv-python beside our opencv-python-headless: one cv2 serves both, pip is content."""
     assert np.asarray(cv2.resize(np.zeros((4, 4, 3), np.uint8), (2, 2))).shape == (2, 2, 3)
@@ -103,6 +107,7 @@ def test_trackers_opencv_beside_ours():
     assert run.returncode == 0, run.stdout
 
 
+@pytest.mark.slow
 def test_tracker_yaml_files_are_read_and_validated(video, tmp_path):
     """A tracker YAML (ultralytics' keys or the trackers package's arguments) sets the tracker its tracker_type
     names, whatever the file is called; out-of-range values, unknown keys, unknown types and alias bombs get one

@@ -47,6 +47,7 @@ def rows(run):
     return list(csv.DictReader(path.open())) if path.exists() else []
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     """An uninterrupted 3-epoch run and one SIGKILLed after its first epoch then resumed end identical."""
     data, config = shapes
@@ -84,6 +85,7 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     assert len(model.predict(data.parent / "images" / "val", imgsz=64, conf=0.0, verbose=False)) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", [{0: "circle", 1: "star"}, {0: "hexagon", 1: "cross", 2: "ring", 3: "arrow"}])
 def test_fine_tuning_resets_only_the_class_heads(names):
     """Other classes, fewer or as many: the class heads start afresh, everything else is the trained model's."""
@@ -139,6 +141,7 @@ def test_our_metrics_equal_pycocotools(shapes, tmp_path):
     assert 0.2 < ours["mAP50"] < 1.0 and len(per_class) == 4
 
 
+@pytest.mark.slow
 def test_train_and_val_errors(shapes, tmp_path):
     data, config = shapes
     for args, message in [
@@ -153,6 +156,7 @@ def test_train_and_val_errors(shapes, tmp_path):
         assert message in process.stderr.read(), args
 
 
+@pytest.mark.slow
 def test_cli_recipe_names_its_data_and_false_resume_trains(shapes, tmp_path):
     """`detect train --cfg recipe.yaml` takes the recipe's own model and data (as the Python API does); resume=no,
     or any false spelling, starts a run instead of resuming one."""
@@ -166,6 +170,7 @@ def test_cli_recipe_names_its_data_and_false_resume_trains(shapes, tmp_path):
     assert not any(TrainArgs.create(data="d.yaml", resume=spelling).resume for spelling in ("false", "0", "off"))
 
 
+@pytest.mark.slow
 def test_sigterm_cleans_up_and_a_run_without_a_checkpoint_says_so(shapes, tmp_path):
     """SIGTERM (kill, a scheduler) stops a run as Ctrl-C does: no run folder with an empty weights/ stays. A run
     killed before its first checkpoint was complete says there is nothing to resume."""
@@ -185,6 +190,7 @@ def test_sigterm_cleans_up_and_a_run_without_a_checkpoint_says_so(shapes, tmp_pa
     assert resumed.wait(timeout=120) == 2 and "no complete checkpoint" in resumed.stderr.read()
 
 
+@pytest.mark.slow
 def test_a_second_training_into_a_busy_run_folder_is_refused(shapes, tmp_path):
     """Two trainings into one run folder (exist_ok) would interleave results.csv and leave one's args.yaml beside
     the other's weights: the second is refused while the first runs."""
@@ -207,6 +213,7 @@ def test_a_second_training_into_a_busy_run_folder_is_refused(shapes, tmp_path):
         first.wait()
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_sync(shapes, tmp_path):
     """torchrun with 2 gloo processes: each trains on half of every batch; the weights end identical on both."""
     data, config = shapes
@@ -268,6 +275,7 @@ def test_vit_lw_detr_model_trains(shapes, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_official_rtdetrv2_recipe_trains_through_the_cli(shapes, tmp_path):
     """RT-DETRv2 with ResNet-vd, narrowed from the shipped rtdetrv2-l.yaml by a `base:` config: trains with its
     family's loss through `detect train`; the frozen stem and batch-norm statistics stay as they were, the rest
@@ -301,6 +309,7 @@ def test_official_rtdetrv2_recipe_trains_through_the_cli(shapes, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_dfine_trains(shapes, tmp_path):
     """D-FINE (HGNetv2 with affine blocks, ELAN encoder, distribution-refining decoder), narrowed from the shipped
     dfine-n.yaml: trains through the same entry point and predicts afterwards."""
@@ -313,6 +322,7 @@ def test_dfine_trains(shapes, tmp_path):
     assert len(model.predict(data.parent / "images" / "val", verbose=False)) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "narrowed",
     [

@@ -78,6 +78,7 @@ def test_a_partial_window_steps_at_the_end_of_the_epoch(shapes, tmp_path):
     assert all(p.grad is None for p in run.model.parameters())
 
 
+@pytest.mark.slow
 def test_learning_rates_are_logged_per_group(shapes, tmp_path):
     data, config = shapes
     run = RTDETR(config).train(data=data, epochs=1, lr=2e-3, lr_backbone=3e-4, schedule="constant", project=tmp_path,
@@ -87,6 +88,7 @@ def test_learning_rates_are_logged_per_group(shapes, tmp_path):
     assert float(row["lr/head"]) == pytest.approx(2e-3) and float(row["lr/backbone"]) == pytest.approx(3e-4)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_agree_when_one_rank_sees_a_non_finite_loss(shapes, tmp_path):
     """Rank 1 alone gets a NaN loss on its second batch: both ranks skip that batch together (one skipping while
     the other all-reduces its gradients would hang), the run ends in sync and reports the skip."""
@@ -117,6 +119,7 @@ def test_ddp_ranks_agree_when_one_rank_sees_a_non_finite_loss(shapes, tmp_path):
     assert rows(tmp_path / "ddp")[0]["skipped"] == "1"
 
 
+@pytest.mark.slow
 def test_resume_applies_safe_changes_and_refuses_others(shapes, tmp_path):
     data, config = shapes
     common = ["train", "--model", str(config), "--data", str(data), *(f"{k}={v}" for k, v in QUICK.items())]
@@ -146,6 +149,7 @@ def test_predictions_follow_weights_changed_after_the_first_predict(tiny_weights
     assert torch.allclose(after, other.predict(PHOTOS[0], conf=0.0, verbose=False)[0].boxes.data)
 
 
+@pytest.mark.slow
 def test_a_model_with_nan_weights_is_an_error_in_predict_and_val(shapes, tmp_path, tiny_weights, capsys):
     data, _ = shapes
     model = RTDETR(tiny_weights)
@@ -186,6 +190,7 @@ def test_a_run_whose_every_validation_is_broken_is_not_done(shapes, tmp_path, ca
     assert not (tmp_path / "huge" / "weights" / "best.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_seeded_run_repeats_its_losses_and_weights(shapes, tmp_path):
     """What the README promises for seed=: on the same machine and thread count, a run repeats its losses and
     weights bit for bit, with augmentation drawn in a data-loader worker process and compute on 2 threads."""
@@ -199,6 +204,7 @@ def test_a_seeded_run_repeats_its_losses_and_weights(shapes, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_callbacks_run_at_their_events_with_the_trainer(shapes, tmp_path):
     """ultralytics' add_callback surface: each event in order, with what the trainer holds there; the callbacks
     stay with the model for the next train(); an unknown event is one error; a callback's error stops the run."""

@@ -51,6 +51,7 @@ def crop_statistics(transform: v2.RandomIoUCrop, draws: int) -> dict[str, float]
     }
 
 
+@pytest.mark.slow
 def test_batched_iou_crop_matches_torchvision_distribution():
     draws = 600
     ours = crop_statistics(BatchedRandomIoUCrop(), draws)
