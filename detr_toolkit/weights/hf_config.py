@@ -16,6 +16,7 @@ from ..errors import CheckpointError
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 PIXEL_MAX = 255.0  # our models see RGB in 0..1: 8-bit pixels / 255
+DEFAULT_SIZE = 640  # the input size of a folder without a preprocessor config (its families' own)
 
 
 def block_count(value: Any, name: str, most: int | None = None) -> int:
@@ -95,8 +96,6 @@ def rename_tensors(
 
 
 # --- the sections the RT-DETR family's configs share (RT-DETR, RT-DETRv2, D-FINE, DEIMv2) ---------------------
-
-DEFAULT_SIZE = 640
 
 
 def family_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None, backbone: dict[str, Any],

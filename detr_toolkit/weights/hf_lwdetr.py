@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .hf_config import IMAGENET_MEAN, IMAGENET_STD, block_count, input_settings, names_of
+from .hf_config import DEFAULT_SIZE, IMAGENET_MEAN, IMAGENET_STD, block_count, input_settings, names_of
 from .mapping import Rule, apply_rules, unpack_in_proj
 
 MODEL_TYPES = ("rf_detr", "lw_detr")
@@ -186,7 +186,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     nc, names = names_of(hf, default_nc=91)
     stride = backbone["patch_size"] * backbone["window_grid"]
     # Without a preprocessor config: the position grid's size rounded up to whole windows (DINOv2's 518 -> 560).
-    default_size = -(-vit["image_size"] // stride) * stride if kind == "rf_detr" else 640
+    default_size = -(-vit["image_size"] // stride) * stride if kind == "rf_detr" else DEFAULT_SIZE
     imgsz, mean, std = input_settings(preprocessor, default_size, IMAGENET_MEAN, IMAGENET_STD)
     return {
         "nc": nc,
