@@ -241,7 +241,7 @@ class Trainer:
             print(describe_threads())
         self.step_threads, self.val_threads = ThreadTuner(), ThreadTuner()
         if self.main and new_run:
-            check_writable(Path(self.args.project) / args.name / "args.yaml")  # before loading data and models
+            check_writable(Path(args.project) / args.name / "args.yaml")  # before loading data and models
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -402,7 +402,7 @@ class Trainer:
         self.results = (
             list(checkpoint["results"])
             if "results" in checkpoint
-            else earlier_results(Path(str(save_dir)) / "results.csv", checkpoint["epoch"] + 1)
+            else earlier_results(save_dir / "results.csv", checkpoint["epoch"] + 1)
         )
         if self.args.time:  # else the (perhaps changed) epochs= holds
             self.epochs = max(int(checkpoint.get("planned_epochs", self.epochs)), self.start_epoch + 1)
@@ -412,13 +412,12 @@ class Trainer:
 
     def _save(self, epoch: int, fitness: float | None) -> None:
         """last.pt and last.safetensors; best.safetensors when `fitness` (val mAP50-95) is the best yet."""
-        weights = self.save_dir / "weights"
         model_config = {**self.config, "names": self.names}
-        save_weights(self.ema.module.state_dict(), model_config, weights / "last.safetensors")
+        save_weights(self.ema.module.state_dict(), model_config, self.save_dir / "weights" / "last.safetensors")
         if fitness is not None and fitness > self.best_fitness:
             self.best_fitness, self.best_epoch = fitness, epoch
-            save_weights(self.ema.module.state_dict(), model_config, weights / "best.safetensors")
-        write_checkpoint(weights / "last.pt", {
+            save_weights(self.ema.module.state_dict(), model_config, self.best)
+        write_checkpoint(self.last, {
             "epoch": epoch, "best_fitness": self.best_fitness, "best_epoch": self.best_epoch,
             "model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "config": self.config,
@@ -724,24 +723,23 @@ class Trainer:
     def finish(self) -> None:
         """Score best.safetensors on the val split: PR curves and confusion matrix plots, a per-class AP table."""
         args = self.args
-        best_file = self.save_dir / "weights" / "best.safetensors"
         last_map = self.results[-1].get("mAP50-95", 0.0) if self.results else 0.0
         if self.val_set is not None and math.isnan(last_map):  # the last validation met non-finite outputs
-            if not best_file.is_file():
+            if not self.best.is_file():
                 raise ModelOutputError(
                     f"training diverged: the model's outputs were not finite at epoch {self.epochs_done} and no epoch "
                     f"scored; lower lr={args.lr:g} (the run is in {self.save_dir})"
                 )
-            print(f"warning: the last epoch's outputs are not finite (training diverged): use {best_file} (epoch "
+            print(f"warning: the last epoch's outputs are not finite (training diverged): use {self.best} (epoch "
                   f"{self.best_epoch + 1}), not last.safetensors")  # fmt: skip
         if args.verbose:
             print(f"\n{self.epochs_done} epochs done; results in {self.save_dir}")
             if self.skipped:
                 print(f"warning: {self.skipped} batches or steps skipped for non-finite losses or gradients")
-        if self.val_set is None or not best_file.is_file():
+        if self.val_set is None or not self.best.is_file():
             return
         best = copy.deepcopy(self.ema.module)
-        best.load_state_dict(load_weights(best_file)[1])
+        best.load_state_dict(load_weights(self.best)[1])
         inference = TorchInference(best, self.device, threads=self.val_threads)
         detections = predict_dataset(inference, self.val_set, args.batch)
         curves: dict[int, Any] = {}
