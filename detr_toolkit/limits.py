@@ -50,7 +50,7 @@ IMAGE_PIXELS = Limit("IMAGE_PIXELS", 178_956_970, "pixels")
 YAML_NODES = Limit("YAML_NODES", 1_000_000, "YAML nodes, aliases expanded")
 YAML_BYTES = Limit("YAML_BYTES", 4 << 20, "bytes")  # configs and data yamls are kilobytes; lists of images go in .txt
 MODEL_PARAMETERS = Limit("MODEL_PARAMETERS", 2_000_000_000, "parameters")
-# Model config values, by what they count (see nn.detector.check_config_values).
+# Model config values, by what they count (the parts' constructors annotate their arguments: nn.validation.Count, ...).
 MODEL_LAYERS = Limit("MODEL_LAYERS", 1024, "layers, blocks, heads or points")
 MODEL_WIDTH = Limit("MODEL_WIDTH", 65_536, "channels")
 MODEL_QUERIES = Limit("MODEL_QUERIES", 10_000, "queries")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import limits, weights
+from . import weights
 from .config import class_names
 from .engine.callbacks import Callbacks, add_callback, check_event, default_callbacks
 from .engine.device import select_device
@@ -116,9 +116,7 @@ class RTDETR:
     def _input_size(self, imgsz: int | None, batch: int) -> int:
         """The input size to run: `imgsz`, or the model's; checked against what the model takes, and a batch of
         `batch` of them against the memory limit."""
-        size = (self.exported or self.model).check_input_size(imgsz or self.imgsz)
-        limits.BATCH_PIXELS.check(batch * size * size, f"batch={batch} at imgsz={size}")
-        return size
+        return (self.exported or self.model).check_input_size(imgsz or self.imgsz, batch=batch)
 
     def _inference(self, device: Any, half: bool) -> Inference:
         """The model ready to run on `device` (default: the model's) in `half` precision or not: the exported file,

@@ -140,7 +140,7 @@ def test_a_batch_too_large_for_memory_is_refused_before_allocating(tmp_path, tin
     for args, asked in [
         (["predict", PHOTOS[0], "batch=65536", "imgsz=640"], "batch=65536 at imgsz=640: 26,843,545,600"),
         (["val", "--data", data, "batch=9", "imgsz=4096"], "batch=9 at imgsz=4096: 150,994,944"),
-        (["export", f"file={tmp_path / 'm.onnx'}", "batch=65536"], "export batch=65536 at imgsz=128: 1,073,741,824"),
+        (["export", f"file={tmp_path / 'm.onnx'}", "batch=65536"], "batch=65536 at imgsz=128: 1,073,741,824"),
         (["train", "--data", data, "batch=2", "imgsz=64", "multi_scale=[64, 9216]"], None),
         (["train", "--data", data, "batch=16", "imgsz=4096", f"project={tmp_path}"], "batch=16 at imgsz=4096: 268,"),
     ]:

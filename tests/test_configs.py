@@ -71,9 +71,9 @@ def test_bad_configs_are_named(edit, message):
             r"decoder \(rtdetr\): num_queries='300' must be int",
         ),
         (lambda c: c["encoder"].update(num_heads=True), ConfigError, r"num_heads=True must be int"),
-        (lambda c: c["decoder"].update(num_layers=-1), ConfigError, r"decoder num_layers: -1 must be at least 1"),
+        (lambda c: c["decoder"].update(num_layers=-1), ConfigError, r"\(rtdetr\): num_layers=-1 must be at least 1"),
         (lambda c: c["backbone"]["stages"][2].update(downsample=False), ConfigError, r"parts do not fit together"),
-        (lambda c: c["decoder"].update(num_points=0), ConfigError, r"decoder num_points: 0 must be at least 1"),
+        (lambda c: c["decoder"].update(num_points=[4, 0, 4]), ConfigError, r"num_points holds 0, must be at least 1"),
         (
             lambda c: c.update(imgsz=100),
             ConfigError,
@@ -82,9 +82,28 @@ def test_bad_configs_are_named(edit, message):
         (lambda c: c.update(mean=[0.5, "x", 0.5]), ConfigError, r"mean must be a list of 3 numbers"),
         (lambda c: c["decoder"].update(num_layers=10**6), LimitError, r"num_layers=1000000: 1,000,000 layers"),
         (lambda c: c["decoder"].update(num_queries=10**7), LimitError, r"DETR_TOOLKIT_MAX_MODEL_QUERIES"),
+        (
+            lambda c: c["backbone"]["stages"][0].update(blocks=10**6),
+            LimitError,
+            r"backbone \(hgnetv2\) stages: blocks=1000000: 1,000,000 layers",
+        ),
+        (lambda c: c["backbone"].update(return_stages=[-1, 2]), ConfigError, r"return_stages holds -1, must be at lea"),
         (lambda c: c["encoder"].update(hidden_dim=60000, ffn_dim=60000), LimitError, r"MODEL_PARAMETERS"),
     ],
-    ids=["text", "bool", "negative", "stages", "zero-points", "stride", "mean", "layers", "queries", "parameters"],
+    ids=[
+        "text",
+        "bool",
+        "negative",
+        "stages",
+        "zero-points",
+        "stride",
+        "mean",
+        "layers",
+        "queries",
+        "nested-blocks",
+        "negative-index",
+        "parameters",
+    ],
 )
 def test_malformed_and_oversized_configs_fail_before_allocating(edit, error, message):
     """Types from the constructors' signatures, value limits, the parameter count and a forward pass of shapes on
@@ -98,6 +117,18 @@ def test_malformed_and_oversized_configs_fail_before_allocating(edit, error, mes
     with pytest.raises(error, match=message):
         build_model(config)
     assert time.perf_counter() - start < 20
+
+
+def test_value_rules_follow_the_constructors_annotations():
+    """Zero is a valid count of denoising queries, a negative eval_idx indexes from the end, and a float argument
+    written as an integer (dropout: 0) is not a count; a width of 0 is refused."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["decoder"].update(num_denoising=0, eval_idx=-2, dropout=0)
+    model = build_model(config)
+    assert model.decoder.eval_idx == len(model.decoder.layers) - 2
+    config["decoder"]["hidden_dim"] = 0
+    with pytest.raises(ConfigError, match=r"decoder \(rtdetr\): hidden_dim=0 must be at least 1"):
+        build_model(config)
 
 
 def test_limits_can_be_raised(monkeypatch):

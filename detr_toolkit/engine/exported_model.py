@@ -27,6 +27,7 @@ import torch
 from .. import limits
 from ..config import class_names, parse_yaml
 from ..errors import CheckpointError, ConfigError, LimitError
+from ..nn import check_input_size
 from ..nn.decoders import DECODERS
 
 Shape = Sequence[int | str | None]  # a dimension that is not an int is free (dynamic)
@@ -167,16 +168,14 @@ class ExportedModel:
             and tuple(map(int, version.groups())) >= (8, 4)
         )
 
-    def check_input_size(self, size: int, name: str = "imgsz") -> int:
-        """`size` if the file runs it (its fixed size, or a multiple of its stride); ConfigError otherwise."""
+    def check_input_size(self, size: int, name: str = "imgsz", batch: int = 1) -> int:
+        """`size` if the file runs it (its fixed size, or a multiple of its stride; see nn.check_input_size)."""
         if self.imgsz is not None and (size, size) != tuple(self.imgsz):
             raise ConfigError(
                 f"{name}={size}: {self.file} was exported for {self.imgsz[0]}x{self.imgsz[1]} inputs "
                 f"(export again with imgsz={size}, or with dynamic=True)"
             )
-        if size % self.stride:
-            raise ConfigError(f"{name}={size}: must be a multiple of {self.stride} for this model")
-        return size
+        return check_input_size(size, self.stride, name, batch)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1, scores (B, Q, C); float32 on the CPU.

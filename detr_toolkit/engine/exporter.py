@@ -28,7 +28,6 @@ import torch
 import yaml
 from torch import nn
 
-from .. import limits
 from ..errors import ConfigError, OutputError
 from ..extras import require
 from ..files import atomic_folder, check_writable, write_file
@@ -191,8 +190,7 @@ def export_onnx(
     falling back to the TorchScript tracer where it cannot trace the model) or "torchscript".
     """
     onnx = require("onnx", "ONNX export", "export")
-    detector.check_input_size(imgsz)
-    limits.BATCH_PIXELS.check(batch * imgsz * imgsz, f"export batch={batch} at imgsz={imgsz}")
+    detector.check_input_size(imgsz, batch=batch)
     check_writable(file)  # before the export's work, not after it
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         fixed = ", at a fixed input size" if dynamic and any_size_allowed(detector) else ""

@@ -54,7 +54,6 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import limits
 from ..data.dataset import Collate, DetectionDataset
 from ..data.splits import load_split
 from ..errors import CheckpointError, ConfigError, ModelOutputError
@@ -283,11 +282,9 @@ class Trainer:
                 f"fine-tuning to {len(self.names)} classes ({', '.join(self.names.values())}): re-initialised "
                 f"{', '.join(reset)}"
             )
-        self.model.check_input_size(args.imgsz)
+        self.model.check_input_size(args.imgsz, batch=args.batch)
         for size in args.multi_scale:
-            self.model.check_input_size(size, "multi_scale")
-        largest = max([args.imgsz, *args.multi_scale])
-        limits.BATCH_PIXELS.check(args.batch * largest**2, f"batch={args.batch} at imgsz={largest}")
+            self.model.check_input_size(size, "multi_scale", args.batch)
         self.model.to(self.device)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config

@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import limits
 from ..errors import ConfigError
 from .backbones import BACKBONES
 from .decoders import DECODERS
 from .encoder import HybridEncoder
 from .lite_encoder import LiteEncoder
-from .validation import CONSTRUCTION_ERRORS, check_arguments, check_config_values, check_on_meta, is_number
+from .validation import CONSTRUCTION_ERRORS, check_arguments, check_on_meta, check_values, is_number
 
 
 class NoEncoder(nn.Module):
@@ -72,11 +73,9 @@ class Detector(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
         self.register_buffer("std", torch.tensor(std or [1.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
 
-    def check_input_size(self, size: int, name: str = "imgsz") -> int:
-        """`size` if it is a multiple of the stride; ConfigError naming the setting otherwise."""
-        if size % self.stride:
-            raise ConfigError(f"{name}={size}: must be a multiple of {self.stride} for this model")
-        return size
+    def check_input_size(self, size: int, name: str = "imgsz", batch: int = 1) -> int:
+        """`size` if this model runs it (see `check_input_size`)."""
+        return check_input_size(size, self.stride, name, batch)
 
     def forward(self, images: torch.Tensor, targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
         """`targets` (training only): per image {"boxes": (n, 4) cxcywh in 0..1, "labels": (n,)}, for denoising."""
@@ -84,6 +83,15 @@ class Detector(nn.Module):
             images = (images - self.mean) / self.std
         features = self.encoder(self.backbone(images))
         return self.decoder(features, targets) if self.training else self.decoder(features)
+
+
+def check_input_size(size: int, stride: int, name: str = "imgsz", batch: int = 1) -> int:
+    """`size` if it is a multiple of `stride` and a batch of `batch` images of `size` x `size` is within
+    limits.BATCH_PIXELS; ConfigError or LimitError naming the setting otherwise."""
+    if size % stride:
+        raise ConfigError(f"{name}={size}: must be a multiple of {stride} for this model")
+    limits.BATCH_PIXELS.check(batch * size * size, f"batch={batch} at {name}={size}")
+    return size
 
 
 def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where: str, **derived: Any) -> nn.Module:
@@ -97,6 +105,7 @@ def _build_part(registry: dict[str, type], section: dict[str, Any] | None, where
         raise ConfigError(f"{where}: unknown type {kind!r} (known: {sorted(registry)})")
     cls = registry[kind]
     check_arguments(cls, kwargs, f"{where} ({kind})", derived=DERIVED)
+    check_values(cls, kwargs, f"{where} ({kind})")
     accepted = inspect.signature(cls).parameters
     try:
         return cls(**kwargs, **{name: value for name, value in derived.items() if name in accepted})
@@ -122,7 +131,9 @@ def build_model(config: dict[str, Any]) -> Detector:
         value = config.get(key)
         if value is not None and not (isinstance(value, list) and len(value) == 3 and all(is_number(v) for v in value)):
             raise ConfigError(f"model config {key} must be a list of 3 numbers (R, G, B), got {value!r}")
-    check_config_values({k: v for k, v in config.items() if k not in ("names", "loss")})
+    limits.MODEL_CLASSES.check(config["nc"], f"model config nc={config['nc']}")
+    if isinstance(config.get("imgsz"), int):
+        limits.IMAGE_SIZE.check(config["imgsz"], f"model config imgsz={config['imgsz']}")
     if torch.get_default_device().type != "meta":
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a config that does not fit is reported once, by check_on_meta

@@ -20,6 +20,7 @@ from .attention import MultiHeadAttention
 from .common import activation
 from .conv import ConvNormAct
 from .csp import ELAN, ELAN5, RepC3, SCDown
+from .validation import Count
 
 
 def sincos_position_embedding(height: int, width: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -94,9 +95,9 @@ class HybridEncoder(nn.Module):
         in_strides: list[int],
         hidden_dim: int = 256,
         ffn_dim: int = 1024,
-        num_heads: int = 8,
+        num_heads: Count = 8,
         attn_act: str = "gelu",
-        csp_blocks: int = 3,
+        csp_blocks: Count = 3,
         expansion: float = 1.0,
         act: str = "silu",
         dropout: float = 0.0,

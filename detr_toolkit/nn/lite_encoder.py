@@ -14,6 +14,7 @@ from torch import nn
 
 from .conv import ConvNormAct
 from .csp import ELAN5
+from .validation import Count
 
 
 class LiteEncoder(nn.Module):
@@ -28,7 +29,7 @@ class LiteEncoder(nn.Module):
         in_channels: list[int],
         in_strides: list[int],
         hidden_dim: int = 64,
-        csp_blocks: int = 2,
+        csp_blocks: Count = 2,
         expansion: float = 0.34,
         trailing_conv: bool = True,
         act: str = "silu",

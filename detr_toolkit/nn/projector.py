@@ -12,6 +12,7 @@ from torch import nn
 
 from .common import LayerNorm2d
 from .conv import ConvNormAct
+from .validation import Count
 
 SCALES = (2.0, 1.0, 0.5, 0.25)
 
@@ -96,7 +97,7 @@ class MultiScaleProjector(nn.Module):
         in_channels: list[int],
         scale_factors: tuple[float, ...] = (1.0,),
         out_channels: int = 256,
-        blocks: int = 3,
+        blocks: Count = 3,
         expansion: float = 0.5,
         act: str = "silu",
         norm: str = "layer",

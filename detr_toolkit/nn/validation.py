@@ -3,7 +3,8 @@
 Configs come from files a user may not have written (a checkpoint's metadata, a transformers config.json), so
 `build_model` checks them in three steps, each failing with one line that names the key:
   1. every section's keys and value types against its class's signature (`check_arguments`);
-  2. every number against a limit for what it counts (`check_config_values`: layers, widths, queries, ...);
+  2. every integer against the bounds of what it counts, by the constructor's annotation (`check_values`: Count,
+     Queries, Index, ...; an unannotated integer is a width);
   3. the model built on the meta device, where nothing is allocated: its parameter count against a limit, and
      one forward pass of shapes only, which finds parts that do not fit together (`check_on_meta`).
 """
@@ -15,7 +16,8 @@ import math
 import types
 import typing
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -27,17 +29,26 @@ from ..errors import ConfigError
 # channel counts that do not chain, ...).
 CONSTRUCTION_ERRORS = (TypeError, ValueError, RuntimeError, ZeroDivisionError, IndexError, KeyError, AssertionError,
                        OverflowError, NotImplementedError)  # fmt: skip
-# The limit each config value falls under, by its key; any other integer is a width (channels).
-VALUE_LIMITS = {
-    "nc": limits.MODEL_CLASSES, "imgsz": limits.IMAGE_SIZE, "eval_size": limits.IMAGE_SIZE,
-    "num_queries": limits.MODEL_QUERIES, "num_denoising": limits.MODEL_QUERIES,
-    **dict.fromkeys(("depth", "num_layers", "blocks", "layers_per_block", "csp_blocks", "num_groups", "num_heads",
-                     "cross_heads", "num_points"), limits.MODEL_LAYERS),
-}  # fmt: skip
-# Integers of a model config count something (layers, channels, heads, points) and are at least 1, but for these:
-SIGNED_KEYS = {"eval_idx"}  # Python-style indices, negative from the end
-ZERO_OK_KEYS = {"num_registers", "num_denoising", "frozen_parts"}  # may be none
-INDEX_LIST_KEYS = {"out_indices", "global_blocks", "return_stages", "return_blocks"}  # lists of indices, from 0
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values an integer argument of a model part may take from a config: `low` to `limit` (in absolute value
+    when `signed`: a Python-style index, negative from the end)."""
+
+    limit: limits.Limit = limits.MODEL_WIDTH
+    low: int = 1
+    signed: bool = False
+
+
+# What the parts' constructors annotate their integer arguments with (an unannotated int is a width: channels).
+Count = Annotated[int, Bounds(limits.MODEL_LAYERS)]  # layers, blocks, heads, points, groups
+CountOrZero = Annotated[int, Bounds(limits.MODEL_LAYERS, low=0)]  # registers, frozen parts: may be none
+Index = Annotated[int, Bounds(limits.MODEL_LAYERS, low=0)]  # of a block or stage, from 0
+SignedIndex = Annotated[int, Bounds(limits.MODEL_LAYERS, signed=True)]  # of a layer, negative from the end
+Queries = Annotated[int, Bounds(limits.MODEL_QUERIES)]
+QueriesOrZero = Annotated[int, Bounds(limits.MODEL_QUERIES, low=0)]  # denoising queries: may be none
+ImageSize = Annotated[int, Bounds(limits.IMAGE_SIZE)]
 
 
 def is_number(value: Any) -> bool:
@@ -88,30 +99,54 @@ def check_arguments(cls: type, kwargs: dict[str, Any], where: str, derived: set[
             raise ConfigError(f"{where}: {key}={value!r} must not be negative")
 
 
-def _check_integer(value: int, key: str, where: str, in_list: bool = False) -> None:
-    """An integer of a model config against its lower bound (see the key sets above) and its limit."""
-    low = 0 if (in_list and key in INDEX_LIST_KEYS) or key in ZERO_OK_KEYS else 1
-    if key not in SIGNED_KEYS and value < low:
-        raise ConfigError(f"{where}: {value} must be at least {low}")
-    VALUE_LIMITS.get(key, limits.MODEL_WIDTH).check(abs(value), f"{where}={value}" if not in_list else where)
+def _annotation(hint: Any, kind: type) -> Any:
+    """The first `Annotated` metadata of type `kind` (a Bounds, or the class a nested mapping is the arguments of)
+    anywhere in the annotation `hint` (`Count | list[Count]`, `list[Annotated[dict, HGStage]]`, ...); else None."""
+    if typing.get_origin(hint) is Annotated:
+        found = next((item for item in hint.__metadata__ if isinstance(item, kind)), None)
+        if found is not None:
+            return found
+    for arg in typing.get_args(hint):
+        found = _annotation(arg, kind)
+        if found is not None:
+            return found
+    return None
 
 
-def check_config_values(node: Any, where: str = "model config", key: str = "") -> None:
-    """ConfigError for a count below 1 (or an index below 0), LimitError for a value (or list length) above its
-    limit, before anything is built from it: a config of a few bytes must not ask for a million layers."""
-    if isinstance(node, dict):
-        for name, value in node.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                _check_integer(value, name, f"{where} {name}")
-            else:
-                check_config_values(value, f"{where} {name}", name)
-    elif isinstance(node, list):
-        limits.MODEL_LAYERS.check(len(node), f"{where}: a list of {len(node)}")
-        for item in node:
-            if isinstance(item, int) and not isinstance(item, bool):
-                _check_integer(item, key, f"{where}: value {item}", in_list=True)
-            else:
-                check_config_values(item, where, key)
+def _admits_int(hint: Any) -> bool:
+    """Whether the annotation `hint` takes integers (`int`, `int | None`, `list[int]`, unannotated); not `float`."""
+    return hint is int or hint is Any or any(_admits_int(arg) for arg in typing.get_args(hint))
+
+
+def check_values(cls: type, kwargs: dict[str, Any], where: str) -> None:
+    """ConfigError for an integer below its bound, LimitError for one (or a list's length) above its limit, by the
+    annotations of `cls`'s constructor (Count, Index, ...; see above), before anything is built from the values:
+    a config of a few bytes must not ask for a million layers."""
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    for key, value in kwargs.items():
+        _check_value(value, hints.get(key, int), where, key)
+
+
+def _check_value(value: Any, hint: Any, where: str, key: str, in_list: bool = False) -> None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        bounds = _annotation(hint, Bounds) or (Bounds() if _admits_int(hint) else None)
+        if bounds is None:  # a float argument written as an integer (dropout: 0)
+            return
+        shown = f"{key} holds {value}," if in_list else f"{key}={value}"
+        if not bounds.signed and value < bounds.low:
+            raise ConfigError(f"{where}: {shown} must be at least {bounds.low}")
+        bounds.limit.check(abs(value), f"{where}: {shown}")
+    elif isinstance(value, (list, tuple)):
+        limits.MODEL_LAYERS.check(len(value), f"{where}: {key} is a list of {len(value)}")
+        for item in value:
+            _check_value(item, hint, where, key, in_list=True)
+    elif isinstance(value, dict):
+        section = _annotation(hint, type)
+        if section is not None:
+            check_values(section, value, f"{where} {key}")
+        else:
+            for name, item in value.items():
+                _check_value(item, Any, f"{where} {key}", name)
 
 
 def check_on_meta(model: nn.Module, imgsz: Any) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..attention import MultiHeadAttention
 from ..common import SwiGLU
+from ..validation import Count, CountOrZero, Index
 from .spatial_adapter import SpatialTuningAdapter
 from .vit import LayerScale, ViTMLP
 
@@ -76,16 +77,16 @@ class DINOv3(nn.Module):
         self,
         patch_size: int = 16,
         dim: int = 192,
-        depth: int = 12,
-        num_heads: int = 3,
+        depth: Count = 12,
+        num_heads: Count = 3,
         ffn_dim: int = 768,
         gated_mlp: bool = False,
-        num_registers: int = 0,
+        num_registers: CountOrZero = 0,
         layer_scale: float | None = 1.0,
         key_bias: bool = True,
         rope_theta: float = 100.0,
         norm_eps: float = 1e-5,
-        return_blocks: list[int] = (3, 7, 11),
+        return_blocks: list[Index] = (3, 7, 11),
         tap_norm: str = "last",
         adapter_width: int = 16,
         adapter_norm_eps: float = 1e-5,

@@ -7,11 +7,14 @@ squeezes and excites the concatenation back to `out` channels with two 1x1 convs
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..conv import ConvNormAct
+from ..validation import Count, CountOrZero, Index
 from .staged import StagedBackbone
 
 STEM_STRIDE = 4
@@ -98,11 +101,11 @@ class HGStage(nn.Module):
         in_channels: int,
         mid: int,
         out: int,
-        blocks: int = 1,
+        blocks: Count = 1,
         kernel: int = 3,
         light: bool = False,
         downsample: bool = True,
-        layers: int = 6,
+        layers: Count = 6,
         norm: dict | None = None,
     ):
         super().__init__()
@@ -135,13 +138,13 @@ class HGNetv2(StagedBackbone):
     def __init__(
         self,
         stem: list[int],
-        stages: list[dict],
-        return_stages: list[int],
-        layers_per_block: int = 6,
+        stages: list[Annotated[dict, HGStage]],
+        return_stages: list[Index],
+        layers_per_block: Count = 6,
         norm_eps: float = 1e-5,
         affine: bool = False,
         freeze_norm: bool = False,
-        frozen_parts: int = 0,
+        frozen_parts: CountOrZero = 0,
         in_channels: int = 3,
     ):
         super().__init__()

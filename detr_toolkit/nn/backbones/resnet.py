@@ -19,6 +19,7 @@ from torch import nn
 
 from ..common import activation
 from ..conv import ConvNormAct
+from ..validation import Count, CountOrZero, Index
 from .staged import StagedBackbone
 
 STEM_STRIDE = 4
@@ -82,15 +83,15 @@ class ResNetVD(StagedBackbone):
 
     def __init__(
         self,
-        depths: list[int],
+        depths: list[Count],
         widths: list[int],
         block: str = "bottleneck",
         stem: int = 64,
-        return_stages: list[int] = (1, 2, 3),
+        return_stages: list[Index] = (1, 2, 3),
         act: str = "relu",
         norm_eps: float = 1e-5,
         freeze_norm: bool = False,
-        frozen_parts: int = 0,
+        frozen_parts: CountOrZero = 0,
         in_channels: int = 3,
     ):
         super().__init__()

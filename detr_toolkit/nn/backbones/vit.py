@@ -12,6 +12,8 @@ Windows keep attention cost linear in the image size; the few global blocks let 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,7 @@ from torch import nn
 from ..attention import MultiHeadAttention
 from ..common import activation
 from ..projector import MultiScaleProjector
+from ..validation import Count, CountOrZero, Index
 
 
 class LayerScale(nn.Module):
@@ -112,22 +115,22 @@ class ViT(nn.Module):
     def __init__(
         self,
         dim: int = 384,
-        depth: int = 12,
-        num_heads: int = 6,
+        depth: Count = 12,
+        num_heads: Count = 6,
         mlp_ratio: float = 4.0,
         patch_size: int = 14,
         pos_embed_size: int = 37,
         pos_embed_antialias: bool = True,
         class_token: bool = True,
-        num_registers: int = 0,
+        num_registers: CountOrZero = 0,
         window_grid: int = 4,
-        global_blocks: tuple[int, ...] = (2, 5, 8, 11),
-        out_indices: tuple[int, ...] = (1, 4, 7, 10),
+        global_blocks: tuple[Index, ...] = (2, 5, 8, 11),
+        out_indices: tuple[Index, ...] = (1, 4, 7, 10),
         out_norm: bool = True,
         layer_scale: float = 1.0,
         norm_eps: float = 1e-6,
         act: str = "gelu",
-        projector: dict | None = None,
+        projector: Annotated[dict, MultiScaleProjector] | None = None,
     ):
         super().__init__()
         if not all(0 <= i < depth for i in (*global_blocks, *out_indices)):

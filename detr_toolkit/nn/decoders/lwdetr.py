@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..common import MLP, init_detection_heads
+from ..validation import Count, Queries
 from .anchors import anchor_boxes
 from .layer import DecoderLayer
 from .queries import gather_tokens, top_k_indices
@@ -51,15 +52,15 @@ class LWDETRDecoder(nn.Module):
         in_channels: list[int],
         num_classes: int,
         hidden_dim: int = 256,
-        num_queries: int = 300,
-        num_layers: int = 3,
-        num_heads: int = 8,
-        cross_heads: int = 16,
-        num_points: int = 4,
+        num_queries: Queries = 300,
+        num_layers: Count = 3,
+        num_heads: Count = 8,
+        cross_heads: Count = 16,
+        num_points: Count = 4,
         ffn_dim: int = 2048,
         act: str = "relu",
         dropout: float = 0.0,
-        num_groups: int = 13,
+        num_groups: Count = 13,
         anchor_size: float = 0.05,
     ):
         super().__init__()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..common import MLP, init_detection_heads, inverse_sigmoid
+from ..validation import Count, ImageSize, Queries, QueriesOrZero, SignedIndex
 from .layer import DecoderLayer
 from .two_stage import TwoStageDecoder
 
@@ -31,21 +32,21 @@ class RTDETRDecoder(TwoStageDecoder):
         in_strides: list[int],
         num_classes: int,
         hidden_dim: int = 256,
-        num_queries: int = 300,
-        num_layers: int = 6,
-        num_heads: int = 8,
-        num_points: int | list[int] = 4,
+        num_queries: Queries = 300,
+        num_layers: Count = 6,
+        num_heads: Count = 8,
+        num_points: Count | list[Count] = 4,
         offset_scale: float = 0.5,
         sampling: str = "bilinear",
         ffn_dim: int = 1024,
         act: str = "relu",
         dropout: float = 0.0,
-        eval_idx: int = -1,
-        num_denoising: int = 100,
+        eval_idx: SignedIndex = -1,
+        num_denoising: QueriesOrZero = 100,
         label_noise_ratio: float = 0.5,
         box_noise_scale: float = 1.0,
         anchor_size: float = 0.05,
-        eval_size: int | None = 640,
+        eval_size: ImageSize | None = 640,
         norm_eps: float = 1e-5,
     ):
         super().__init__(in_channels, in_strides, num_classes, hidden_dim, num_queries, num_layers, eval_idx,
