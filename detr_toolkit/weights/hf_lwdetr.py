@@ -96,14 +96,33 @@ def rename(key: str) -> str | None:
 
 def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> dict[str, Any]:
     """A transformers RfDetrConfig / LwDetrConfig (as JSON) -> our model config."""
-    kind = hf.get("model_type")
     vit = hf.get("backbone_config") or {}
+    backbone = _backbone_section(hf, vit)
+    nc, names = names_of(hf, default_nc=91)
+    stride = backbone["patch_size"] * backbone["window_grid"]
+    # Without a preprocessor config: the position grid's size rounded up to whole windows (DINOv2's 518 -> 560).
+    default_size = -(-vit["image_size"] // stride) * stride if hf.get("model_type") == "rf_detr" else DEFAULT_SIZE
+    imgsz, mean, std = input_settings(preprocessor, default_size, IMAGENET_MEAN, IMAGENET_STD)
+    return {
+        "nc": nc,
+        "names": names,
+        "imgsz": imgsz,
+        "mean": mean,
+        "std": std,
+        "backbone": backbone,
+        "encoder": {"type": "none"},
+        "decoder": _decoder_section(hf),
+        "loss": _loss_section(hf),
+    }
+
+
+def _backbone_section(hf: dict[str, Any], vit: dict[str, Any]) -> dict[str, Any]:
+    """Our ViT backbone section (with its projector) from RF-DETR's DINOv2 or LW-DETR's CAEv2 `backbone_config`."""
     # The numbers that sizes below are computed from are checked first: a config of a few bytes must not make a
     # list of ten billion block indices before the model config's own checks run.
     depth = block_count(vit["num_hidden_layers"], "backbone_config.num_hidden_layers")
     stages = [block_count(stage, "backbone_config.out_indices", depth + 1) for stage in vit["out_indices"]]
-    taps = [stage - 1 for stage in stages]  # stage i is the output of block i - 1
-    if kind == "rf_detr":
+    if hf.get("model_type") == "rf_detr":
         if vit.get("use_swiglu_ffn"):
             raise CheckpointError("RF-DETR with a SwiGLU ViT is not supported yet")
         listed = vit.get("window_block_indexes")
@@ -141,14 +160,13 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
             "norm": "batch",
             "norm_eps": hf.get("batch_norm_eps", 1e-5),
         }
-    d_model = hf.get("d_model", 256)
     projector.update(
-        out_channels=d_model,
+        out_channels=hf.get("d_model", 256),
         blocks=hf.get("c2f_num_blocks", 3),
         expansion=hf.get("hidden_expansion", 0.5),
         act=hf.get("activation_function", "silu"),
     )
-    backbone = {
+    return {
         "type": "vit",
         "dim": vit["hidden_size"],
         "depth": depth,
@@ -156,14 +174,17 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "mlp_ratio": vit.get("mlp_ratio", 4),
         **backbone,
         "global_blocks": [i for i in range(depth) if i not in windowed],
-        "out_indices": taps,
+        "out_indices": [stage - 1 for stage in stages],  # stage i is the output of block i - 1
         "norm_eps": vit.get("layer_norm_eps", 1e-6),
         "act": vit.get("hidden_act", "gelu"),
         "projector": projector,
     }
-    decoder = {
+
+
+def _decoder_section(hf: dict[str, Any]) -> dict[str, Any]:
+    return {
         "type": "lwdetr",
-        "hidden_dim": d_model,
+        "hidden_dim": hf.get("d_model", 256),
         "num_queries": hf.get("num_queries", 300),
         "num_layers": hf.get("decoder_layers", 3),
         "num_heads": hf.get("decoder_self_attention_heads", 8),
@@ -174,7 +195,10 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "dropout": hf.get("dropout", 0.0),
         "num_groups": hf.get("group_detr", 13),
     }
-    loss = {
+
+
+def _loss_section(hf: dict[str, Any]) -> dict[str, Any]:
+    return {
         "class_loss": "ia_bce",
         "class_weight": hf.get("class_loss_coefficient", 1.0),
         "bbox_weight": hf.get("bbox_loss_coefficient", 5.0),
@@ -183,22 +207,6 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "matcher": {"class_weight": hf.get("class_cost", 2.0), "bbox_weight": hf.get("bbox_cost", 5.0),
                     "giou_weight": hf.get("giou_cost", 2.0), "alpha": hf.get("focal_alpha", 0.25)},
     }  # fmt: skip
-    nc, names = names_of(hf, default_nc=91)
-    stride = backbone["patch_size"] * backbone["window_grid"]
-    # Without a preprocessor config: the position grid's size rounded up to whole windows (DINOv2's 518 -> 560).
-    default_size = -(-vit["image_size"] // stride) * stride if kind == "rf_detr" else DEFAULT_SIZE
-    imgsz, mean, std = input_settings(preprocessor, default_size, IMAGENET_MEAN, IMAGENET_STD)
-    return {
-        "nc": nc,
-        "names": names,
-        "imgsz": imgsz,
-        "mean": mean,
-        "std": std,
-        "backbone": backbone,
-        "encoder": {"type": "none"},
-        "decoder": decoder,
-        "loss": loss,
-    }
 
 
 def convert_state(tensors: dict[str, torch.Tensor], where: str, config: dict | None = None) -> dict[str, torch.Tensor]:
