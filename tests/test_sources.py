@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -143,6 +144,26 @@ def test_files_that_are_not_files_are_refused_not_waited_on(model, tmp_path):
         RTDETR(tmp_path / "model.onnx")
     with pytest.raises(SourceError, match="matches no image or video"):  # a pattern passes over them
         predict(model, str(tmp_path / "*.jpg"))
+
+
+def test_a_video_whose_frame_size_changes_says_so(model, tmp_path):
+    """Two MPEG-TS streams of different sizes, joined as a stream switching resolution is: OpenCV stretches the later
+    frames to the first size without a word; PyAV's key frames show the change, and the user is told."""
+    parts = []
+    for width, height in ((64, 48), (96, 64)):
+        part = tmp_path / f"{width}.ts"
+        writer = cv2.VideoWriter(str(part), cv2.VideoWriter_fourcc(*"mp4v"), 10, (width, height))
+        for _ in range(10):
+            writer.write(np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8))
+        writer.release()
+        parts.append(part.read_bytes())
+    (tmp_path / "switch.ts").write_bytes(b"".join(parts))
+    with pytest.warns(UserWarning, match=r"switch\.ts: the frame size changes mid-stream \(64x48 -> 96x64\)"):
+        results = predict(model, tmp_path / "switch.ts")
+    assert len(results) == 20 and {r.orig_shape for r in results} == {(48, 64)}  # what OpenCV gives
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one size throughout: nothing to say
+        assert len(predict(model, tmp_path / "64.ts")) == 10
 
 
 def test_a_truncated_video_says_how_much_was_read(model, tmp_path):

@@ -152,17 +152,16 @@ def _video_frames(path: Path) -> Iterator[Frame]:
     if not capture.isOpened():
         raise SourceError(f"{path}: cannot open video")
     try:
-        index, size, promised = 0, None, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        sizes = _frame_sizes(path)
+        if len(sizes) > 1:
+            shown = [f"{width}x{height}" for width, height in sizes[:4]] + ["..."] * (len(sizes) > 4)
+            warnings.warn(f"{path}: the frame size changes mid-stream ({' -> '.join(shown)}); OpenCV stretches every "
+                          f"frame to the first size, {shown[0]}", stacklevel=2)  # fmt: skip
+        index, promised = 0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         while True:
             ok, image = capture.read()
             if not ok:
                 break
-            if size is None:
-                size = image.shape[:2]
-            elif image.shape[:2] != size and size != (0, 0):  # OpenCV passes such frames on as they are: said once
-                warnings.warn(f"{path}: frame {index} is {image.shape[1]}x{image.shape[0]}, the first was "
-                              f"{size[1]}x{size[0]} (the size changes mid-stream)", stacklevel=2)  # fmt: skip
-                size = (0, 0)
             yield Frame(image, str(path), video_frame=index)
             index += 1
         if index == 0:
@@ -172,3 +171,26 @@ def _video_frames(path: Path) -> Iterator[Frame]:
                           stacklevel=2)  # fmt: skip
     finally:
         capture.release()
+
+
+def _frame_sizes(path: Path) -> list[tuple[int, int]]:
+    """The (width, height) of a video's key frames, each change once, read by PyAV where it is installed (OpenCV
+    stretches every frame to the first one's size, so its frames cannot show a change); [] without PyAV or where
+    PyAV cannot read the file. Only key frames are decoded (a new size starts at one): a small part of the work."""
+    try:
+        import av
+    except ImportError:
+        return []
+    sizes: list[tuple[int, int]] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return []
+            stream = container.streams.video[0]
+            stream.codec_context.skip_frame = "NONKEY"
+            for frame in container.decode(stream):
+                if not sizes or sizes[-1] != (frame.width, frame.height):
+                    sizes.append((frame.width, frame.height))
+    except (av.FFmpegError, ValueError):  # what PyAV cannot read, OpenCV may: its own errors follow
+        pass
+    return sizes
