@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import peers
@@ -11,6 +13,16 @@ import pytest
 os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics: never try the network
 ASSETS = peers.ASSETS
 PHOTOS = [ASSETS / "bus.jpg", ASSETS / "zidane.jpg"]
+
+
+def detect_command(*args) -> list[str]:
+    """`detect args...` as run by this Python (the package under test, whatever `detect` script is on PATH)."""
+    return [sys.executable, "-m", "detr_toolkit.cli", *map(str, args)]
+
+
+def detect(*args, cwd=None) -> subprocess.CompletedProcess:
+    """Run `detect args...` to its end, its output captured as text."""
+    return subprocess.run(detect_command(*args), check=False, capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

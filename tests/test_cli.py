@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import ASSETS, PHOTOS
+from conftest import ASSETS, PHOTOS, detect
 
 from detr_toolkit.cli import main
-
-
-def detect(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "detr_toolkit.cli", *map(str, args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
 
 
 @pytest.mark.slow

@@ -11,9 +11,8 @@ import onnxruntime
 import peers
 import pytest
 import torch
-from conftest import PHOTOS
+from conftest import PHOTOS, detect
 from matching import max_row_error
-from test_cli import detect
 from test_onnx_model import assert_same_detections
 
 from detr_toolkit import RTDETR

@@ -10,9 +10,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import PHOTOS
+from conftest import PHOTOS, detect
 from matching import match_detections
-from test_cli import detect
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.synthetic import make_synthetic

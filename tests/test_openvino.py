@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import PHOTOS
-from test_cli import detect
+from conftest import PHOTOS, detect
 from test_onnx_model import assert_predicts_and_validates_as, assert_same_detections
 
 from detr_toolkit import RTDETR

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from test_cli import detect
+from conftest import detect
 from torchvision.ops import box_iou
 
 from detr_toolkit import RTDETR

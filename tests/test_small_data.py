@@ -9,8 +9,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG
-from test_cli import detect
+from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG, detect
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.synthetic import make_synthetic
@@ -29,6 +28,7 @@ def crowded(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.wall_clock
 def test_time_budget_ends_inside_it_with_scored_best_weights(crowded, tmp_path):
     """time= (hours) overrides epochs: the run plans the epochs that fit, stops inside the budget and scores its
     best weights; warm-up and queries fitted to the 12-image dataset are printed."""
@@ -115,6 +115,7 @@ def test_one_to_many_branch_trains_and_leaves_the_rest_alone(family, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.wall_clock
 def test_a_short_budget_is_planned_from_the_first_epochs_steps(tmp_path, capsys):
     """A 30 s budget of epochs that take seconds (the issue's case: the whole run stayed in a warm-up planned from
     the default 72 epochs): the plan comes from the first epoch's own steps, before they run out, so warm-up is

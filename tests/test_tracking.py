@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_cli import detect
+from conftest import detect
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.synthetic import make_tracking_video

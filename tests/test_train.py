@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG
+from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG, detect, detect_command
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.coco import load_coco
@@ -37,9 +37,9 @@ def shapes(tmp_path_factory):
     return data, root / "tiny.yaml"
 
 
-def detect(*args, **popen):
-    command = [sys.executable, "-m", "detr_toolkit.cli", *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+def launch(*args, **popen) -> subprocess.Popen:
+    """Start `detect args...` without waiting for it (to kill, signal or race it)."""
+    return subprocess.Popen(detect_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def rows(run):
@@ -52,9 +52,9 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     """An uninterrupted 3-epoch run and one SIGKILLed after its first epoch then resumed end identical."""
     data, config = shapes
     common = ["train", "--model", config, "--data", data, *TRAIN]
-    whole = detect(*common, f"project={tmp_path}", "name=whole")
+    whole = launch(*common, f"project={tmp_path}", "name=whole")
     assert whole.wait(timeout=600) == 0, whole.stderr.read()
-    killed = detect(*common, f"project={tmp_path}", "name=killed")
+    killed = launch(*common, f"project={tmp_path}", "name=killed")
     run = tmp_path / "killed"
     deadline = time.time() + 600
     while len(rows(run)) < 1 and killed.poll() is None and time.time() < deadline:
@@ -66,7 +66,7 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     # again from the checkpoint's rows, and the partial file goes
     (run / "results.csv").unlink()
     (run / "weights" / ".last.pt.a1b2c3.tmp").write_bytes(b"half a checkpoint")
-    resumed = detect("train", "--resume", run / "weights" / "last.pt")
+    resumed = launch("train", "--resume", run / "weights" / "last.pt")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert [int(r["epoch"]) for r in rows(run)] == [1, 2, 3] and not list(run.glob("weights/.*.tmp"))
     final = [torch.load(tmp_path / n / "weights" / "last.pt", weights_only=True) for n in ("whole", "killed")]
@@ -151,7 +151,7 @@ def test_train_and_val_errors(shapes, tmp_path):
         (["train", "--resume", tmp_path / "absent.pt"], "absent.pt: no such checkpoint to resume"),
         (["val", "--model", config], "val needs data="),
     ]:
-        process = detect(*args)
+        process = launch(*args)
         assert process.wait(timeout=120) == 2, args
         assert message in process.stderr.read(), args
 
@@ -164,7 +164,7 @@ def test_cli_recipe_names_its_data_and_false_resume_trains(shapes, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"model": str(config), "data": str(data), "epochs": 1, "batch": 4, "imgsz": 64,
                                       "workers": 0, "val": False, "plots": False}))  # fmt: skip
-    process = detect("train", "--cfg", recipe, "resume=no", f"project={tmp_path}", "name=run")
+    process = launch("train", "--cfg", recipe, "resume=no", f"project={tmp_path}", "name=run")
     assert process.wait(timeout=300) == 0, process.stderr.read()
     assert (tmp_path / "run" / "weights" / "last.pt").is_file()
     assert not any(TrainArgs.create(data="d.yaml", resume=spelling).resume for spelling in ("false", "0", "off"))
@@ -175,7 +175,7 @@ def test_sigterm_cleans_up_and_a_run_without_a_checkpoint_says_so(shapes, tmp_pa
     """SIGTERM (kill, a scheduler) stops a run as Ctrl-C does: no run folder with an empty weights/ stays. A run
     killed before its first checkpoint was complete says there is nothing to resume."""
     data, config = shapes
-    run = detect("train", "--model", config, "--data", data, "epochs=500", "batch=2", "imgsz=128", "workers=0",
+    run = launch("train", "--model", config, "--data", data, "epochs=500", "batch=2", "imgsz=128", "workers=0",
                  f"project={tmp_path}", "name=term")  # fmt: skip
     folder, deadline = tmp_path / "term", time.monotonic() + 300
     while not (folder / "args.yaml").exists():
@@ -186,7 +186,7 @@ def test_sigterm_cleans_up_and_a_run_without_a_checkpoint_says_so(shapes, tmp_pa
     assert not folder.exists() or (folder / "weights" / "last.pt").is_file()  # gone, or it holds a checkpoint
     (tmp_path / "killed" / "weights").mkdir(parents=True)
     (tmp_path / "killed" / "weights" / ".last.pt.x1y2.tmp").write_bytes(b"half")
-    resumed = detect("train", "--resume", tmp_path / "killed" / "weights" / "last.pt")
+    resumed = launch("train", "--resume", tmp_path / "killed" / "weights" / "last.pt")
     assert resumed.wait(timeout=120) == 2 and "no complete checkpoint" in resumed.stderr.read()
 
 
@@ -197,14 +197,14 @@ def test_a_second_training_into_a_busy_run_folder_is_refused(shapes, tmp_path):
     data, config = shapes
     common = ["train", "--model", config, "--data", data, "batch=4", "imgsz=64", "workers=0", "--no-val",
               f"project={tmp_path}", "name=run", "exist_ok=True"]  # fmt: skip
-    first = detect(*common, "epochs=500")
+    first = launch(*common, "epochs=500")
     try:
         args, deadline = tmp_path / "run" / "args.yaml", time.monotonic() + 300
         while not args.exists():
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
             time.sleep(0.2)
         before = args.read_bytes()
-        second = detect(*common, "epochs=1", "lr=0.0002")
+        second = launch(*common, "epochs=1", "lr=0.0002")
         assert second.wait(timeout=300) == 2
         assert "run: another training is writing into this run folder" in second.stderr.read()
         assert args.read_bytes() == before and first.poll() is None
@@ -280,7 +280,6 @@ def test_official_rtdetrv2_recipe_trains_through_the_cli(shapes, tmp_path):
     """RT-DETRv2 with ResNet-vd, narrowed from the shipped rtdetrv2-l.yaml by a `base:` config: trains with its
     family's loss through `detect train`; the frozen stem and batch-norm statistics stay as they were, the rest
     learns."""
-    from test_cli import detect
 
     from detr_toolkit.weights import load_weights
 
@@ -341,7 +340,6 @@ def test_dfine_trains(shapes, tmp_path):
 def test_deimv2_trains_through_the_cli(narrowed, shapes, tmp_path):
     """DEIMv2 (the lite HGNetv2 and the DINOv3 shapes, narrowed from the shipped configs) trains with DEIM's
     criterion through `detect train`, and predicts with what it learnt."""
-    from test_cli import detect
 
     from detr_toolkit.weights import load_weights
 
