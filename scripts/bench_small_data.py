@@ -1,6 +1,6 @@
 """Small-data training: ours (a training recipe) vs ultralytics' YOLOv8n from scratch, at equal wall-time budgets,
-on two kinds of generated aerial dataset (detr_toolkit/data/aerial.py): "dense" (tiles of 15-60 small objects)
-and "medium" (frames of 2-8 objects of 40-250 px).
+on two kinds of generated aerial dataset (detr_toolkit/data/aerial.py): "dense" (tiles of 8-30 small objects)
+and "medium" (frames of 2-6 objects of 40-250 px).
 
     python scripts/bench_small_data.py                               # both kinds, 5, 15 and 45 minutes per side
     python scripts/bench_small_data.py --kinds medium --budgets 5 15
@@ -11,8 +11,9 @@ By default the two sides train side by side, each in a process of its own pinned
 with one thread; `--sequential` runs them one after the other on the whole idle CPU instead, `--threads` each.
 Each budget is a run of its own (`time=` in hours, ultralytics' and ours: the schedule fits the budget). Both
 sides are scored at the end by the same COCO evaluator (detr_toolkit.engine.coco_metrics) on the same val labels,
-as our loader reads them, both at the recipe's input size; both trainers pick their best weights by val mAP on
-that split. The curves (one PNG per kind, assets/benchmarks/small-data-KIND.png) plot each epoch's val mAP50-95 as
+as our loader reads them, both at the kind's input size (aerial.KINDS: 416 px dense, 320 px medium); both
+trainers pick their best weights by val mAP on that split. The curves (one PNG per kind,
+assets/benchmarks/small-data-KIND.png) plot each epoch's val mAP50-95 as
 each trainer's own validation computed it against the wall minutes its results.csv records.
 """
 
@@ -185,10 +186,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--budgets", nargs="+", type=float, default=[5, 15, 45], help="wall minutes per side")
-    parser.add_argument("--train", type=int, default=120, help="training images")
-    parser.add_argument("--val", type=int, default=40, help="validation images")
+    parser.add_argument("--train", type=int, default=400, help="training images")
+    parser.add_argument("--val", type=int, default=100, help="validation images")
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
-    parser.add_argument("--imgsz", type=int, default=None, help="both sides' size (default: the recipe's)")
+    parser.add_argument("--imgsz", type=int, default=None, help="both sides' size (default: the kind's)")
     parser.add_argument("--batch", type=int, default=16, help="YOLOv8n batch (ours: the recipe's)")
     parser.add_argument("--sequential", action="store_true", help="one side after the other on all cores")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per side (--sequential)")
@@ -209,8 +210,6 @@ def main() -> None:
     recipe = ROOT / args.recipe if (ROOT / args.recipe).is_file() else Path(args.recipe)
     if not recipe.is_file():
         sys.exit(f"recipe {args.recipe} not found")
-    if args.imgsz is None:  # both sides see images of the same size
-        args.imgsz = (yaml.safe_load(recipe.read_text()) or {}).get("imgsz", 640)
     if args.only:
         return train_side(args)
 
@@ -236,9 +235,10 @@ def main() -> None:
     table = []
     for kind, data_yaml in datasets.items():
         results = {}
+        sized = argparse.Namespace(**{**vars(args), "imgsz": args.imgsz or KINDS[kind].imgsz})  # both sides'
         for minutes in args.budgets:
-            print(f"--- {kind}, {minutes:g} minutes per side")
-            results[minutes] = run_budget(args, data_yaml, work / kind / f"{minutes:g}min", minutes)
+            print(f"--- {kind}, {minutes:g} minutes per side, {sized.imgsz} px")
+            results[minutes] = run_budget(sized, data_yaml, work / kind / f"{minutes:g}min", minutes)
             for side, result in results[minutes].items():
                 stats = result["stats"]
                 name = LABELS[side] + (f" ({result['model']}, {recipe.name})" if side == "ours" else "")
@@ -248,7 +248,7 @@ def main() -> None:
                 )
                 print(table[-1])
         plot(kind, results, args.plots / f"small-data-{kind}.png", f"{kind}: {args.train} training images, "
-             f"{args.imgsz} px, from scratch")  # fmt: skip
+             f"{sized.imgsz} px, from scratch")  # fmt: skip
 
     print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}\nCPU: {cpu_name()}; {mode}")
     print(
