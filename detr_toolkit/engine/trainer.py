@@ -28,8 +28,9 @@ become non-finite, stop the run with a message; a model whose validation outputs
 best.safetensors.
 
 Under `torchrun --nproc_per_node N` training is data-parallel (DistributedDataParallel, gloo on CPU, nccl on
-CUDA): each process takes batch / N images of every step through a DistributedSampler; rank 0 alone
-validates, logs and saves, and at the end all ranks check that their weights are identical.
+CUDA): each process takes batch / N images of every step through a DistributedSampler; each predicts every Nth
+val image and rank 0 scores them all (the numbers of one process); rank 0 alone logs and saves, and at the end all
+ranks check that their weights are identical.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ from .plots import plot_batch, plot_confusion_matrix, plot_pr_curves, plot_resul
 from .predictor import TorchInference
 from .progress import LogProgress, on_terminal
 from .threads import ThreadTuner, describe_threads, set_threads
-from .validator import evaluate, predict_dataset
+from .validator import predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
 # Consecutive batches with a non-finite loss after which a run is taken to have diverged (or a whole epoch's, if
@@ -598,7 +599,7 @@ class Trainer:
             if not all(bool(torch.isfinite(p).all()) for p in self.ema.module.parameters()):
                 raise ModelOutputError(f"training diverged at epoch {epoch + 1}: the weights are no longer finite; "
                                        f"lower lr={args.lr:g}")  # fmt: skip
-            fitness = self._validate(epoch, row) if self.main else None
+            fitness = self._validate(epoch, row)
             self.train_seconds, self.epochs_done = time.monotonic() - self.started, epoch + 1
             row["time"] = self.train_seconds  # wall seconds since the start, as ultralytics' results.csv
             if epoch == self.start_epoch:  # epochs are timed from here: the first one has start-up costs
@@ -663,20 +664,38 @@ class Trainer:
                     and epoch - self.best_epoch >= self.args.patience)  # fmt: skip
 
     def _validate(self, epoch: int, row: dict[str, Any]) -> float | None:
-        """Score the EMA weights on the val split into `row`; -> val mAP50-95 (None without a val split or for
-        non-finite outputs)."""
+        """Score the EMA weights on the val split into rank 0's `row`: each rank predicts its share of the images
+        (every world-th one), rank 0 puts them back in order and scores them; -> val mAP50-95 on rank 0 (None on
+        the others, without a val split, or for non-finite outputs)."""
+        if self.val_set is None:
+            return None
+        started = time.monotonic()
+        if self.world > 1:  # rank 0's weights: batch norm statistics follow each rank's own images
+            for buffer in self.ema.module.buffers():
+                dist.broadcast(buffer, src=0)
+        try:
+            inference = TorchInference(self.ema.module, self.device, threads=self.val_threads)
+            shard = range(self.rank, len(self.val_set), self.world)
+            found: list | str = predict_dataset(inference, self.val_set, self.args.batch, indices=shard)
+        except ModelOutputError as error:  # never the best model; the run goes on (it may recover)
+            found = str(error)
+        shards = [found]
+        if self.world > 1:  # every rank takes part, whatever it found
+            shards = [None] * self.world if self.main else None
+            dist.gather_object(found, shards, dst=0)
         fitness = None
-        if self.val_set is not None:
-            started = time.monotonic()
-            try:
-                inference = TorchInference(self.ema.module, self.device, threads=self.val_threads)
-                stats, _ = evaluate(inference, self.val_set, self.args.batch)
+        if self.main:
+            stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
+            if errors := [shard for shard in shards if isinstance(shard, str)]:
+                print(f"warning: epoch {epoch + 1}: {errors[0]}")
+            else:
+                detections: list = [None] * len(self.val_set)
+                for rank, shard in enumerate(shards):
+                    detections[rank :: self.world] = shard
+                stats, _ = coco_metrics(self.val_set.annotations, detections, self.names)
                 fitness = stats["mAP50-95"]
-            except ModelOutputError as error:  # never the best model; the run goes on (it may recover)
-                print(f"warning: epoch {epoch + 1}: {error}")
-                stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
             row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
-            self.val_seconds = time.monotonic() - started
+        self.val_seconds = time.monotonic() - started
         return fitness
 
     def _record(self, epoch: int, row: dict[str, Any], fitness: float | None) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..data.dataset import Collate, DetectionDataset
 from .coco_metrics import coco_metrics
@@ -12,12 +14,15 @@ from .predictor import Inference, check_finite, postprocess
 
 
 @torch.inference_mode()
-def predict_dataset(model: Inference, dataset: DetectionDataset, batch: int, workers: int = 0) -> list[np.ndarray]:
-    """Per image (K, 6) x1 y1 x2 y2 score class in the original image's pixels, K = the model's queries.
+def predict_dataset(model: Inference, dataset: DetectionDataset, batch: int, workers: int = 0,
+                    indices: Sequence[int] | None = None) -> list[np.ndarray]:  # fmt: skip
+    """Per image (K, 6) x1 y1 x2 y2 score class in the original image's pixels, K = the model's queries; of the
+    images at `indices` only (a rank's shard), in their order, if given.
 
     model: a `TorchInference` (a PyTorch detector) or an `ExportedModel` (an exported file).
     """
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate())
+    images = dataset if indices is None else Subset(dataset, list(indices))
+    loader = DataLoader(images, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate())
     detections: list[np.ndarray] = []
     for images, targets in loader:
         boxes, scores = model(images.to(model.device, model.input_dtype))
