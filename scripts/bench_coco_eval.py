@@ -27,7 +27,7 @@ from detr_toolkit.engine.coco_metrics import STAT_NAMES, coco_detections, coco_g
 def make_records(images: int, detections: int, classes: int, seed: int
                  ) -> tuple[list[Annotation], list[np.ndarray]]:  # fmt: skip
     """COCO-like ground truth (1-20 objects an image, 7 on average, sizes small to large) and `detections` per
-    image: the objects jittered (some classes wrong) and the rest false alarms, scores uniform."""
+    image: the objects jittered (some classes wrong), scored 0.3-1, and the rest false alarms, scored 0-0.7."""
     rng = np.random.default_rng(seed)
     annotations, rows = [], []
     for index in range(images):
@@ -43,7 +43,8 @@ def make_records(images: int, detections: int, classes: int, seed: int
         found = np.concatenate([hits, np.sort(alarms.reshape(-1, 2, 2), 1).reshape(-1, 4)])
         found_classes = np.concatenate([np.where(rng.random(count) < 0.8, labels, rng.integers(0, classes, count)),
                                         rng.integers(0, classes, detections - count)])  # fmt: skip
-        rows.append(np.column_stack([found, rng.uniform(0, 1, detections), found_classes]).astype(np.float32))
+        scores = np.concatenate([rng.uniform(0.3, 1, count), rng.uniform(0, 0.7, detections - count)])
+        rows.append(np.column_stack([found, scores, found_classes]).astype(np.float32))
     return annotations, rows
 
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 
+from detr_toolkit.data.annotation_table import AnnotationTable
+from detr_toolkit.data.annotations import Annotation
 from detr_toolkit.data.coco import load_coco
+from detr_toolkit.data.dataset import DetectionDataset
 from detr_toolkit.data.yolo import load_yolo
-from detr_toolkit.errors import DatasetError
+from detr_toolkit.errors import DatasetError, SourceError
 
 
 def write_image(path, height=60, width=80):
@@ -159,3 +165,69 @@ def test_val_on_a_split_without_objects_says_so(yolo):
     with pytest.warns(UserWarning, match="its train split has no annotated objects: the metrics are -1"):
         metrics = model.val(yolo, split="train", imgsz=96, verbose=False)["metrics"]
     assert metrics["mAP50-95"] == -1
+
+
+def test_annotation_table_gives_back_what_it_was_given(tmp_path):
+    rng = np.random.default_rng(0)
+    boxes = [rng.uniform(0, 40, (i % 3, 4)).astype(np.float32) for i in range(7)]
+    annotations = [Annotation(tmp_path / f"bild_{i}_ü.jpg", (40 + i, 60 + i), boxes[i], rng.integers(0, 5, i % 3))
+                   for i in range(7)]  # fmt: skip
+    table = AnnotationTable.of(annotations)
+    assert len(table) == 7 and table.boxes_per_image().tolist() == [0, 1, 2, 0, 1, 2, 0]
+    for given, item in zip(annotations, [*table]):
+        assert item.image == given.image and item.size == given.size
+        assert np.array_equal(item.boxes, given.boxes) and np.array_equal(item.classes, given.classes)
+    assert table[-1].image == annotations[-1].image and [a.size for a in table[2:4]] == [(42, 62), (43, 63)]
+    with pytest.raises(IndexError):
+        table[7]
+    table[1].boxes[:] = 0  # an item is a copy: the table is not changed through it
+    assert np.array_equal(table[1].boxes, annotations[1].boxes)
+
+
+def test_coco_images_are_opened_where_they_are_read(coco):
+    """Reading the instances file opens no image (COCO train has 118k): a corrupt one is named when it is read."""
+    instances, images = coco
+    (images / "2.jpg").write_bytes(b"not a jpeg")
+    annotations, names = load_coco(instances, images)
+    dataset = DetectionDataset(annotations, names, 64)
+    assert dataset[0][0].shape == (3, 64, 64)
+    with pytest.raises(SourceError, match=r"2\.jpg: not a readable image"):
+        dataset[1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="reads Linux's /proc")
+def test_annotation_table_is_not_copied_into_forked_readers():
+    """A forked process (a data-loader worker) that reads every item and collects garbage: a list of Annotation
+    objects is copied into it page by page (reference counts are writes), the table is not."""
+
+    def private_mib_after_reading(annotations) -> float:
+        def read_all(pipe) -> None:
+            before = private_mib()
+            for i in range(len(annotations)):
+                annotations[i].boxes.sum()
+            gc.collect()
+            pipe.send(private_mib() - before)
+
+        parent, child = multiprocessing.get_context("fork").Pipe()
+        process = multiprocessing.get_context("fork").Process(target=read_all, args=(child,))
+        process.start()
+        grown = parent.recv()
+        process.join()
+        return grown
+
+    def many() -> list[Annotation]:
+        rng = np.random.default_rng(0)
+        return [Annotation(Path(f"images/{i:012d}.jpg"), (480, 640), rng.uniform(0, 400, (7, 4)).astype(np.float32),
+                           rng.integers(0, 80, 7)) for i in range(60_000)]  # fmt: skip
+
+    listed = private_mib_after_reading(many())
+    table = AnnotationTable.of(many())  # the list is gone, as in a dataset that holds the table alone
+    gc.collect()
+    tabled = private_mib_after_reading(table)
+    nothing = private_mib_after_reading([])  # the collector's pass over the rest of the process (torch, pytest)
+    assert listed - nothing > 15 and tabled - nothing < (listed - nothing) / 5, (listed, tabled, nothing)
+
+
+def private_mib() -> float:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
+    return sum(int(fields[key].split()[0]) for key in ("Private_Clean", "Private_Dirty")) / 1024

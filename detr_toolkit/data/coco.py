@@ -6,9 +6,9 @@ images holding at least one of them, then the given image ids and/or the first `
 Crowd boxes (`iscrowd`) are left out, as COCO's evaluator ignores them.
 
 Every record is checked (a missing or malformed field names the record), and nothing is dropped silently:
-annotations of an image id without an image record are counted and warned about, and an image whose recorded
-size differs from its file has its boxes scaled to the file (counted and warned about), since the predictions
-are made, and scored, in the file's pixels.
+annotations of an image id without an image record are counted and warned about. Image files are not opened here
+(COCO train has 118k): an image whose recorded size differs from its file is told of where it is read, its boxes
+scaled to the file (`DetectionDataset`), and the annotations are held in flat arrays (`AnnotationTable`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .annotations import Annotation, LabelChecker, image_size
+from .annotation_table import AnnotationTable
+from .annotations import EDGE_TOLERANCE, LabelChecker
 
 
 def _read(instances: Path) -> dict:
@@ -91,22 +92,10 @@ def select_categories(categories: list[dict], wanted: Sequence[str | int] | None
     return {cid: i for i, cid in enumerate(chosen)}
 
 
-def load_coco(
-    instances: str | Path,
-    images_dir: str | Path,
-    categories: Sequence[str | int] | None = None,
-    image_ids: Sequence[int] | None = None,
-    max_images: int | None = None,
-    on_error: str = "error",
-) -> tuple[list[Annotation], dict[int, str]]:
-    """-> (one Annotation per kept image, class names); see the module docstring for subsets."""
-    instances, images_dir = Path(instances), Path(images_dir)
-    data = _read(instances)
-    classes = select_categories(data["categories"], categories, instances)
-    category_names = {c["id"]: str(c["name"]) for c in data["categories"]}
-    names = {index: category_names[cid] for cid, index in classes.items()}
+def _image_records(records: list, instances: Path) -> dict[int, dict]:
+    """{image id: record}, each record's fields checked."""
     images: dict[int, dict] = {}
-    for i, record in enumerate(data["images"]):
+    for i, record in enumerate(records):
         image_id = _field(record, "id", int, f"{instances}: image record {i}")
         where = f"{instances}: image {image_id}"
         _field(record, "file_name", str, where)
@@ -115,58 +104,131 @@ def load_coco(
             raise DatasetError(f"{where}: the id is given twice ({images[image_id]['file_name']!r} and "
                                f"{record['file_name']!r})")  # fmt: skip
         images[image_id] = record
-    by_image: dict[int, list[dict]] = {}
-    orphans = 0
-    for i, record in enumerate(data["annotations"]):
+    return images
+
+
+def _annotation_columns(records: list, images: dict[int, dict], wanted: set[int] | None, instances: Path
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(image ids, category ids, crowd flags, boxes (M, 4) x1 y1 x2 y2) of the annotation records, checked.
+
+    A bbox is checked where it is used (an image with a record, not crowd, of a `wanted` category): a fast pass
+    over the whole list first, and a record by record one, naming the culprit, when that finds anything amiss."""
+    try:
+        image_ids = [r["image_id"] for r in records]
+        category_ids = [r["category_id"] for r in records]
+        boxes = np.array([r["bbox"] for r in records])
+        if (
+            all(type(v) is int for v in image_ids)
+            and all(type(v) is int for v in category_ids)
+            and boxes.dtype.kind in "iuf"
+            and boxes.shape == (len(records), 4)
+            and np.isfinite(boxes).all()
+        ):
+            crowd = np.array([bool(r.get("iscrowd")) for r in records], bool)
+            boxes = boxes.astype(np.float64).reshape(-1, 4)
+            boxes[:, 2:] += boxes[:, :2]
+            return np.array(image_ids, np.int64), np.array(category_ids, np.int64), crowd, boxes
+    except (KeyError, TypeError, ValueError):
+        pass
+    columns = ([], [], [], [])
+    for i, record in enumerate(records):  # record by record: the first bad field is named
         where = f"{instances}: annotation {record.get('id', i) if isinstance(record, dict) else i}"
         image_id = _field(record, "image_id", int, where)
-        _field(record, "category_id", int, where)
-        if image_id not in images:
-            orphans += 1
-            continue
-        by_image.setdefault(image_id, []).append(record)
-    if orphans:
+        category_id = _field(record, "category_id", int, where)
+        crowd = bool(record.get("iscrowd"))
+        used = image_id in images and not crowd and (wanted is None or category_id in wanted)
+        box = _box(record, f"{where} (image {images[image_id]['file_name']})") if used else (np.nan,) * 4
+        for column, value in zip(columns, (image_id, category_id, crowd, box)):
+            column.append(value)
+    image_ids, category_ids, crowd, boxes = columns
+    return (np.array(image_ids, np.int64), np.array(category_ids, np.int64), np.array(crowd, bool),
+            np.array(boxes, np.float64).reshape(-1, 4))  # fmt: skip
+
+
+def load_coco(
+    instances: str | Path,
+    images_dir: str | Path,
+    categories: Sequence[str | int] | None = None,
+    image_ids: Sequence[int] | None = None,
+    max_images: int | None = None,
+    on_error: str = "error",
+) -> tuple[AnnotationTable, dict[int, str]]:
+    """-> (the kept images' annotations, class names); see the module docstring for subsets. Image files are
+    checked to exist, not opened: their sizes are checked where they are read (`DetectionDataset`)."""
+    instances, images_dir = Path(instances), Path(images_dir)
+    data = _read(instances)
+    classes = select_categories(data["categories"], categories, instances)
+    category_names = {c["id"]: str(c["name"]) for c in data["categories"]}
+    names = {index: category_names[cid] for cid, index in classes.items()}
+    images = _image_records(data["images"], instances)
+    records = data["annotations"]
+    wanted = set(classes) if categories is not None else None
+    record_images, record_categories, crowd, boxes = _annotation_columns(records, images, wanted, instances)
+
+    known_ids = np.array(sorted(images), np.int64)
+    known = np.isin(record_images, known_ids)
+    if orphans := int((~known).sum()):
         warnings.warn(f"{instances}: {orphans} annotation(s) of image ids without an image record left out",
                       stacklevel=2)  # fmt: skip
-    ids = sorted(images)
+    category_keys = np.array(sorted(classes), np.int64)
+    in_classes = np.isin(record_categories, category_keys)
+    ids = known_ids
     if categories is not None:
-        ids = [i for i in ids if any(a["category_id"] in classes for a in by_image.get(i, []))]
+        ids = np.intersect1d(ids, record_images[known & in_classes])
     if image_ids is not None:
         unknown = sorted(set(image_ids) - set(images))
         if unknown:
             raise DatasetError(f"{instances}: no image(s) with id {unknown[:5]}")
-        ids = [i for i in ids if i in set(image_ids)]
+        ids = ids[np.isin(ids, np.array(list(image_ids), np.int64))]
     if max_images is not None:
         if max_images < 1:
             raise DatasetError(f"max_images={max_images}: must be at least 1 (leave it out for all images)")
         ids = ids[:max_images]
+
+    # The records of the kept images, in image order (then file order), crowd boxes and other categories left out.
+    position = np.searchsorted(ids, record_images).clip(0, max(len(ids) - 1, 0))
+    selected = known & ~crowd & (ids[position] == record_images) if len(ids) else np.zeros(len(records), bool)
+    if categories is not None:
+        selected &= in_classes
+    order = np.flatnonzero(selected)
+    order = order[np.argsort(position[order], kind="stable")]
+    if not len(ids):
+        raise DatasetError(f"{instances}: no images left in the subset asked for")
+    sizes = np.array([(images[i]["height"], images[i]["width"]) for i in ids.tolist()], np.int64)
     checker = LabelChecker(len(classes), on_error)
-    annotations, resized = [], 0
-    for image_id in ids:
-        info = images[image_id]
-        path = images_dir / info["file_name"]
+    keep = _checked_boxes(order, records, images, record_images, record_categories, boxes, in_classes,
+                          sizes[position[order]], classes, checker, instances)  # fmt: skip
+    order = order[keep]
+    class_of = np.array([classes[cid] for cid in category_keys.tolist()], np.int64)
+    labels = class_of[np.searchsorted(category_keys, record_categories[order])]
+    paths = [images_dir / images[i]["file_name"] for i in ids.tolist()]
+    for image_id, path in zip(ids.tolist(), paths):
         if not path.is_file():
             raise DatasetError(f"{path}: image file not found (image id {image_id} of {instances.name})")
-        recorded, size = (info["height"], info["width"]), image_size(path)
-        scale = np.array([size[1] / max(recorded[1], 1), size[0] / max(recorded[0], 1)] * 2, np.float32)
-        resized += recorded != size
-        boxes, labels = [], []
-        for record in by_image.get(image_id, []):
-            if record.get("iscrowd") or (categories is not None and record["category_id"] not in classes):
-                continue
-            where = f"{instances}: annotation {record.get('id')} (image {info['file_name']})"
-            if record["category_id"] not in classes:
-                checker.problem(where, f"category_id {record['category_id']} is not among the categories")
-                continue
-            box = _box(record, where)
-            if checker.box_ok(where, classes[record["category_id"]], box, recorded):
-                boxes.append(box)
-                labels.append(classes[record["category_id"]])
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * scale
-        annotations.append(Annotation(path, size, boxes, np.asarray(labels, np.int64)))
-    if resized:
-        warnings.warn(f"{instances}: {resized} image(s) differ in size from their record; their boxes were scaled "
-                      f"to the files", stacklevel=2)  # fmt: skip
-    if not annotations:
-        raise DatasetError(f"{instances}: no images left in the subset asked for")
-    return annotations, names
+    counts = np.bincount(position[order], minlength=len(ids))
+    return AnnotationTable(paths, sizes, boxes[order], labels, counts), names
+
+
+def _checked_boxes(order: np.ndarray, records: list, images: dict[int, dict], record_images: np.ndarray,
+                   record_categories: np.ndarray, boxes: np.ndarray, in_classes: np.ndarray, sizes: np.ndarray,
+                   classes: dict[int, int], checker: LabelChecker, instances: Path) -> np.ndarray:  # fmt: skip
+    """Which of the records at `order` (their images' recorded `sizes`: (len(order), 2) height, width) hold a valid
+    box of a known category: checked all at once, the failures one by one through `checker` (an error, or a
+    warning and the box left out)."""
+    heights, widths = sizes.T
+    x1, y1, x2, y2 = boxes[order].T
+    keep = (
+        in_classes[order]
+        & (x2 > x1) & (y2 > y1)
+        & (np.minimum(x1, y1) >= -EDGE_TOLERANCE) & (x2 <= widths + EDGE_TOLERANCE) & (y2 <= heights + EDGE_TOLERANCE)
+    )  # fmt: skip
+    for row in np.flatnonzero(~keep):
+        index = int(order[row])
+        record, image = records[index], images[int(record_images[index])]
+        where = f"{instances}: annotation {record.get('id')} (image {image['file_name']})"
+        if not in_classes[index]:
+            checker.problem(where, f"category_id {record_categories[index]} is not among the categories")
+        else:
+            box = tuple(boxes[index].tolist())
+            checker.box_ok(where, classes[int(record_categories[index])], box, (image["height"], image["width"]))
+    return keep

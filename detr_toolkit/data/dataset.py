@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
+from .annotation_table import AnnotationTable
 from .annotations import Annotation
 from .images import read_image
 from .mosaic import Mosaic
@@ -28,7 +32,8 @@ class DetectionDataset(Dataset):
 
     def __init__(self, annotations: Sequence[Annotation], names: dict[int, str], imgsz: int,
                  augment: dict[str, float] | None = None, mosaic: float = 0.0, mixup: float = 0.0):  # fmt: skip
-        self.annotations, self.names, self.imgsz = list(annotations), names, imgsz
+        self.annotations, self.names, self.imgsz = AnnotationTable.of(annotations), names, imgsz
+        self.size_told = False  # an image whose size differs from its record: said once per process
         self.transforms = build_transforms(imgsz, augment)
         self.mosaic, self.mixup, self.mixing = mosaic, mixup, True
         self.mosaic_transforms = build_transforms(imgsz, augment, crops=False) if mosaic else None
@@ -62,10 +67,30 @@ class DetectionDataset(Dataset):
                 sample["labels"])  # fmt: skip
 
     def _read(self, index: int) -> dict[str, Any]:
+        """Item `index`'s image and boxes, the boxes scaled to the file where its size differs from the record."""
         annotation = self.annotations[index]
         bgr = read_image(annotation.image)
+        boxes = annotation.boxes
+        if bgr.shape[:2] != annotation.size:
+            (height, width), (recorded_height, recorded_width) = bgr.shape[:2], annotation.size
+            boxes = boxes * np.array([width / recorded_width, height / recorded_height] * 2, np.float32)
+            if not self.size_told:
+                warnings.warn(
+                    f"{annotation.image}: the image is {width}x{height}, its record says {recorded_width}x"
+                    f"{recorded_height}: boxes scaled to the file, predictions scored in the record's pixels (said "
+                    f"once; other images may differ in size from their record too)",
+                    stacklevel=2,
+                )
+                self.size_told = True
         image = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1)
-        return to_sample(image, torch.from_numpy(annotation.boxes), torch.from_numpy(annotation.classes))
+        return to_sample(image, torch.from_numpy(boxes), torch.from_numpy(annotation.classes))
+
+
+def worker_start(worker_id: int) -> None:
+    """A data-loader worker's first step: freeze, for the garbage collector, every object it inherited from the
+    main process (torch's modules, the annotations, ...), whose first full collection would otherwise visit them
+    all and so copy every page they sit on into the worker (~100 MiB each)."""
+    gc.freeze()
 
 
 class Collate:

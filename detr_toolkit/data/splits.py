@@ -28,7 +28,7 @@ def load_split(
     categories: Sequence[str | int] | None = None,
     max_images: int | None = None,
     images: str | Path | None = None,
-) -> tuple[list[Annotation], dict[int, str]]:
+) -> tuple[Sequence[Annotation], dict[int, str]]:
     """-> (annotations of `split`, class names). An instances .json serves every split (its images in `images`,
     default: the folder `images` beside it)."""
     data = Path(data)

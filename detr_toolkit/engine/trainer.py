@@ -55,7 +55,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data.dataset import Collate, DetectionDataset
+from ..data.dataset import Collate, DetectionDataset, worker_start
 from ..data.splits import load_split
 from ..errors import CheckpointError, ConfigError, ModelOutputError
 from ..files import (
@@ -254,7 +254,7 @@ class Trainer:
         if args.val:
             val, _ = load_split(args.data, "val", **args.dataset)
             self.val_set = DetectionDataset(val, self.names, args.imgsz)
-        return max((len(a.boxes) for a in train), default=0)
+        return int(self.train_set.annotations.boxes_per_image().max(initial=0))
 
     def _setup_model(
         self,
@@ -444,6 +444,7 @@ class Trainer:
             num_workers=self.args.workers,
             collate_fn=Collate(self.args.multi_scale),
             drop_last=drop_last,
+            worker_init_fn=worker_start,
         )
 
     def _warmup(self, epochs: int | None = None) -> int:

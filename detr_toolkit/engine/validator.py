@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..data.dataset import Collate, DetectionDataset
+from ..data.dataset import Collate, DetectionDataset, worker_start
 from .coco_metrics import coco_metrics
 from .predictor import Inference, check_finite, postprocess
 
@@ -22,7 +22,8 @@ def predict_dataset(model: Inference, dataset: DetectionDataset, batch: int, wor
     model: a `TorchInference` (a PyTorch detector) or an `ExportedModel` (an exported file).
     """
     images = dataset if indices is None else Subset(dataset, list(indices))
-    loader = DataLoader(images, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate())
+    loader = DataLoader(images, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate(),
+                        worker_init_fn=worker_start)  # fmt: skip
     detections: list[np.ndarray] = []
     for images, targets in loader:
         boxes, scores = model(images.to(model.device, model.input_dtype))
