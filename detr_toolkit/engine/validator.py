@@ -16,13 +16,13 @@ from .predictor import Inference, check_finite, postprocess
 @torch.inference_mode()
 def predict_dataset(model: Inference, dataset: DetectionDataset, batch: int, workers: int = 0,
                     indices: Sequence[int] | None = None) -> list[np.ndarray]:  # fmt: skip
-    """Per image (K, 6) x1 y1 x2 y2 score class in the original image's pixels, K = the model's queries; of the
-    images at `indices` only (a rank's shard), in their order, if given.
+    """Per image (K, 6) x1 y1 x2 y2 score class in the pixels of the image's annotation (its recorded size), K = the
+    model's queries; of the images at `indices` only (a rank's shard), in their order, if given.
 
     model: a `TorchInference` (a PyTorch detector) or an `ExportedModel` (an exported file).
     """
-    images = dataset if indices is None else Subset(dataset, list(indices))
-    loader = DataLoader(images, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate(),
+    items = dataset if indices is None else Subset(dataset, list(indices))
+    loader = DataLoader(items, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=Collate(),
                         worker_init_fn=worker_start)  # fmt: skip
     detections: list[np.ndarray] = []
     for images, targets in loader:
