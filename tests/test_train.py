@@ -240,6 +240,28 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
         assert float(results[-1][key]) == pytest.approx(alone["metrics"][key], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_tensorboard_logs_what_results_csv_holds(shapes, tmp_path):
+    """On by default where tensorboard is installed: each epoch's row (losses, lr of each group, mAPs), every
+    batch's losses and, with plots, val images with the best weights' detections, read back from the event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data, config = shapes
+    RTDETR(config).train(data=data, epochs=2, batch=4, imgsz=64, workers=0, lr=0.0005, project=tmp_path, name="tb",
+                         verbose=False, plots=True)  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    results = rows(tmp_path / "tb")
+    for tag, column in [("epoch/loss", "loss"), ("lr/backbone", "lr/backbone"), ("epoch/mAP50-95", "mAP50-95")]:
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == [1, 2]
+        assert [e.value for e in logged] == pytest.approx([float(r[column]) for r in results], rel=1e-5, abs=1e-7)
+    assert len(events.Scalars("batch/loss")) == 2 * 3  # 12 images, batch 4
+    assert {"val/0", "val/3"} <= set(events.Tags()["images"])
+    RTDETR(config).train(data=data, epochs=1, batch=4, imgsz=64, workers=0, project=tmp_path, name="off",
+                         verbose=False, plots=False, loggers=[])  # fmt: skip
+    assert not list((tmp_path / "off").glob("events.out.tfevents.*"))
+
+
 def test_confusion_matrix_counts():
     from pathlib import Path
 

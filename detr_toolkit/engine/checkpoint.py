@@ -21,7 +21,7 @@ from ..settings import TrainArgs
 # Settings a resumed run may change; any other must stay as the run was started (a new lr, batch or dataset
 # would be another run, not this one continued). More epochs= or time= continue a finished run: its schedule is
 # planned again over the longer run.
-RESUMABLE = ("epochs", "time", "patience", "workers", "device", "threads", "verbose", "plots")
+RESUMABLE = ("epochs", "time", "patience", "workers", "device", "threads", "verbose", "plots", "loggers")
 # What a checkpoint holds, and of which type.
 KEYS = {"epoch": int, "model": dict, "ema": dict, "ema_updates": int, "optimizer": dict, "scaler": dict,
         "config": dict, "names": dict, "train_args": dict}  # fmt: skip

@@ -68,6 +68,7 @@ from ..files import (
     run_lock,
     write_file,
 )
+from ..loggers import logger_callbacks
 from ..loss import build_criterion
 from ..nn import Detector, build_model
 from ..settings import TrainArgs
@@ -221,6 +222,8 @@ class Trainer:
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
         self.callbacks = callbacks or default_callbacks()
+        for event, functions in logger_callbacks(args.loggers, "loggers" in args.given).items():
+            self.callbacks = {**self.callbacks, event: [*self.callbacks[event], *functions]}
         self.epoch, self.batch_index, self.loss_items, self.metrics = 0, 0, None, {}  # what callbacks read
         self.run_callbacks("on_pretrain_routine_start")
         self._setup_machine(save_dir is None)

@@ -1,0 +1,57 @@
+"""TensorBoard: the losses of every batch, each epoch's results.csv row (losses, the learning rate of each
+parameter group, val mAPs, images/s) and, with plots on, the best weights' detections on a few val images, in
+`runs/train/NAME/` (`tensorboard --logdir runs/train`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+IMAGES = 4  # val images drawn with the best weights' detections at the end
+
+
+class TensorBoardLogger:
+    """The callbacks that write one training run's event file (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.writer: Any = None
+        self.step = 0  # batches seen, over the run (resumed runs go on from their epoch)
+
+    def callbacks(self) -> dict[str, Callable[[Any], None]]:
+        return {"on_train_batch_end": self.batch, "on_fit_epoch_end": self.epoch, "on_train_end": self.end}
+
+    def _writer(self, trainer: Any) -> Any:
+        """The run folder's SummaryWriter, made at the first event (a resumed run goes on from its epoch's step)."""
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(trainer.save_dir))
+            self.step = trainer.epoch * trainer.steps_per_epoch * trainer.args.accumulate + trainer.batch_index
+        return self.writer
+
+    def batch(self, trainer: Any) -> None:
+        writer = self._writer(trainer)
+        self.step += 1
+        for key, value in (trainer.loss_items or {}).items():
+            writer.add_scalar(f"batch/{key}", value, self.step)
+
+    def epoch(self, trainer: Any) -> None:
+        writer = self._writer(trainer)
+        for key, value in trainer.metrics.items():
+            if key != "epoch" and isinstance(value, (int, float)) and np.isfinite(value):
+                writer.add_scalar(key if "/" in key else f"epoch/{key}", value, trainer.epoch + 1)
+        writer.flush()
+
+    def end(self, trainer: Any) -> None:
+        writer = self._writer(trainer)
+        if trainer.args.plots and trainer.val_set is not None and trainer.best.is_file():
+            from ..model import RTDETR
+
+            model = RTDETR(trainer.best)
+            paths = [trainer.val_set.annotations[i].image for i in range(min(IMAGES, len(trainer.val_set)))]
+            for index, result in enumerate(model.predict(paths, imgsz=trainer.args.imgsz, verbose=False)):
+                image = result.plot()[..., ::-1].copy()  # BGR -> RGB
+                writer.add_image(f"val/{index}", image, trainer.epoch + 1, dataformats="HWC")
+        writer.close()
