@@ -26,7 +26,7 @@ SIZES = [(480, 640), (640, 480), (427, 640), (640, 427), (500, 375)]  # (height,
 
 
 def make_instances(root: Path, images: int, seed: int) -> Path:
-    """Write root/instances.json (objects per image ~ COCO's: mean 7.3, long tail) and root/images/."""
+    """Write root/instances_{images}_{seed}.json (objects per image ~ COCO's: mean 7.3, long tail) and root/images/."""
     rng = np.random.default_rng(seed)
     folder = root / "images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def make_instances(root: Path, images: int, seed: int) -> Path:
                             "iscrowd": 0, "area": round(w * h * 0.7, 2), "bbox": [x, y, w, h],
                             "segmentation": [polygon.round(2).ravel().tolist()]})  # fmt: skip
     categories = [{"id": i, "name": f"class{i}", "supercategory": "thing"} for i in range(1, 91)]
-    file = root / "instances.json"
+    file = root / f"instances_{images}_{seed}.json"
     file.write_text(json.dumps({"info": {}, "licenses": [], "images": records, "annotations": objects,
                                 "categories": categories}))  # fmt: skip
     return file
@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=64)
     args = parser.parse_args()
 
-    file = args.out / "instances.json"
-    if not file.is_file() or json.loads(file.read_text()).get("images", [None]).__len__() != args.images:
+    file = args.out / f"instances_{args.images}_{args.seed}.json"  # made once, kept for later runs
+    if not file.is_file():
         started = time.perf_counter()
         make_instances(args.out, args.images, args.seed)
         print(f"generated {file} in {time.perf_counter() - started:.0f} s")
