@@ -421,7 +421,7 @@ class TrainArgs(_ReadsDataset, SettingsGroup):
     val: bool = Setting(True, "evaluate on the val split after every epoch", bool).field()
     plots: bool = Setting(True, "results.png every epoch; first batch, PR curves and confusion matrix", bool).field()
     loggers: list[str] = Setting(["tensorboard"], "experiment trackers (the default where its package is installed)",
-                                 list, str, choices=("tensorboard",)).field()  # fmt: skip
+                                 list, str, choices=("tensorboard", "mlflow", "wandb")).field()  # fmt: skip
     on_bad_label: str = ValArgs.settings()["on_bad_label"].field()
     categories: list[str] | None = ValArgs.settings()["categories"].field()
     max_images: int | None = ValArgs.settings()["max_images"].field()

@@ -112,3 +112,29 @@ def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
     RTDETR(copy.deepcopy(TINY_CONFIG)).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> tuple[Path, Path]:
+    """A generated shapes dataset (12 train and 4 val images of 64 px) and a tiny model's config file without class
+    names (the data's are taken): (data.yaml, tiny.yaml), one per test module."""
+    import copy
+
+    import yaml
+
+    from detr_toolkit.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("shapes")
+    data = make_synthetic(root, train=12, val=4, size=64, max_objects=3)
+    config = copy.deepcopy(TINY_CONFIG)
+    config.pop("names")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return data, root / "tiny.yaml"
+
+
+def rows(run: Path) -> list[dict[str, str]]:
+    """The rows of a training run's results.csv (none if it has none)."""
+    import csv
+
+    path = run / "results.csv"
+    return list(csv.DictReader(path.open())) if path.exists() else []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG, detect, detect_command
+from conftest import TINY_CONFIG, TINY_DFINE_CONFIG, TINY_VIT_CONFIG, detect, detect_command, rows
 
 from detr_toolkit import RTDETR
 from detr_toolkit.data.coco import load_coco
@@ -28,24 +27,9 @@ from detr_toolkit.settings import TrainArgs
 TRAIN = ["epochs=3", "batch=4", "imgsz=64", "workers=0", "warmup_iters=4", "lr=0.0005", "seed=3"]
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    data = make_synthetic(root, train=12, val=4, size=64, max_objects=3)
-    config = {**copy.deepcopy(TINY_CONFIG), "names": None}
-    config.pop("names")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
-    return data, root / "tiny.yaml"
-
-
 def launch(*args, **popen) -> subprocess.Popen:
     """Start `detect args...` without waiting for it (to kill, signal or race it)."""
     return subprocess.Popen(detect_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-
-
-def rows(run):
-    path = run / "results.csv"
-    return list(csv.DictReader(path.open())) if path.exists() else []
 
 
 @pytest.mark.slow
@@ -238,28 +222,6 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     assert alone["metrics"]["mAP50"] > 0.2  # something to compare (an all-zero score would match anything)
     for key in ("mAP50-95", "mAP50", "mAP75"):
         assert float(results[-1][key]) == pytest.approx(alone["metrics"][key], abs=1e-4)
-
-
-@pytest.mark.slow
-def test_tensorboard_logs_what_results_csv_holds(shapes, tmp_path):
-    """On by default where tensorboard is installed: each epoch's row (losses, lr of each group, mAPs), every
-    batch's losses and, with plots, val images with the best weights' detections, read back from the event file."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    data, config = shapes
-    RTDETR(config).train(data=data, epochs=2, batch=4, imgsz=64, workers=0, lr=0.0005, project=tmp_path, name="tb",
-                         verbose=False, plots=True)  # fmt: skip
-    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
-    results = rows(tmp_path / "tb")
-    for tag, column in [("epoch/loss", "loss"), ("lr/backbone", "lr/backbone"), ("epoch/mAP50-95", "mAP50-95")]:
-        logged = events.Scalars(tag)
-        assert [e.step for e in logged] == [1, 2]
-        assert [e.value for e in logged] == pytest.approx([float(r[column]) for r in results], rel=1e-5, abs=1e-7)
-    assert len(events.Scalars("batch/loss")) == 2 * 3  # 12 images, batch 4
-    assert {"val/0", "val/3"} <= set(events.Tags()["images"])
-    RTDETR(config).train(data=data, epochs=1, batch=4, imgsz=64, workers=0, project=tmp_path, name="off",
-                         verbose=False, plots=False, loggers=[])  # fmt: skip
-    assert not list((tmp_path / "off").glob("events.out.tfevents.*"))
 
 
 def test_confusion_matrix_counts():

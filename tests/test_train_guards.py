@@ -4,7 +4,6 @@ resume with changed settings, diverging runs, and models whose outputs are not f
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import shutil
 import subprocess
@@ -14,32 +13,16 @@ import textwrap
 import pytest
 import torch
 import yaml
-from conftest import PHOTOS, TINY_CONFIG
+from conftest import PHOTOS, TINY_CONFIG, rows
 
 from detr_toolkit import RTDETR
 from detr_toolkit.cli import main
-from detr_toolkit.data.synthetic import make_synthetic
 from detr_toolkit.engine.trainer import Trainer
 from detr_toolkit.errors import ConfigError, ModelOutputError
 from detr_toolkit.loss import DetectionCriterion
 from detr_toolkit.settings import TrainArgs
 
 QUICK = {"batch": 4, "imgsz": 64, "workers": 0, "warmup_iters": 0, "plots": False, "verbose": False, "seed": 1}
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("guards")
-    data = make_synthetic(root, train=12, val=4, size=64, max_objects=3)
-    config = copy.deepcopy(TINY_CONFIG)
-    config.pop("names")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
-    return data, root / "tiny.yaml"
-
-
-def rows(run):
-    with (run / "results.csv").open() as f:
-        return list(csv.DictReader(f))
 
 
 def trainer(shapes, tmp_path, **settings) -> Trainer:

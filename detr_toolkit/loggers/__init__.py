@@ -1,5 +1,6 @@
 """Experiment trackers, plugged into training through the callback surface (engine/callbacks.py): each logger is a
-set of callbacks, on where its package is installed and the `loggers` setting names it."""
+set of callbacks, on where its package is installed and the `loggers` setting names it (TensorBoard by default;
+MLflow and W&B when named: `loggers=[tensorboard,mlflow]`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,23 @@ def _tensorboard() -> Any:
     return TensorBoardLogger()
 
 
-LOGGERS: dict[str, tuple[str, Callable[[], Any]]] = {"tensorboard": ("tensorboard", _tensorboard)}  # -> package, maker
+def _mlflow() -> Any:
+    from .mlflow import MLflowLogger
+
+    return MLflowLogger()
+
+
+def _wandb() -> Any:
+    from .wandb import WandbLogger
+
+    return WandbLogger()
+
+
+LOGGERS: dict[str, tuple[str, Callable[[], Any]]] = {  # name -> the package it needs, its maker
+    "tensorboard": ("tensorboard", _tensorboard),
+    "mlflow": ("mlflow", _mlflow),
+    "wandb": ("wandb", _wandb),
+}
 
 
 def logger_callbacks(names: list[str], required: bool) -> Callbacks:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-IMAGES = 4  # val images drawn with the best weights' detections at the end
+from .previews import val_previews
 
 
 class TensorBoardLogger:
@@ -46,12 +46,6 @@ class TensorBoardLogger:
 
     def end(self, trainer: Any) -> None:
         writer = self._writer(trainer)
-        if trainer.args.plots and trainer.val_set is not None and trainer.best.is_file():
-            from ..model import RTDETR
-
-            model = RTDETR(trainer.best)
-            paths = [trainer.val_set.annotations[i].image for i in range(min(IMAGES, len(trainer.val_set)))]
-            for index, result in enumerate(model.predict(paths, imgsz=trainer.args.imgsz, verbose=False)):
-                image = result.plot()[..., ::-1].copy()  # BGR -> RGB
-                writer.add_image(f"val/{index}", image, trainer.epoch + 1, dataformats="HWC")
+        for index, image in enumerate(val_previews(trainer)):
+            writer.add_image(f"val/{index}", image, trainer.epoch + 1, dataformats="HWC")
         writer.close()
