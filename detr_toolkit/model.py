@@ -66,9 +66,11 @@ class RTDETR:
             self.names: dict[int, str] = class_names(names, config["nc"], "model config")
         except DetrToolkitError as error:  # a bad or oversized config: name the file it came from
             raise type(error)(f"{source}: {error}") from None
-        self.pretrained = state is not None  # False: random weights from a config
+        self.pretrained = state is not None  # False: random weights from a config (and its pretrained backbone)
         if state is not None:
             weights.load_state(self.model, state, source)
+        else:
+            weights.load_pretrained_backbone(self.model, config)
         self.model.eval().to(select_device(device))
 
     # --- predict -----------------------------------------------------------------------------------------

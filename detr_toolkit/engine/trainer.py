@@ -72,7 +72,7 @@ from ..loggers import logger_callbacks
 from ..loss import build_criterion
 from ..nn import Detector, build_model
 from ..settings import TrainArgs
-from ..weights import load_state, load_weights, save_weights
+from ..weights import load_pretrained_backbone, load_state, load_weights, save_weights
 from .callbacks import Callbacks, default_callbacks
 from .checkpoint import find_checkpoint, read_checkpoint, resumed_args, write_checkpoint
 from .coco_metrics import coco_metrics
@@ -280,6 +280,8 @@ class Trainer:
         self.model, reset = adapt_to_classes(config, state if checkpoint is None else None, self.names, trained_names)
         if checkpoint is not None:  # a resumed model is the checkpoint's, exactly
             load_state(self.model, checkpoint["model"], f"{save_dir}/weights/last.pt")
+        elif state is None:  # a new model: its backbone's pretrained weights, where the config names them
+            load_pretrained_backbone(self.model, config)
         self.config = {**config, "nc": len(self.names), "imgsz": args.imgsz}
         if reset and args.verbose and self.main:
             print(

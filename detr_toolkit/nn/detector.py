@@ -6,7 +6,9 @@ A config is plain data:
     imgsz: 640              # default inference size
     mean: [0.485, 0.456, 0.406]      # optional input normalisation of 0..1 RGB pixels (RT-DETR: none)
     std: [0.229, 0.224, 0.225]
-    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (by type: backbones.BACKBONES)
+    backbone: {type: hgnetv2, ...}   # keyword arguments of the backbone class (by type: backbones.BACKBONES), and
+                                     # optionally `weights: FILE`, pretrained weights a new model starts from
+                                     # (read by weights.backbone, not here)
     encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (ENCODERS below)
     decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (decoders.DECODERS)
     loss:     {class_loss: ...}      # training only: see `detr_toolkit.loss` (not read here)
@@ -142,7 +144,12 @@ def build_model(config: dict[str, Any]) -> Detector:
 
 
 def _build(config: dict[str, Any]) -> Detector:
-    backbone = _build_part(BACKBONES, config.get("backbone"), "backbone")
+    section = config.get("backbone")
+    if isinstance(section, dict) and "weights" in section:
+        if not isinstance(section["weights"], str) or not section["weights"]:
+            raise ConfigError(f"backbone: weights must name a file, got {section['weights']!r}")
+        section = {key: value for key, value in section.items() if key != "weights"}
+    backbone = _build_part(BACKBONES, section, "backbone")
     encoder = _build_part(
         ENCODERS, config.get("encoder"), "encoder", in_channels=backbone.out_channels, in_strides=backbone.out_strides
     )

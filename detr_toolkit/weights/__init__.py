@@ -18,6 +18,7 @@ from torch import nn
 from ..config import load_model_config
 from ..errors import CheckpointError, DetrToolkitError
 from . import huggingface, official_deimv2, official_dfine, official_rtdetr, roboflow, ultralytics
+from .backbone import load_pretrained_backbone
 from .hub import resolve_weights
 from .native import is_ours, load_weights, read_safetensors, save_weights
 from .safe_pickle import load_foreign_checkpoint
@@ -133,4 +134,4 @@ def _same_kind(tensor: torch.Tensor, own: torch.Tensor) -> bool:
     return not tensor.is_complex() and (tensor.dtype in WEIGHT_DTYPES or not tensor.is_floating_point())
 
 
-__all__ = ["load", "load_state", "load_weights", "save_weights"]
+__all__ = ["load", "load_pretrained_backbone", "load_state", "load_weights", "save_weights"]

@@ -30,6 +30,12 @@ ROBOFLOW_WEIGHTS = {
     "rf-detr-base.pth": f"{ROBOFLOW}/rf-detr-base-coco.pth",
     "rf-detr-base-2.pth": f"{ROBOFLOW}/rf-detr-base-2.pth",
 }
+RTDETR_BACKBONES = (  # lyuwenyu/RT-DETR's ResNet-vd files
+    "ResNet18_vd_pretrained_from_paddle.pth",
+    "ResNet34_vd_pretrained_from_paddle.pth",
+    "ResNet50_vd_ssld_v2_pretrained_from_paddle.pth",
+    "ResNet101_vd_ssld_pretrained_from_paddle.pth",
+)
 # Our name -> where the official file is. The cached copy keeps the official file name: it says what it holds
 # (RT-DETRv2's "dsp" files are read with discrete sampling); a HuggingFace repository's file is named after it.
 OFFICIAL_WEIGHTS = {
@@ -53,6 +59,10 @@ OFFICIAL_WEIGHTS = {
     },
     **{f"deimv2-{size.lower()}.safetensors": DEIMV2.format(f"DINOv3_{size}") for size in "SMLX"},
     **ROBOFLOW_WEIGHTS,
+    # ImageNet backbones the official recipes start from (PaddlePaddle's, converted by their authors), by file name
+    # (a model config's `backbone: {weights: ...}`; see weights/backbone.py).
+    **{name: f"{RTDETR}/v0.1/{name}" for name in RTDETR_BACKBONES},
+    **{f"PPHGNetV2_B{size}_stage1.pth": f"{DFINE}/PPHGNetV2_B{size}_stage1.pth" for size in range(7)},
 }
 
 

@@ -28,7 +28,7 @@ def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -38,10 +38,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     index = folder / "model.safetensors.index.json"
     files = (
-        sorted(set(_read_json(index, "weight files")["weight_map"].values()))
+        sorted(set(read_json(index, "weight files")["weight_map"].values()))
         if index.is_file()
         else ["model.safetensors"]
     )
@@ -59,13 +59,13 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A `save_pretrained` folder -> (our model config with names, our state dict)."""
-    hf = _read_json(folder / "config.json", "model settings")
+    hf = read_json(folder / "config.json", "model settings")
     family = FAMILIES.get(hf.get("model_type"))
     if family is None:
         raise CheckpointError(
             f"{folder}: a transformers model of type {hf.get('model_type')!r}; supported: {', '.join(FAMILIES)}"
         )
     preprocessor_file = folder / "preprocessor_config.json"
-    preprocessor = _read_json(preprocessor_file, "preprocessing settings") if preprocessor_file.is_file() else None
+    preprocessor = read_json(preprocessor_file, "preprocessing settings") if preprocessor_file.is_file() else None
     config = family.convert_config(hf, preprocessor)
-    return config, family.convert_state(_read_tensors(folder), f"{folder} ({hf['model_type']})", config)
+    return config, family.convert_state(read_tensors(folder), f"{folder} ({hf['model_type']})", config)

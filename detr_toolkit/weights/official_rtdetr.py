@@ -29,7 +29,7 @@ SIGNATURE = {  # the config keys that tensor shapes determine, by section
     "encoder": ("hidden_dim", "ffn_dim", "expansion", "csp_blocks"),
     "decoder": ("hidden_dim", "num_layers", "ffn_dim", "num_points", "num_heads"),
 }
-_RULES: list[Rule] = [
+RULES: list[Rule] = [
     (r"^backbone\.conv1\.conv1_(\d)\.", lambda m: f"backbone.stem.{int(m[1]) - 1}."),
     (r"^backbone\.res_layers\.(\d+)\.blocks\.(\d+)\.", r"backbone.stages.\1.\2."),
     (r"\.branch2a\.", ".convs.0."),
@@ -157,7 +157,7 @@ def convert(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any
     for key, tensor in state.items():
         if _DROPPED.search(key):
             continue
-        new = apply_rules(key, _RULES)
+        new = apply_rules(key, RULES)
         if not _OURS.match(new):
             raise CheckpointError(f"{path}: unexpected tensor {key!r} in an official RT-DETR checkpoint")
         ours.update(unpack_in_proj(new, tensor))

@@ -200,6 +200,11 @@ class ViT(nn.Module):
         return grid.reshape(-1, c, gh, gw)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.projector(self.taps(images))
+
+    def taps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The transformer's patch grids after the blocks `out_indices` (normed where `out_norm`): [(B, dim, H / p,
+        W / p)] per index."""
         h, w = images.shape[2:]
         if h % self.stride or w % self.stride:
             raise ValueError(f"input {h}x{w}: both sides must be multiples of {self.stride} (patch x window grid)")
@@ -218,4 +223,4 @@ class ViT(nn.Module):
             if i in self.out_indices:
                 tapped = self.norm(x) if self.norm is not None else x
                 taps.append(self.from_windows(tapped[:, self.num_prefix :], gh, gw))
-        return self.projector(taps)
+        return taps
