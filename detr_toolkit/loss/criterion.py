@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_area, box_convert, generalized_box_iou_loss
 
+from ..distributed import mean_over_ranks
 from .distribution import bin_targets, distillation_loss, edge_distances, localization_loss
 from .matcher import HungarianMatcher, Matches, union_of_matches
 
@@ -160,11 +161,18 @@ class DetectionCriterion(nn.Module):
             "label": torch.cat([t["labels"][g.to(t["labels"].device)] for t, (_, g) in zip(per_image, matches)]),
         }
 
-    def class_terms(self, boxes: torch.Tensor, logits: torch.Tensor, pairs: dict) -> torch.Tensor:
-        """Class loss per set (S,) of (S, B, Q, ...) predictions, divided by each set's matched pairs."""
-        sets, queries = logits.shape[0], logits.shape[2]
+    @staticmethod
+    def objects_per_set(pairs: dict, sets: int) -> torch.Tensor:
+        """Matched pairs per set (S,), averaged over the DDP ranks: what the terms are divided by (see
+        `distributed`)."""
+        return mean_over_ranks(torch.bincount(pairs["set"], minlength=sets).float())
+
+    def class_terms(self, boxes: torch.Tensor, logits: torch.Tensor, pairs: dict, counts: torch.Tensor
+                    ) -> torch.Tensor:  # fmt: skip
+        """Class loss per set (S,) of (S, B, Q, ...) predictions, divided by each set's matched pairs `counts`."""
+        queries = logits.shape[2]
         where = (pairs["set"], pairs["image"], pairs["query"], pairs["label"])
-        num_objects = torch.bincount(pairs["set"], minlength=sets).clamp(min=1).to(logits.dtype)
+        num_objects = counts.clamp(min=1)
         labels = torch.zeros_like(logits)
         labels[where] = 1
         ious = torch.zeros_like(logits)  # IoU of each matched query's box with its object, at its class
@@ -176,17 +184,18 @@ class DetectionCriterion(nn.Module):
             return iou_aware_bce(logits, ious, labels, self.alpha) / num_objects
         if self.class_loss == "mal":
             loss = matchability_aware_loss(logits, ious, labels, self.alpha, self.gamma)
-        elif len(pairs["query"]):
+        elif counts.sum() > 0:  # objects in the (global) batch, if not in this rank's share
             loss = varifocal_loss(logits, ious, labels, self.alpha, self.gamma)
         else:
             loss = focal_loss(logits, labels, self.alpha, self.gamma)
         return loss * queries / num_objects
 
-    def box_terms(self, boxes: torch.Tensor, pairs: dict, local: dict | None) -> dict[str, torch.Tensor]:
+    def box_terms(self, boxes: torch.Tensor, pairs: dict, counts: torch.Tensor, local: dict | None
+                  ) -> dict[str, torch.Tensor]:  # fmt: skip
         """bbox and giou per set (S,) (and fgl, ddf for the sets with edge distributions, see `forward`), divided
-        by each set's matched pairs."""
+        by each set's matched pairs `counts`."""
         sets = boxes.shape[0]
-        num_objects = torch.bincount(pairs["set"], minlength=sets).clamp(min=1).to(boxes.dtype)
+        num_objects = counts.clamp(min=1)
         zero = boxes.new_zeros(sets)
         if not len(pairs["query"]):
             terms = {"bbox": zero + boxes.sum() * 0, "giou": zero + boxes.sum() * 0}  # every parameter in the graph
@@ -243,10 +252,15 @@ class DetectionCriterion(nn.Module):
         box_matches (the same by default) for the box terms. Returns the last set's terms as `loss_{name}{suffix}`
         and the others summed as `loss_{name}_aux{suffix}`.
         """
-        batch = boxes.shape[1]
+        sets, batch = boxes.shape[:2]
         class_pairs = self.pairs(matches, targets, batch, boxes.device)
-        box_pairs = class_pairs if box_matches is None else self.pairs(box_matches, targets, batch, boxes.device)
-        terms = {"class": self.class_terms(boxes, logits, class_pairs), **self.box_terms(boxes, box_pairs, local)}
+        class_counts = self.objects_per_set(class_pairs, sets)
+        box_pairs, box_counts = class_pairs, class_counts
+        if box_matches is not None:
+            box_pairs = self.pairs(box_matches, targets, batch, boxes.device)
+            box_counts = self.objects_per_set(box_pairs, sets)
+        terms = {"class": self.class_terms(boxes, logits, class_pairs, class_counts),
+                 **self.box_terms(boxes, box_pairs, box_counts, local)}  # fmt: skip
         result = {}
         for name, values in terms.items():
             values = values * self.weights[name]

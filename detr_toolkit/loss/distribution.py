@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..distributed import mean_over_ranks
+
 
 def edge_distances(reference: torch.Tensor, boxes_xyxy: torch.Tensor, reg_scale: float) -> torch.Tensor:
     """The edge distances that would move each reference box onto its object: the inverse of
@@ -65,7 +67,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, weights: tor
                   reduction="none").sum(-1) * temperature**2  # fmt: skip
     loss = kl * weights.detach()[..., None]  # (L, B, Q, 4)
     edges = matched[..., None].expand_as(loss)
-    positives, negatives = edges.sum((1, 2, 3)), (~edges).sum((1, 2, 3))
+    # edge counts of the global batch (averaged over the DDP ranks: see `distributed`)
+    positives, negatives = mean_over_ranks(torch.stack([edges.sum((1, 2, 3)), (~edges).sum((1, 2, 3))]).float())
     mean_positive = torch.where(edges, loss, 0).sum((1, 2, 3)) / positives.clamp(min=1)
     mean_negative = torch.where(edges, 0, loss).sum((1, 2, 3)) / negatives.clamp(min=1)
     root_positive, root_negative = positives.to(loss.dtype).sqrt(), negatives.to(loss.dtype).sqrt()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import box_convert
 
+from ...distributed import max_over_ranks
 from ..common import inverse_sigmoid
 
 
@@ -42,11 +43,12 @@ def denoising_queries(
     targets: per image {"boxes": (n, 4) cxcywh in 0..1, "labels": (n,)}; class_embed: (num_classes, dim).
     """
     counts = [len(t["labels"]) for t in targets]
-    most = min(max(counts, default=0), num_denoising)
+    device = class_embed.device
+    # the most in any image of the global batch: every DDP rank makes as many groups (see `distributed`)
+    most = min(max_over_ranks(max(counts, default=0), device), num_denoising)
     if num_denoising <= 0 or most == 0:
         return None
     groups = num_denoising // most
-    device = class_embed.device
     kept = [torch.randperm(n, device=device)[:most].sort().values if n > most else torch.arange(n, device=device)
             for n in counts]  # fmt: skip
     batch, slots = len(targets), 2 * most * groups
