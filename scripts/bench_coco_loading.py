@@ -61,15 +61,6 @@ def make_instances(root: Path, images: int, seed: int) -> Path:
     return file
 
 
-def unique_memory(pid: int) -> float:
-    """MiB of memory only this process holds (USS), from /proc/PID/smaps_rollup."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":", 1)
-        fields[key] = int(value.split()[0])
-    return (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024
-
-
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.is_file() else []
@@ -105,6 +96,7 @@ def main() -> None:
 
     from detr_toolkit.data.coco import load_coco
     from detr_toolkit.data.dataset import Collate, DetectionDataset, worker_start
+    from detr_toolkit.engine.cpu_memory import process_memory
 
     started = time.perf_counter()
     annotations, names = load_coco(file, args.out / "images")
@@ -127,7 +119,7 @@ def main() -> None:
     for i, _ in enumerate(loader):
         if i in {batches // 10, batches // 2, batches - 1} or i % max(batches // 10, 1) == 0:
             workers = children(os.getpid())
-            samples.append((i, unique_memory(os.getpid()), [unique_memory(w) for w in workers]))
+            samples.append((i, process_memory(os.getpid())["uss"], [process_memory(w)["uss"] for w in workers]))
     print(f"\nUSS (MiB) over an epoch of {len(subset)} images, {args.workers} workers:")
     print("| batch | main | workers |\n|---|---|---|")
     for i, main_mib, worker_mib in samples:

@@ -18,6 +18,7 @@ from detr_toolkit.data.annotations import Annotation
 from detr_toolkit.data.coco import load_coco
 from detr_toolkit.data.dataset import DetectionDataset
 from detr_toolkit.data.yolo import load_yolo
+from detr_toolkit.engine.cpu_memory import process_memory
 from detr_toolkit.errors import DatasetError, SourceError
 
 
@@ -229,5 +230,4 @@ def test_annotation_table_is_not_copied_into_forked_readers():
 
 
 def private_mib() -> float:
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
-    return sum(int(fields[key].split()[0]) for key in ("Private_Clean", "Private_Dirty")) / 1024
+    return process_memory()["uss"]

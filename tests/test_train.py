@@ -224,6 +224,23 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
         assert float(results[-1][key]) == pytest.approx(alone["metrics"][key], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_memory_stays_flat_over_a_long_run(shapes, tmp_path):
+    """30 epochs: after the second, the process's resident memory stays within 5% of the second's (nothing kept
+    per step or per epoch grows; scripts/bench_memory.py measures the demo recipe the same way)."""
+    from detr_toolkit.engine.cpu_memory import process_memory
+
+    data, config = shapes
+    resident = []
+    model = RTDETR(config)
+    model.add_callback("on_fit_epoch_end", lambda trainer: resident.append(process_memory()["rss"]))
+    model.train(data=data, epochs=30, batch=4, imgsz=64, workers=0, project=tmp_path, name="long", verbose=False,
+                plots=False)  # fmt: skip
+    assert len(resident) == 30
+    settled = resident[1:]
+    assert max(abs(rss - settled[0]) for rss in settled) <= 0.05 * settled[0], [round(r) for r in resident]
+
+
 def test_confusion_matrix_counts():
     from pathlib import Path
 

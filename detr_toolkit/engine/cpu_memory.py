@@ -1,4 +1,5 @@
-"""Keep freed CPU memory in the process, so that each forward pass reuses the last one's activations.
+"""CPU memory: keep freed memory in the process, so that each forward pass reuses the last one's activations; and
+read what a process holds (`process_memory`, for the memory benchmarks and tests).
 
 PyTorch takes CPU tensors from the C library's malloc. glibc hands large freed blocks straight back to the
 kernel (blocks above a threshold are mmap'd, and the heap's top is trimmed once a few MB of it are free), so
@@ -16,6 +17,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 
 MMAP_THRESHOLD = 64 << 20  # blocks below this come from the heap, whose memory is reused (glibc: 128 KiB-32 MiB)
 TRIM_THRESHOLD = 512 << 20  # the heap gives memory back only when this much of its top is free (glibc: 128 KiB+)
@@ -42,3 +44,11 @@ def keep_freed_memory() -> bool:
         return False
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _applied
+
+
+def process_memory(pid: int | str = "self") -> dict[str, float]:
+    """MiB a process holds, from Linux's /proc/PID/smaps_rollup: "rss" (resident) and "uss" (only it: private
+    clean and dirty pages; what a forked worker has copied). OSError off Linux."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    kib = {key: int(value.split()[0]) for key, value in fields.items()}
+    return {"rss": kib["Rss"] / 1024, "uss": (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024}
