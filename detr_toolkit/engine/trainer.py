@@ -52,6 +52,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -292,6 +293,8 @@ class Trainer:
         for size in args.multi_scale:
             self.model.check_input_size(size, "multi_scale", args.batch)
         self.model.to(self.device)
+        if self.world > 1 and self.device.type == "cuda":  # batch statistics of the global batch (official: sync_bn)
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # (CPU processes keep their own)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
         if args.o2m:
