@@ -8,8 +8,19 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..engine.callbacks import Callbacks, default_callbacks
 from ..errors import ConfigError
+
+
+def epoch_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of an epoch's results.csv row (`trainer.metrics`), without its epoch: what loggers log."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key != "epoch" and isinstance(value, (int, float)) and np.isfinite(value)
+    }
 
 
 def _tensorboard() -> Any:

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from . import epoch_scalars
 from .previews import val_previews
 
 RUN_TAG = "detr_toolkit.run_dir"  # the run folder, resolved: how a resumed training finds its MLflow run
@@ -39,13 +38,14 @@ class MLflowLogger:
         from mlflow import MlflowClient
 
         project = Path(trainer.args.project)
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project / 'mlflow.db').resolve()}"
+        chosen = os.environ.get("MLFLOW_TRACKING_URI")  # else the SQLite store beside the runs
+        uri = chosen or f"sqlite:///{(project / 'mlflow.db').resolve()}"
         project.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(trainer.args.project)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
-            location = None if os.environ.get("MLFLOW_TRACKING_URI") else (project / "mlartifacts").resolve().as_uri()
+            location = None if chosen else (project / "mlartifacts").resolve().as_uri()
             experiment_id = self.client.create_experiment(name, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
@@ -58,7 +58,7 @@ class MLflowLogger:
         run = self.client.create_run(experiment_id, run_name=Path(trainer.save_dir).name, tags={RUN_TAG: run_dir})
         self.run_id = run.info.run_id
         self._log_params(trainer.args.to_dict())
-        if trainer.args.verbose and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if trainer.args.verbose and not chosen:
             print(f"MLflow: {uri}, experiment {name!r} (mlflow ui --backend-store-uri {uri})")
 
     def _run_of(self, experiment_id: str, run_dir: str) -> str | None:
@@ -85,11 +85,7 @@ class MLflowLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, trainer.epoch + 1)
-            for key, value in trainer.metrics.items()
-            if key != "epoch" and isinstance(value, (int, float)) and np.isfinite(value)
-        ]
+        metrics = [Metric(key, value, now, trainer.epoch + 1) for key, value in epoch_scalars(trainer.metrics).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def end(self, trainer: Any) -> None:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
+from . import epoch_scalars
 from .previews import val_previews
 
 
@@ -39,9 +38,8 @@ class TensorBoardLogger:
 
     def epoch(self, trainer: Any) -> None:
         writer = self._writer(trainer)
-        for key, value in trainer.metrics.items():
-            if key != "epoch" and isinstance(value, (int, float)) and np.isfinite(value):
-                writer.add_scalar(key if "/" in key else f"epoch/{key}", value, trainer.epoch + 1)
+        for key, value in epoch_scalars(trainer.metrics).items():
+            writer.add_scalar(key if "/" in key else f"epoch/{key}", value, trainer.epoch + 1)
         writer.flush()
 
     def end(self, trainer: Any) -> None:

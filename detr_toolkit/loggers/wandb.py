@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from . import epoch_scalars
 from .previews import val_previews
 
 PROJECT_LENGTH = 128  # W&B's longest project name
@@ -53,14 +52,7 @@ class WandbLogger:
         )
 
     def epoch(self, trainer: Any) -> None:
-        self.run.log(
-            {
-                key: float(value)
-                for key, value in trainer.metrics.items()
-                if key != "epoch" and isinstance(value, (int, float)) and np.isfinite(value)
-            },
-            step=trainer.epoch + 1,
-        )
+        self.run.log(epoch_scalars(trainer.metrics), step=trainer.epoch + 1)
 
     def end(self, trainer: Any) -> None:
         import wandb
