@@ -73,6 +73,11 @@ class RTDETR:
             weights.load_pretrained_backbone(self.model, config)
         self.model.eval().to(select_device(device))
 
+    @property
+    def task(self) -> str:
+        """The task, by ultralytics' names (SAHI reads it): "segment" with a mask head, else "detect"."""
+        return "detect" if self.model is None else self.model.task
+
     # --- predict -----------------------------------------------------------------------------------------
 
     def predict(

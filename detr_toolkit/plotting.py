@@ -27,6 +27,15 @@ def class_color(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
 
+def draw_masks(image: np.ndarray, masks: np.ndarray, classes: Sequence[int], alpha: float = 0.5) -> np.ndarray:
+    """Blend masks (N, H, W) (non-zero inside) into `image` in their classes' colours, the first on top; draws in
+    place and returns it."""
+    for mask, cls in zip(masks[::-1], list(classes)[::-1]):
+        inside = mask > 0
+        image[inside] = (image[inside] * (1 - alpha) + np.array(class_color(int(cls))) * alpha).astype(np.uint8)
+    return image
+
+
 def draw_detections(
     image: np.ndarray,
     boxes_xyxy: np.ndarray,

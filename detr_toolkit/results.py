@@ -3,12 +3,14 @@
 results = model.predict("bus.jpg")
 r = results[0]
 r.boxes.xyxy, r.boxes.conf, r.boxes.cls     # (N, 4), (N,), (N,)
+r.masks.data, r.masks.xy                    # a segmentation model's: (N, H, W), N polygons (see masks.py)
 r.plot(); r.show(); r.save("out.jpg"); r.save_txt("out.txt"); r.save_crop("crops")
 r.summary(); r.to_json(); r.to_csv(); r.to_df()
 r[:3]                                       # the first three detections, as a Results
 
-A detector's Results carry no masks, class probabilities, keypoints or oriented boxes: those attributes exist
-(as ultralytics' do) and are None, so that code written for any ultralytics result (supervision, SAHI) reads ours.
+A detector's Results carry no masks (a segmentation model's do), class probabilities, keypoints or oriented boxes:
+those attributes exist (as ultralytics' do) and are None, so that code written for any ultralytics result
+(supervision, SAHI) reads ours.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch
 from .data.images import write_image
 from .errors import DetrToolkitError, OutputError
 from .files import free_path, make_dirs
-from .plotting import draw_detections, has_display
+from .masks import Masks
+from .plotting import draw_detections, draw_masks, has_display
 
 # Crops are widened as ultralytics' save_one_box widens them: width and height x 1.02 + 10 pixels.
 CROP_GAIN, CROP_PAD = 1.02, 10
@@ -137,11 +140,12 @@ class Results:
     """Detections on one image, with the image, class names and timings.
 
     orig_img: BGR uint8 (H, W, 3). boxes: Boxes. names: {class index: name}. path: the image's source.
+    masks: a segmentation model's Masks (N, H, W), one per box; None for a detector.
     speed: {"preprocess", "inference", "postprocess"} in milliseconds per image.
-    masks, probs, keypoints, obb: None (ultralytics' attributes of other tasks).
+    probs, keypoints, obb: None (ultralytics' attributes of other tasks).
     """
 
-    masks = probs = keypoints = obb = None
+    probs = keypoints = obb = None
 
     def __init__(
         self,
@@ -150,12 +154,16 @@ class Results:
         names: dict[int, str],
         boxes: torch.Tensor | np.ndarray | None = None,
         speed: dict[str, float] | None = None,
+        masks: torch.Tensor | np.ndarray | None = None,
     ):
         self.orig_img = orig_img
         self.orig_shape = tuple(orig_img.shape[:2])
         self.path = path
         self.names = names
         self.boxes = Boxes(boxes if boxes is not None else torch.zeros(0, 6), self.orig_shape)
+        self.masks = Masks(masks, self.orig_shape) if masks is not None else None
+        if self.masks is not None and len(self.masks) != len(self.boxes):
+            raise ValueError(f"{len(self.masks)} masks for {len(self.boxes)} boxes")
         self.speed = speed or {"preprocess": None, "inference": None, "postprocess": None}
         self.save_dir: str | None = None
 
@@ -163,39 +171,50 @@ class Results:
         return len(self.boxes)
 
     def __getitem__(self, index) -> Results:
-        return self._with_boxes(self.boxes[index].data)
+        masks = None if self.masks is None else self.masks[index].data
+        return self._with(self.boxes[index].data, masks)
 
-    def _with_boxes(self, data) -> Results:
-        result = Results(self.orig_img, self.path, self.names, data, self.speed)
+    def _with(self, boxes, masks) -> Results:
+        result = Results(self.orig_img, self.path, self.names, boxes, self.speed, masks)
         result.save_dir = self.save_dir
         return result
 
     def new(self) -> Results:
         """A Results for the same image, names, timings and save folder, without detections."""
-        return self._with_boxes(None)
+        return self._with(None, None)
 
-    def update(self, boxes: torch.Tensor | np.ndarray | None = None) -> None:
-        """Replace the detections ((N, 6) or (N, 7), see Boxes), clipped to the image, as ultralytics does."""
-        if boxes is None:
-            return
-        height, width = self.orig_shape
-        boxes = boxes.clone() if isinstance(boxes, torch.Tensor) else np.array(boxes, dtype=np.float32)
-        boxes = boxes[None] if boxes.ndim == 1 else boxes
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        self.boxes = Boxes(boxes, self.orig_shape)
+    def update(self, boxes: torch.Tensor | np.ndarray | None = None,
+               masks: torch.Tensor | np.ndarray | None = None) -> None:  # fmt: skip
+        """Replace the detections ((N, 6) or (N, 7), see Boxes, clipped to the image, as ultralytics does) and/or
+        their masks (N, H, W); ValueError where masks and boxes would then differ in number."""
+        new_masks = Masks(masks, self.orig_shape) if masks is not None else self.masks
+        new_boxes = self.boxes
+        if boxes is not None:
+            height, width = self.orig_shape
+            boxes = boxes.clone() if isinstance(boxes, torch.Tensor) else np.array(boxes, dtype=np.float32)
+            boxes = boxes[None] if boxes.ndim == 1 else boxes
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+            new_boxes = Boxes(boxes, self.orig_shape)
+        if new_masks is not None and len(new_masks) != len(new_boxes):
+            raise ValueError(f"{len(new_masks)} masks for {len(new_boxes)} boxes: give both, of the same detections")
+        self.boxes, self.masks = new_boxes, new_masks
+
+    def _apply(self, method: str, *args: Any, **kwargs: Any) -> Results:
+        masks = None if self.masks is None else getattr(self.masks, method)(*args, **kwargs).data
+        return self._with(getattr(self.boxes, method)(*args, **kwargs).data, masks)
 
     def cpu(self) -> Results:
-        return self._with_boxes(self.boxes.cpu().data)
+        return self._apply("cpu")
 
     def numpy(self) -> Results:
-        return self._with_boxes(self.boxes.numpy().data)
+        return self._apply("numpy")
 
     def cuda(self) -> Results:
-        return self._with_boxes(self.boxes.cuda().data)
+        return self._apply("cuda")
 
     def to(self, *args: Any, **kwargs: Any) -> Results:
-        return self._with_boxes(self.boxes.to(*args, **kwargs).data)
+        return self._apply("to", *args, **kwargs)
 
     # --- description -------------------------------------------------------------------------------------
 
@@ -208,7 +227,8 @@ class Results:
         return "".join(f"{n} {self.names.get(c, c)}{'s' * (n > 1)}, " for c, n in counts.items())
 
     def summary(self, normalize: bool = False, decimals: int = 5) -> list[dict[str, Any]]:
-        """One dict per detection: name, class, confidence, box {x1, y1, x2, y2} (normalised if asked)."""
+        """One dict per detection: name, class, confidence, box {x1, y1, x2, y2}, and with masks segments
+        {x: [...], y: [...]} (its polygon; all normalised if asked)."""
         boxes = self.boxes.numpy()
         coords = boxes.xyxyn if normalize else boxes.xyxy
         ids = boxes.id.astype(int).tolist() if boxes.is_track else [None] * len(boxes)
@@ -223,6 +243,11 @@ class Results:
             if track is not None:
                 row["track_id"] = track
             rows.append(row)
+        if self.masks is not None:
+            scale = np.array(self.orig_shape[::-1] if normalize else (1, 1), dtype=np.float32)  # as ultralytics rounds
+            for row, polygon in zip(rows, self.masks.xy):
+                x, y = (polygon / scale).astype(float).round(decimals).T.tolist() if len(polygon) else ([], [])
+                row["segments"] = {"x": x, "y": y}
         return rows
 
     def to_json(self, normalize: bool = False, decimals: int = 5) -> str:
@@ -261,12 +286,16 @@ class Results:
         line_width: int | None = None,
         font_size: float | None = None,
         img: np.ndarray | None = None,
+        masks: bool = True,
     ) -> np.ndarray:
-        """The image (BGR uint8) with boxes and `name conf` labels drawn on a copy."""
+        """The image (BGR uint8) with masks (half-transparent, in the class colours), boxes and `name conf` labels
+        drawn on a copy."""
         canvas = (self.orig_img if img is None else img).copy()
+        det = self.boxes.numpy()
+        if masks and self.masks is not None and len(self):
+            draw_masks(canvas, self.masks.numpy().data, det.cls.astype(int))
         if not boxes or not len(self):
             return canvas
-        det = self.boxes.numpy()
         ids = det.id.astype(int) if det.is_track else [None] * len(det)
         texts = [
             ("" if i is None else f"id:{i} ") + str(self.names.get(int(c), int(c))) + (f" {s:.2f}" if conf else "")
@@ -302,12 +331,17 @@ class Results:
         return str(write_image(filename, self.plot()))
 
     def save_txt(self, txt_file: str | Path, save_conf: bool = False) -> str:
-        """Append YOLO-format lines `class cx cy w h [conf] [track id]` (normalised) to `txt_file`. Returns the path."""
+        """Append YOLO-format lines `class cx cy w h [conf] [track id]` (normalised) to `txt_file`; with masks,
+        YOLO-seg lines `class x1 y1 x2 y2 ... [conf] [track id]` (the polygon, normalised; a mask of fewer than 3
+        points writes no line). Returns the path."""
         boxes = self.boxes.numpy()
         ids = boxes.id.astype(int).tolist() if boxes.is_track else [None] * len(boxes)
+        shapes = boxes.xywhn.tolist() if self.masks is None else [p.ravel().tolist() for p in self.masks.xyn]
         lines = []
-        for cls, xywhn, conf, track in zip(boxes.cls.astype(int), boxes.xywhn, boxes.conf, ids):
-            values = [*xywhn.tolist(), float(conf)] if save_conf else xywhn.tolist()
+        for cls, coords, conf, track in zip(boxes.cls.astype(int), shapes, boxes.conf, ids):
+            if len(coords) < (4 if self.masks is None else 6):
+                continue
+            values = [*coords, float(conf)] if save_conf else coords
             values += [] if track is None else [track]
             lines.append(f"{cls} " + " ".join(f"{v:.6g}" for v in values))
         txt_file = Path(txt_file)

@@ -211,6 +211,8 @@ TRANSFORMERS_SPECS["deimv2_vit_tiny"] = {
     **TRANSFORMERS_SPECS["deimv2_dinov3"],
     "backbone_config": {**DINOV3, "intermediate_size": 256, "key_bias": False, "apply_layernorm": False},
 }
+# RF-DETR-Seg: the same detector with RfDetrForInstanceSegmentation's mask head (a pixel block per decoder layer).
+TRANSFORMERS_SPECS["rf_detr_seg"] = {**TRANSFORMERS_SPECS["rf_detr"], "intermediate_size": 96}
 # The settings official checkpoints do not store, as every released one has them: 8 heads and 4 points per level
 # (v1), offset scale 0.5 (v2), 300 queries.
 OFFICIAL = {"encoder_attention_heads": 8, "decoder_attention_heads": 8, "num_queries": 300}
@@ -228,6 +230,7 @@ TRANSFORMERS_SPECS["rt_detr_v2_official_discrete"] = {**TRANSFORMERS_SPECS["rt_d
 # pixels (RT-DETR takes 0..1 RGB as it is).
 TRANSFORMERS_CLASSES = {
     "rf_detr": ("RfDetrConfig", "RfDetrForObjectDetection", "RfDetrImageProcessor", True),
+    "rf_detr_seg": ("RfDetrConfig", "RfDetrForInstanceSegmentation", "RfDetrImageProcessor", True),
     "lw_detr": ("LwDetrConfig", "LwDetrForObjectDetection", "RfDetrImageProcessor", True),
     "rt_detr": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", False),
     "rt_detr_v2": ("RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessor", False),

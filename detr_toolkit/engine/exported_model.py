@@ -177,8 +177,9 @@ class ExportedModel:
             )
         return check_input_size(size, self.stride, name, batch)
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1, scores (B, Q, C); float32 on the CPU.
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """(B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1, scores (B, Q, C), no masks; float32 on the
+        CPU.
 
         A file with a fixed batch size runs the images in chunks of it, the last one padded."""
         if self.imgsz is not None and tuple(images.shape[2:]) != tuple(self.imgsz):
@@ -199,5 +200,5 @@ class ExportedModel:
         if self.top_k:  # each row's score at its class, 0 for the others: postprocess picks the same pairs
             scores = torch.zeros(*rows.shape[:2], len(self.names))
             scores.scatter_(2, rows[..., 5:6].long().clamp(0, len(self.names) - 1), rows[..., 4:5])
-            return rows[..., :4], scores
-        return rows[..., :4], rows[..., 4:]
+            return rows[..., :4], scores, None
+        return rows[..., :4], rows[..., 4:], None

@@ -60,6 +60,8 @@ def export_model(
     """
     from .openvino_model import FOLDER_SUFFIX, openvino_module
 
+    if detector.mask_head is not None:
+        raise ConfigError(f"{source}: exporting a segmentation model (with a mask head) is not supported yet")
     openvino = args.format == "openvino"
     if openvino:
         openvino_module()  # a missing package is said before the export's work

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert
 
@@ -40,8 +41,9 @@ def preprocess(frames: Sequence[Frame], imgsz: int, device: torch.device, dtype:
     return batch.to(dtype).div_(255)
 
 
-def postprocess(boxes: torch.Tensor, scores: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Model outputs -> (B, K, 6): x1, y1, x2, y2 (0..1), score, class, best score first.
+def postprocess(boxes: torch.Tensor, scores: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs -> detections (B, K, 6): x1, y1, x2, y2 (0..1), score, class, best score first, and the query
+    (B, K) each came from.
 
     boxes: (B, Q, 4) cxcywh in 0..1; scores: (B, Q, C) class probabilities. K = min(top_k, Q * C) (query, class)
     pairs.
@@ -51,21 +53,33 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, top_k: int) -> torch.
     query = index.div(num_classes, rounding_mode="floor")
     picked = boxes.gather(1, query[..., None].expand(-1, -1, 4))
     classes = (index - query * num_classes).to(scores.dtype)
-    return torch.cat([box_convert(picked, "cxcywh", "xyxy"), scores[..., None], classes[..., None]], dim=-1)
+    detections = torch.cat([box_convert(picked, "cxcywh", "xyxy"), scores[..., None], classes[..., None]], dim=-1)
+    return detections, query
 
 
 def select_detections(
     detections: torch.Tensor, orig_shape: tuple[int, int], conf: float, classes: Sequence[int] | None, max_det: int
-) -> torch.Tensor:
-    """One image's (K, 6) -> (N, 6) with score > conf, wanted classes, at most max_det, boxes in pixels."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's (K, 6) -> (N, 6) with score > conf, wanted classes, at most max_det, boxes in pixels, and their
+    positions (N,) in the K."""
     keep = detections[:, 4] > conf
     if classes is not None:
         keep &= torch.isin(detections[:, 5], torch.tensor(classes, dtype=detections.dtype, device=detections.device))
-    detections = detections[keep][:max_det]
+    kept = keep.nonzero()[:max_det, 0]
+    detections = detections[kept]
     height, width = orig_shape
     detections[:, [0, 2]] *= width
     detections[:, [1, 3]] *= height
-    return detections
+    return detections, kept
+
+
+def masks_at_size(mask_logits: torch.Tensor, orig_shape: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (N, h, w) -> masks (N, H, W) uint8 at the image's size: the logits resized bilinearly, then
+    1 where above 0 (RF-DETR's post-processing)."""
+    if not len(mask_logits):
+        return torch.zeros(0, *orig_shape, dtype=torch.uint8, device=mask_logits.device)
+    resized = F.interpolate(mask_logits[:, None].float(), size=orig_shape, mode="bilinear", align_corners=False)
+    return (resized[:, 0] > 0).to(torch.uint8)
 
 
 def inference_dtype(device: torch.device, half: bool) -> torch.dtype:
@@ -95,16 +109,16 @@ def check_finite(boxes: torch.Tensor, scores: torch.Tensor, where: str, dtype: t
 
 
 class Inference(Protocol):
-    """A model ready to run: (B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1 and class scores (B, Q, C),
-    float32 on `device`. `input_dtype`: what it takes; `dtype`: the precision it computes in. Implemented by
-    `TorchInference` (a PyTorch detector) and `exported_model.ExportedModel` (an exported file, run by onnxruntime
-    or OpenVINO)."""
+    """A model ready to run: (B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1, class scores (B, Q, C) and
+    a segmentation model's mask logits (B, Q, h, w) (None for a detector), float32 on `device`. `input_dtype`: what
+    it takes; `dtype`: the precision it computes in. Implemented by `TorchInference` (a PyTorch detector) and
+    `exported_model.ExportedModel` (an exported file, run by onnxruntime or OpenVINO)."""
 
     device: torch.device
     dtype: torch.dtype
     input_dtype: torch.dtype
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
 
 class TorchInference:
@@ -142,7 +156,7 @@ class TorchInference:
         return (self.device, self.dtype) == (device, dtype) and self.built_from == weights_version(model)
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         images = images.to(self.device, self.input_dtype)
         if self.device.type == "cpu":
             images = images.contiguous(memory_format=torch.channels_last)
@@ -151,7 +165,8 @@ class TorchInference:
             self.threads.measure(len(images)) if self.device.type == "cpu" else contextlib.nullcontext(),
         ):
             outputs = self.model(images)
-        return outputs["boxes"].float(), outputs["logits"].float().sigmoid()
+        masks = outputs["masks"].float() if "masks" in outputs else None
+        return outputs["boxes"].float(), outputs["logits"].float().sigmoid(), masks
 
 
 class Predictor:
@@ -166,16 +181,16 @@ class Predictor:
         start = time.perf_counter()
         images = preprocess(frames, options.imgsz, self.model.device, self.model.input_dtype)
         preprocessed = time.perf_counter()
-        boxes, scores = self.model(images)
+        boxes, scores, mask_logits = self.model(images)
         inferred = time.perf_counter()
         check_finite(boxes, scores, frames[0].path, self.model.dtype)
-        detections = postprocess(boxes, scores, boxes.shape[1])
+        detections, queries = postprocess(boxes, scores, boxes.shape[1])
         results = []
-        for frame, image_detections in zip(frames, detections):
-            kept = select_detections(
-                image_detections, frame.image.shape[:2], options.conf, options.classes, options.max_det
-            )
-            results.append(Results(frame.image, frame.path, self.names, kept.cpu()))
+        for i, frame in enumerate(frames):
+            orig_shape = frame.image.shape[:2]
+            kept, index = select_detections(detections[i], orig_shape, options.conf, options.classes, options.max_det)
+            masks = None if mask_logits is None else masks_at_size(mask_logits[i, queries[i, index]], orig_shape).cpu()
+            results.append(Results(frame.image, frame.path, self.names, kept.cpu(), masks=masks))
         finished = time.perf_counter()
         per_image = 1000 / len(frames)
         speed = {

@@ -87,14 +87,17 @@ def track(tracker: Any, result: Results, iou: float) -> Results:
     import supervision as sv
 
     boxes = result.boxes.data
-    data = boxes[nms(boxes[:, :4], boxes[:, 4], iou)].numpy()
+    kept = nms(boxes[:, :4], boxes[:, 4], iou)
+    data = boxes[kept].numpy()
+    masks = None if result.masks is None else result.masks.cpu().data[kept].numpy().astype(bool)
     detections = sv.Detections(xyxy=data[:, :4].astype(np.float32), confidence=data[:, 4].astype(np.float32),
-                               class_id=data[:, 5].astype(int))  # fmt: skip
+                               class_id=data[:, 5].astype(int), mask=masks)  # fmt: skip
     tracked = tracker.update(detections, result.orig_img) if _takes_frames(tracker) else tracker.update(detections)
     kept = tracked.tracker_id >= 0
     rows = np.column_stack([tracked.xyxy[kept], tracked.tracker_id[kept], tracked.confidence[kept],
                             tracked.class_id[kept]]).astype(np.float32)  # fmt: skip
-    result.update(torch.from_numpy(rows.reshape(-1, 7)).to(boxes.device))  # tensors, as every other field
+    masks = None if tracked.mask is None else torch.from_numpy(tracked.mask[kept].astype(np.uint8))
+    result.update(torch.from_numpy(rows.reshape(-1, 7)).to(boxes.device), masks)  # tensors, as every other field
     return result
 
 

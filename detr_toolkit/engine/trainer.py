@@ -219,6 +219,8 @@ class Trainer:
     ):
         """`checkpoint` and `save_dir`: a run to resume (see `resume`); `callbacks`: see engine/callbacks.py."""
         self.created = time.monotonic()  # time= counts from here: loading data and building the model included
+        if config.get("mask_head") is not None:
+            raise ConfigError("training a segmentation model (a model config with mask_head) is not supported yet")
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves

@@ -26,9 +26,9 @@ def predict_dataset(model: Inference, dataset: DetectionDataset, batch: int, wor
                         worker_init_fn=worker_start)  # fmt: skip
     detections: list[np.ndarray] = []
     for images, targets in loader:
-        boxes, scores = model(images.to(model.device, model.input_dtype))
+        boxes, scores, _ = model(images.to(model.device, model.input_dtype))
         check_finite(boxes, scores, str(dataset.annotations[targets[0]["index"]].image), model.dtype)
-        rows = postprocess(boxes, scores, boxes.shape[1])
+        rows, _ = postprocess(boxes, scores, boxes.shape[1])
         for target, image_rows in zip(targets, rows.cpu()):
             height, width = target["orig_size"]
             image_rows[:, :4] *= torch.tensor([width, height, width, height])

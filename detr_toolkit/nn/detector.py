@@ -11,6 +11,7 @@ A config is plain data:
                                      # (read by weights.backbone, not here)
     encoder:  {type: hybrid, ...}    # keyword arguments of the encoder class (ENCODERS below)
     decoder:  {type: rtdetr, ...}    # keyword arguments of the decoder class (decoders.DECODERS)
+    mask_head: {type: rfdetr, ...}   # optional: instance masks (MASK_HEADS below); a segmentation model
     loss:     {class_loss: ...}      # training only: see `detr_toolkit.loss` (not read here)
 Channel counts flow from one part to the next; nothing else is implied.
 """
@@ -30,6 +31,7 @@ from .backbones import BACKBONES
 from .decoders import DECODERS
 from .encoder import HybridEncoder
 from .lite_encoder import LiteEncoder
+from .mask_head import MaskHead
 from .validation import CONSTRUCTION_ERRORS, check_arguments, check_on_meta, check_values, is_number
 
 
@@ -45,14 +47,16 @@ class NoEncoder(nn.Module):
 
 
 ENCODERS = {"hybrid": HybridEncoder, "lite": LiteEncoder, "none": NoEncoder}
-MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder", "loss"}
+MASK_HEADS = {"rfdetr": MaskHead}
+MODEL_KEYS = {"nc", "names", "imgsz", "mean", "std", "backbone", "encoder", "decoder", "mask_head", "loss"}
 DEFAULT_IMGSZ = 640  # the input size of a config without imgsz
 # Arguments a part receives from the parts before it, never from its config section.
-DERIVED = {"in_channels", "in_strides", "num_classes"}
+DERIVED = {"in_channels", "in_strides", "num_classes", "query_dim"}
 
 
 class Detector(nn.Module):
-    """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}.
+    """Shapes: images (B, 3, H, W) RGB in 0..1 -> {"boxes": (B, Q, 4) cxcywh in 0..1, "logits": (B, Q, C)}, and
+    with a mask head "masks": (B, Q, H / r, W / r) mask logits (r: the head's downsample).
 
     `mean`/`std` (per RGB channel), when given, normalise the images first; `stride` (the coarsest of the
     backbone's and the encoder's maps) is what input sides must be multiples of.
@@ -65,11 +69,14 @@ class Detector(nn.Module):
         decoder: nn.Module,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        mask_head: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
+        self.mask_head = mask_head
+        self.decoder.return_queries = mask_head is not None
         self.stride: int = max(backbone.stride, *encoder.out_strides)
         normalise = mean is not None or std is not None
         self.register_buffer("mean", torch.tensor(mean or [0.0] * 3).view(1, 3, 1, 1) if normalise else None, False)
@@ -84,7 +91,15 @@ class Detector(nn.Module):
         if self.mean is not None:
             images = (images - self.mean) / self.std
         features = self.encoder(self.backbone(images))
-        return self.decoder(features, targets) if self.training else self.decoder(features)
+        outputs = self.decoder(features, targets) if self.training else self.decoder(features)
+        if self.mask_head is not None:
+            outputs["masks"] = self.mask_head(features, outputs.pop("queries"), images.shape[-2:])
+        return outputs
+
+    @property
+    def task(self) -> str:
+        """The task, by ultralytics' names: "segment" with a mask head, else "detect"."""
+        return "detect" if self.mask_head is None else "segment"
 
 
 def check_input_size(size: int, stride: int, name: str = "imgsz", batch: int = 1) -> int:
@@ -155,4 +170,8 @@ def _build(config: dict[str, Any]) -> Detector:
     )
     decoder = _build_part(DECODERS, config.get("decoder"), "decoder", in_channels=encoder.out_channels,
                           in_strides=encoder.out_strides, num_classes=config["nc"])  # fmt: skip
-    return Detector(backbone, encoder, decoder, config.get("mean"), config.get("std"))
+    mask_head = None
+    if config.get("mask_head") is not None:
+        mask_head = _build_part(MASK_HEADS, config["mask_head"], "mask_head", in_channels=encoder.out_channels,
+                                in_strides=encoder.out_strides, query_dim=decoder.hidden_dim)  # fmt: skip
+    return Detector(backbone, encoder, decoder, config.get("mean"), config.get("std"), mask_head)

@@ -1,7 +1,8 @@
-"""RF-DETR and LW-DETR from transformers `save_pretrained` folders (see `huggingface`) and rf-detr checkpoints.
+"""RF-DETR (detection and segmentation) and LW-DETR from transformers `save_pretrained` folders (see
+`huggingface`) and rf-detr checkpoints.
 
-The config becomes our model config (ViT backbone with projector, no encoder, LW-DETR decoder); the
-tensors are renamed to our modules by the rules below.
+The config becomes our model config (ViT backbone with projector, no encoder, LW-DETR decoder, and for
+RfDetrForInstanceSegmentation a mask head); the tensors are renamed to our modules by the rules below.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ MODEL_TYPES = ("rf_detr", "lw_detr")
 # The decoder's modules, in any spelling below (each also under `model.` or `transformer.`).
 DECODER_PARTS = ("decoder", "enc_output", "enc_output_norm", "enc_out_bbox_embed", "enc_out_class_embed", "class_embed",
                  "bbox_embed", "query_feat", "reference_point_embed", "refpoint_embed")  # fmt: skip
+SEGMENTATION_PARTS = ("blocks", "spatial_features_proj", "query_features_block", "query_features_proj")
 # Three spellings reach us: transformers' module names (`model.backbone.backbone...`), the names its
 # `save_pretrained` writes back (RF-DETR: roboflow's original `backbone.0.encoder.encoder...` layout, the
 # same as in rf-detr's .pth files; LW-DETR: `attention.attention.query...`), and mixtures of these.
 # Each part's prefix picks a rule list; the rules then bring the rest to our names.
+# RfDetrForInstanceSegmentation holds the detector under one more `model.`, beside its segmentation head.
 _PARTS: list[tuple[str, str]] = [
-    (r"^(model\.backbone\.backbone|backbone\.0\.encoder\.encoder)\.", "backbone."),
-    (r"^(model\.backbone|backbone\.0)\.projector\.", "backbone.projector."),
-    (r"^(model\.|transformer\.)?(?=(" + "|".join(DECODER_PARTS) + r")\.)", "decoder."),
+    (r"^(model\.)?(model\.backbone\.backbone|backbone\.0\.encoder\.encoder)\.", "backbone."),
+    (r"^(model\.)?(model\.backbone|backbone\.0)\.projector\.", "backbone.projector."),
+    (r"^(model\.)?(model\.|transformer\.)?(?=(" + "|".join(DECODER_PARTS) + r")\.)", "decoder."),
+    (r"^(segmentation_head\.|(?=(" + "|".join(SEGMENTATION_PARTS) + r")\.)|(?=segmentation_bias$))", "mask_head."),
 ]
 _VIT_RULES: list[Rule] = [
     (r"^backbone\.embeddings\.(patch_embeddings\.)?projection\.", "backbone.patch_embed."),
@@ -80,7 +84,18 @@ _DECODER_RULES: list[Rule] = [
     (r"\.mlp\.fc2\.", ".linear2."),
     (r"\.layer_norm\.", ".norm3."),
 ]
-_RULES = [_VIT_RULES, _PROJECTOR_RULES, _DECODER_RULES]
+_MASK_HEAD_RULES: list[Rule] = [  # transformers' module names, then roboflow's
+    (r"^mask_head\.segmentation_bias$", "mask_head.bias"),
+    (r"\.blocks\.(\d+)\.depthwise_conv\.", r".blocks.\1.dwconv."),
+    (r"\.blocks\.(\d+)\.layernorm\.", r".blocks.\1.norm."),
+    (r"\.blocks\.(\d+)\.(pointwise_conv|pwconv1)\.", r".blocks.\1.pwconv."),
+    (r"^mask_head\.spatial_features_proj\.", "mask_head.pixel_proj."),
+    (r"^mask_head\.query_features_block\.(norm|norm_in)\.", "mask_head.query_block.norm."),
+    (r"^mask_head\.query_features_block\.(mlp\.fc1|layers\.0)\.", "mask_head.query_block.fc1."),
+    (r"^mask_head\.query_features_block\.(mlp\.fc2|layers\.2)\.", "mask_head.query_block.fc2."),
+    (r"^mask_head\.query_features_proj\.", "mask_head.query_proj."),
+]
+_RULES = [_VIT_RULES, _PROJECTOR_RULES, _DECODER_RULES, _MASK_HEAD_RULES]
 _DROPPED = re.compile(r"(mask_token|num_batches_tracked)$")
 
 
@@ -103,7 +118,7 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     # Without a preprocessor config: the position grid's size rounded up to whole windows (DINOv2's 518 -> 560).
     default_size = -(-vit["image_size"] // stride) * stride if hf.get("model_type") == "rf_detr" else DEFAULT_SIZE
     imgsz, mean, std = input_settings(preprocessor, default_size, IMAGENET_MEAN, IMAGENET_STD)
-    return {
+    config = {
         "nc": nc,
         "names": names,
         "imgsz": imgsz,
@@ -113,6 +128,20 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
         "encoder": {"type": "none"},
         "decoder": _decoder_section(hf),
         "loss": _loss_section(hf),
+    }
+    if "RfDetrForInstanceSegmentation" in (hf.get("architectures") or []):
+        config["mask_head"] = mask_head_section(hf)
+    return config
+
+
+def mask_head_section(hf: dict[str, Any]) -> dict[str, Any]:
+    """Our mask head section from an RF-DETR-Seg config: one pixel block per decoder layer."""
+    return {
+        "type": "rfdetr",
+        "num_blocks": hf.get("decoder_layers", 3),
+        "ffn_dim": hf.get("intermediate_size", 1024),
+        "downsample": hf.get("mask_downsample_ratio", 4),
+        "act": hf.get("segmentation_head_activation_function", "gelu"),
     }
 
 

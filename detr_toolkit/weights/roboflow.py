@@ -1,4 +1,5 @@
-"""Import of roboflow rf-detr checkpoints (`rf-detr-base.pth` ...): `{"model": state dict, "args": Namespace}`.
+"""Import of roboflow rf-detr checkpoints (`rf-detr-base.pth`, `rf-detr-seg-*.pth` ...): `{"model": state dict,
+"args": Namespace}`.
 
 The tensors use the same names as transformers' RF-DETR `save_pretrained` files, so the renaming is
 `hf_lwdetr.rename`; the training arguments are translated to a transformers-style config first.
@@ -68,5 +69,12 @@ def convert(checkpoint: dict[str, Any], path) -> tuple[dict[str, Any], dict[str,
         "group_detr": args.get("group_detr", 13),
         "id2label": {i: names[i] if i < len(names) else str(i) for i in range(num_labels)},
     }
+    if args.get("segmentation_head"):
+        try:
+            ffn_dim = state["segmentation_head.query_features_block.layers.0.weight"].shape[0]
+        except KeyError:
+            raise CheckpointError(f"{path}: rf-detr segmentation checkpoint without its segmentation head") from None
+        hf_style.update(architectures=["RfDetrForInstanceSegmentation"], intermediate_size=ffn_dim,
+                        mask_downsample_ratio=args.get("mask_downsample_ratio", 4))  # fmt: skip
     config = hf_lwdetr.convert_config(hf_style, {"size": {"height": args["resolution"]}})
     return config, hf_lwdetr.convert_state(state, f"{path} (rf-detr)")

@@ -67,6 +67,8 @@ class LWDETRDecoder(nn.Module):
         if any(c != hidden_dim for c in in_channels):
             raise ValueError(f"decoder inputs must all have hidden_dim={hidden_dim} channels, got {in_channels}")
         self.num_queries, self.num_classes, self.num_groups = num_queries, num_classes, num_groups
+        self.hidden_dim = hidden_dim
+        self.return_queries = False  # set by the detector for its mask head: outputs "queries" too
         self.anchor_size = anchor_size
         self.one_to_many_queries = 0  # training only, set by the trainer: no weights, nothing at inference
         self.query_feat = nn.Embedding(num_queries * num_groups, hidden_dim)
@@ -113,7 +115,8 @@ class LWDETRDecoder(nn.Module):
         return gather_tokens(proposals, index), gather_tokens(scores, index)
 
     def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
-        """Inference: {"boxes", "logits"} of the first query group. Training: all groups and layers, see below.
+        """Inference: {"boxes", "logits"} of the first query group (and with `return_queries` its normalised last
+        layer's "queries" (B, Q, D), for a mask head). Training: all groups and layers, see below.
 
         Training returns "boxes" (L, B, G * Q, 4) and "logits" (L, B, G * Q, C) per layer, the proposals
         "enc_boxes" (B, G * Q, 4) and "enc_logits" (B, G * Q, C), and "groups": G, so that the criterion
@@ -148,7 +151,8 @@ class LWDETRDecoder(nn.Module):
                 layer_outputs.append(self.norm(queries))
         if not self.training:
             queries = self.norm(queries)
-            return {"boxes": refine_boxes(reference, self.bbox_head(queries)), "logits": self.score_head(queries)}
+            outputs = {"boxes": refine_boxes(reference, self.bbox_head(queries)), "logits": self.score_head(queries)}
+            return {**outputs, "queries": queries} if self.return_queries else outputs
         hidden = torch.stack(layer_outputs)
         outputs = {
             "boxes": refine_boxes(reference, self.bbox_head(hidden)),

@@ -80,6 +80,7 @@ class TwoStageDecoder(nn.Module):
         if eval_size and eval_size % max(in_strides):
             raise ValueError(f"eval_size={eval_size} must be a multiple of the largest stride {max(in_strides)}")
         self.num_queries = num_queries
+        self.hidden_dim = hidden_dim
         self.num_classes = num_classes
         self.eval_idx = eval_idx % num_layers
         self.anchor_size = anchor_size

@@ -1,0 +1,250 @@
+"""Instance segmentation: RF-DETR-Seg against transformers' RfDetrForInstanceSegmentation on the same weights, and
+the masks' Results surface against ultralytics' own classes and the clients that read it (supervision, SAHI)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import cv2
+import numpy as np
+import peers
+import pytest
+import torch
+from conftest import PHOTOS
+
+from detr_toolkit import RTDETR, Results
+from detr_toolkit.data.images import read_image
+from detr_toolkit.masks import mask_to_polygon
+
+NAMES = {0: "person", 1: "bus", 2: "dog"}
+
+
+@pytest.fixture(scope="module")
+def seg_peer(tmp_path_factory):
+    """(transformers' RfDetrForInstanceSegmentation, its save_pretrained folder, input size). The query embeddings
+    are scaled up so that mask logits spread (std ~1.5) instead of hugging 0, where every pixel would be a coin
+    toss of rounding."""
+    model, size = peers.transformers_model("rf_detr_seg")
+    with torch.no_grad():
+        model.query_features_proj.weight.mul_(8)
+    folder = tmp_path_factory.mktemp("hf") / "rf_detr_seg"
+    model.save_pretrained(folder)
+    return model, folder, size
+
+
+def peer_outputs(model, size: int):
+    images = peers.photos(size)
+    with torch.inference_mode():
+        return images, model(pixel_values=peers.pixel_values("rf_detr_seg", images))
+
+
+def test_rf_detr_seg_raw_outputs_match(seg_peer):
+    """Logits, boxes and mask logits agree with the peer's to 1e-4, and the peer's own float32 is within 1e-4 of its
+    float64 (so the comparison is not of rounding noise)."""
+    model, folder, size = seg_peer
+    ours = RTDETR(folder)
+    assert ours.task == "segment" and ours.config["mask_head"]["num_blocks"] == 2
+    images, theirs = peer_outputs(model, size)
+    with torch.inference_mode():
+        exact = copy.deepcopy(model).double()(pixel_values=peers.pixel_values("rf_detr_seg", images).double())
+        mine = ours.model(images)
+        fused = ours._get_predictor(None, False).model.model(images.contiguous(memory_format=torch.channels_last))
+    assert theirs.pred_masks.std() > 1.0 and 0.1 < (theirs.pred_masks > 0).float().mean() < 0.9
+    assert (theirs.pred_masks.double() - exact.pred_masks).abs().max() < 1e-4
+    assert mine["masks"].shape == theirs.pred_masks.shape == (2, 30, size // 4, size // 4)
+    for outputs in (mine, fused):
+        assert (outputs["logits"] - theirs.logits).abs().max() < 1e-4
+        assert (outputs["boxes"] - theirs.pred_boxes).abs().max() < 1e-4
+        assert (outputs["masks"] - theirs.pred_masks).abs().max() < 1e-4
+
+
+def mask_iou(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """(N, H, W), (M, H, W) bool -> (N, M) IoU."""
+    inter = ours.flatten(1).float() @ theirs.flatten(1).float().T
+    union = ours.flatten(1).sum(1)[:, None] + theirs.flatten(1).sum(1)[None] - inter
+    return inter / union.clamp(min=1)
+
+
+def test_rf_detr_seg_predictions_match_post_processing(seg_peer):
+    """predict() on the photos against the peer's post_process_object_detection (boxes within 0.05 px, scores within
+    1e-4) and post_process_instance_segmentation (the same detections' masks at the photo's size, IoU >= 0.98)."""
+    model, folder, size = seg_peer
+    ours = RTDETR(folder)
+    _, outputs = peer_outputs(model, size)
+    shapes = [read_image(p).shape[:2] for p in PHOTOS]
+    processor = peers.image_processor("rf_detr_seg")
+    boxes = processor.post_process_object_detection(outputs, threshold=0.3, target_sizes=shapes)
+    masks = processor.post_process_instance_segmentation(outputs, threshold=0.3, target_sizes=shapes,
+                                                         return_binary_maps=True)  # fmt: skip
+    for photo, shape, wanted, segmented in zip(PHOTOS, shapes, boxes, masks):
+        result = ours.predict(photo, imgsz=size, conf=0.3, verbose=False)[0]
+        assert len(result) == len(wanted["scores"]) > 5 and result.masks.data.shape == (len(result), *shape)
+        assert (result.boxes.xyxy - wanted["boxes"]).abs().max() < 0.05
+        assert (result.boxes.conf - wanted["scores"]).abs().max() < 1e-4
+        assert torch.equal(result.boxes.cls, wanted["labels"].float())
+        # The peer leaves out empty masks: pair each of its masks with our detection of the same score and class.
+        info = segmented["segments_info"]
+        pairs = [int(((result.boxes.conf - s["score"]).abs() + 9 * (result.boxes.cls != s["label_id"])).argmin())
+                 for s in info]  # fmt: skip
+        iou = mask_iou(result.masks.data[pairs].bool(), segmented["segmentation"]).diagonal()
+        assert len(info) > 5 and iou.min() >= 0.98, iou
+
+
+def test_roboflow_seg_checkpoint_loads(seg_peer, tmp_path):
+    """rf-detr's own segmentation .pth (roboflow's tensor names, `segmentation_head=True` in its args) predicts the
+    peer's masks."""
+    from safetensors.torch import load_file
+
+    model, folder, size = seg_peer
+    spec = peers.TRANSFORMERS_SPECS["rf_detr_seg"]
+    vit = spec["backbone_config"]
+    args = argparse.Namespace(
+        encoder="dinov2_windowed_small", patch_size=vit["patch_size"], num_windows=vit["num_windows"],
+        positional_encoding_size=vit["image_size"] // vit["patch_size"], out_feature_indexes=[1, 3],
+        hidden_dim=spec["d_model"], dec_layers=spec["decoder_layers"], sa_nheads=4, ca_nheads=8, dec_n_points=2,
+        dim_feedforward=spec["decoder_ffn_dim"], num_queries=spec["num_queries"], group_detr=spec["group_detr"],
+        projector_scale=["P4"], resolution=size, num_classes=4, segmentation_head=True, mask_downsample_ratio=4,
+    )  # fmt: skip
+    torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-seg.pth")
+    ours = RTDETR(tmp_path / "rf-seg.pth")
+    assert ours.task == "segment" and ours.config["mask_head"]["ffn_dim"] == spec["intermediate_size"]
+    images, theirs = peer_outputs(model, size)
+    with torch.inference_mode():
+        assert (ours.model(images)["masks"] - theirs.pred_masks).abs().max() < 1e-4
+    del args.segmentation_head
+    torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-det.pth")
+    with pytest.raises(Exception, match="unexpected: mask_head"):
+        RTDETR(tmp_path / "rf-det.pth")
+
+
+def test_training_and_export_of_a_segmentation_model_say_not_yet(seg_peer, tmp_path):
+    from detr_toolkit.errors import ConfigError
+
+    _, folder, _ = seg_peer
+    model = RTDETR(folder)
+    with pytest.raises(ConfigError, match="segmentation model"):
+        model.export(file=str(tmp_path / "seg.onnx"))
+    with pytest.raises(ConfigError, match="segmentation model"):
+        model.train(data="missing.yaml", epochs=1)
+
+
+# --- Results.masks against ultralytics' Masks -----------------------------------------------------------------
+
+
+def two_objects(shape=(240, 320)) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """An image, two detections, and their masks (2, H, W) uint8: an ellipse, and a mask of two separate parts."""
+    image = np.full((*shape, 3), 90, np.uint8)
+    masks = np.zeros((2, *shape), np.uint8)
+    cv2.ellipse(masks[0], (100, 120), (60, 40), 20, 0, 360, 1, -1)
+    cv2.rectangle(masks[1], (200, 20), (240, 80), 1, -1)
+    cv2.circle(masks[1], (270, 190), 30, 1, -1)
+    boxes = torch.tensor([[40.0, 75.0, 160.0, 165.0, 0.9, 2.0], [200.0, 20.0, 300.0, 220.0, 0.7, 0.0]])
+    return image, boxes, torch.from_numpy(masks)
+
+
+def filled(polygon: np.ndarray, shape) -> np.ndarray:
+    canvas = np.zeros(shape, np.uint8)
+    cv2.fillPoly(canvas, [polygon.round().astype(np.int32)], 1)
+    return canvas
+
+
+def test_masks_match_ultralytics():
+    """data, xy, xyn, summary segments and YOLO-seg lines as ultralytics' Results give them for the same masks; a
+    mask of two parts is one polygon that fills both."""
+    from ultralytics.engine.results import Results as PeerResults
+
+    image, boxes, masks = two_objects()
+    ours = Results(image, "a.jpg", NAMES, boxes.clone(), masks=masks.clone())
+    theirs = PeerResults(image, path="a.jpg", names=NAMES, boxes=boxes.clone(), masks=masks.clone())
+    assert torch.equal(ours.masks.data, theirs.masks.data) and ours.masks.orig_shape == theirs.masks.orig_shape
+    np.testing.assert_allclose(ours.masks.xy[0], theirs.masks.xy[0])  # one part: the same outline
+    np.testing.assert_allclose(ours.masks.xyn[0], theirs.masks.xyn[0], atol=1e-6)
+    for polygon, mask in zip(ours.masks.xy, masks.numpy()):
+        area = filled(polygon, mask.shape)
+        assert (area & mask).sum() / (area | mask).sum() > 0.95
+    mine, peer = ours.summary(normalize=True), theirs.summary(normalize=True)
+    assert mine[0]["segments"] == peer[0]["segments"]
+    assert len(json.loads(ours.to_json())[1]["segments"]["x"]) == len(ours.masks.xy[1])
+    assert len(ours[1:].masks) == 1 and torch.equal(ours[1].masks.data[0], masks[1])
+
+
+def test_save_txt_writes_yolo_seg_lines(tmp_path):
+    from ultralytics.engine.results import Results as PeerResults
+
+    image, boxes, masks = two_objects()
+    ours = Results(image, "a.jpg", NAMES, boxes.clone(), masks=masks.clone())
+    theirs = PeerResults(image, path="a.jpg", names=NAMES, boxes=boxes.clone(), masks=masks.clone())
+    ours.save_txt(tmp_path / "ours.txt", save_conf=True)
+    theirs.save_txt(tmp_path / "theirs.txt", save_conf=True)
+    mine, peer = (tmp_path / "ours.txt").read_text().splitlines(), (tmp_path / "theirs.txt").read_text().splitlines()
+    assert mine[0] == peer[0]
+    values = np.array(mine[1].split(), dtype=float)
+    assert values[0] == 0 and values[-1] == pytest.approx(0.7) and 0 <= values[1:-1].min() <= values[1:-1].max() <= 1
+    area = filled(values[1:-1].reshape(-1, 2) * [320, 240], (240, 320))
+    assert (area & masks[1].numpy()).sum() / (area | masks[1].numpy()).sum() > 0.95
+    empty = Results(image, "a.jpg", NAMES, boxes[:1].clone(), masks=torch.zeros(1, 240, 320, dtype=torch.uint8))
+    empty.save_txt(tmp_path / "empty.txt")
+    assert not (tmp_path / "empty.txt").read_text()  # no polygon, no line (as ultralytics)
+
+
+def test_plot_draws_masks():
+    image, boxes, masks = two_objects()
+    result = Results(image, "a.jpg", NAMES, boxes.clone(), masks=masks.clone())
+    drawn, bare = result.plot(boxes=False), result.plot(boxes=False, masks=False)
+    changed = (drawn != bare).any(-1)
+    assert np.array_equal(changed, masks.numpy().any(0)) and np.array_equal(bare, image)
+
+
+def test_masks_follow_updates_and_tracking():
+    image, boxes, masks = two_objects()
+    result = Results(image, "a.jpg", NAMES, boxes.clone(), masks=masks.clone())
+    with pytest.raises(ValueError, match="masks for 1 boxes"):
+        result.update(boxes[:1])
+    result.update(boxes[1:], masks[1:])
+    assert len(result) == len(result.masks) == 1
+
+
+def test_polygon_of_an_empty_mask_is_empty():
+    assert mask_to_polygon(np.zeros((8, 8), np.uint8)).shape == (0, 2)
+
+
+def test_supervision_and_sahi_take_our_masks(seg_peer):
+    """supervision's Detections.from_ultralytics holds our masks as ultralytics' own; SAHI treats our model as a
+    segmentation model and its sliced prediction keeps a mask per object, at its place in the whole image."""
+    import supervision as sv
+    from sahi import AutoDetectionModel
+    from sahi.predict import get_prediction
+
+    _, folder, size = seg_peer
+    ours = RTDETR(folder)
+    result = ours.predict(PHOTOS[0], imgsz=size, conf=0.3, verbose=False)[0]
+    detections = sv.Detections.from_ultralytics(result)
+    assert detections.mask is not None and np.array_equal(detections.mask, result.masks.data.numpy().astype(bool))
+    annotated = sv.MaskAnnotator().annotate(result.orig_img.copy(), detections)
+    assert not np.array_equal(annotated, result.orig_img)
+    model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model=ours, confidence_threshold=0.3,
+                                               device="cpu", image_size=size)  # fmt: skip
+    assert model.has_mask
+    found = get_prediction(np.ascontiguousarray(result.orig_img[..., ::-1]), model).object_prediction_list
+    assert len(found) == len(result)
+    for prediction in found:
+        mask = prediction.mask.bool_mask
+        assert mask.shape == result.orig_shape
+        best = mask_iou(torch.from_numpy(mask)[None], result.masks.data.bool()).max()
+        assert best > 0.95
+
+
+def test_tracked_objects_keep_their_masks(seg_peer):
+    """Tracking a segmentation model's detections through frames carries each tracked box's own mask."""
+    _, folder, size = seg_peer
+    model = RTDETR(folder)
+    image = read_image(PHOTOS[0])
+    plain = model.predict(image, imgsz=size, conf=0.5, verbose=False)[0]
+    for _ in range(4):
+        tracked = model.track(image, persist=True, imgsz=size, conf=0.5, verbose=False)[0]
+    assert tracked.boxes.is_track and len(tracked) == len(tracked.masks) > 0
+    for box, mask in zip(tracked.boxes.xyxy, tracked.masks.data):
+        same = int((plain.boxes.xyxy - box).abs().amax(1).argmin())
+        assert torch.equal(mask, plain.masks.data[same])
