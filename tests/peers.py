@@ -352,6 +352,21 @@ def official_checkpoint(directory: Path, kind: str, name: str | None = None, mod
     return path, model, size
 
 
+def roboflow_args(kind: str, size: int, **extra):
+    """The training arguments rf-detr saves beside its tensors (an argparse Namespace), for the peer of `kind`."""
+    import argparse
+
+    spec = TRANSFORMERS_SPECS[kind]
+    vit = spec["backbone_config"]
+    return argparse.Namespace(
+        encoder="dinov2_windowed_small", patch_size=vit["patch_size"], num_windows=vit["num_windows"],
+        positional_encoding_size=vit["image_size"] // vit["patch_size"], out_feature_indexes=[1, 3],
+        hidden_dim=spec["d_model"], dec_layers=spec["decoder_layers"], sa_nheads=4, ca_nheads=8, dec_n_points=2,
+        dim_feedforward=spec["decoder_ffn_dim"], num_queries=spec["num_queries"], group_detr=spec["group_detr"],
+        projector_scale=["P4"], resolution=size, num_classes=4, **extra,
+    )  # fmt: skip
+
+
 def transformers_checkpoint(directory: Path, kind: str, nc: int = 5, seed: int = 0) -> tuple[Path, int]:
     """`save_pretrained` folder of `transformers_model(kind)`, and the input size it is meant for."""
     model, size = transformers_model(kind, nc, seed)

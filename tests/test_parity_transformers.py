@@ -117,21 +117,11 @@ def test_non_square_input_matches_lw_detr(tmp_path):
 def test_roboflow_pth_layout_loads(tmp_path):
     """rf-detr's own .pth (`{"model": state dict, "args": Namespace}`) holds the same tensors as transformers'
     saved RF-DETR; loaded through the restricted unpickler, it predicts what the peer does."""
-    import argparse
-
     from safetensors.torch import load_file
 
     model, size = peers.transformers_model("rf_detr")
     model.save_pretrained(tmp_path / "hf")
-    spec = peers.TRANSFORMERS_SPECS["rf_detr"]
-    vit = spec["backbone_config"]
-    args = argparse.Namespace(
-        encoder="dinov2_windowed_small", patch_size=vit["patch_size"], num_windows=vit["num_windows"],
-        positional_encoding_size=vit["image_size"] // vit["patch_size"], out_feature_indexes=[1, 3],
-        hidden_dim=spec["d_model"], dec_layers=spec["decoder_layers"], sa_nheads=4, ca_nheads=8, dec_n_points=2,
-        dim_feedforward=spec["decoder_ffn_dim"], num_queries=spec["num_queries"], group_detr=spec["group_detr"],
-        projector_scale=["P4"], resolution=size, num_classes=4, class_names=[f"class{i}" for i in range(5)],
-    )  # fmt: skip
+    args = peers.roboflow_args("rf_detr", size, class_names=[f"class{i}" for i in range(5)])
     torch.save({"model": load_file(tmp_path / "hf" / "model.safetensors"), "args": args}, tmp_path / "rf.pth")
     ours = RTDETR(tmp_path / "rf.pth")
     assert ours.config["imgsz"] == size and ours.names[4] == "class4"

@@ -3,7 +3,6 @@ the masks' Results surface against ultralytics' own classes and the clients that
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 
@@ -99,14 +98,7 @@ def test_roboflow_seg_checkpoint_loads(seg_peer, tmp_path):
 
     model, folder, size = seg_peer
     spec = peers.TRANSFORMERS_SPECS["rf_detr_seg"]
-    vit = spec["backbone_config"]
-    args = argparse.Namespace(
-        encoder="dinov2_windowed_small", patch_size=vit["patch_size"], num_windows=vit["num_windows"],
-        positional_encoding_size=vit["image_size"] // vit["patch_size"], out_feature_indexes=[1, 3],
-        hidden_dim=spec["d_model"], dec_layers=spec["decoder_layers"], sa_nheads=4, ca_nheads=8, dec_n_points=2,
-        dim_feedforward=spec["decoder_ffn_dim"], num_queries=spec["num_queries"], group_detr=spec["group_detr"],
-        projector_scale=["P4"], resolution=size, num_classes=4, segmentation_head=True, mask_downsample_ratio=4,
-    )  # fmt: skip
+    args = peers.roboflow_args("rf_detr_seg", size, segmentation_head=True, mask_downsample_ratio=4)
     torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-seg.pth")
     ours = RTDETR(tmp_path / "rf-seg.pth")
     assert ours.task == "segment" and ours.config["mask_head"]["ffn_dim"] == spec["intermediate_size"]
