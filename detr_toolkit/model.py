@@ -238,7 +238,8 @@ class RTDETR:
             stats, per_class = evaluate(self._inference(args.device, args.half), dataset, args.batch)
         if args.verbose:
             print(f"{args.data} ({args.split}, {len(dataset)} images): " + "  ".join(
-                f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))  # fmt: skip
+                f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100", "mask_mAP50-95", "mask_mAP50")
+                if k in stats))  # fmt: skip
         return {"metrics": stats, "per_class": {names[c]: ap for c, ap in per_class.items()}}
 
     # --- export ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from detr_toolkit.data.images import read_image
 from detr_toolkit.masks import mask_to_polygon
 
 NAMES = {0: "person", 1: "bus", 2: "dog"}
+CONFIGS = peers.ASSETS.parent / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +112,16 @@ def test_roboflow_seg_checkpoint_loads(seg_peer, tmp_path):
         RTDETR(tmp_path / "rf-det.pth")
 
 
-def test_training_and_export_of_a_segmentation_model_say_not_yet(seg_peer, tmp_path):
-    from detr_toolkit.errors import ConfigError
+def test_export_says_not_yet_and_training_needs_segmentation_labels(seg_peer, tmp_path):
+    from detr_toolkit.data.synthetic import make_synthetic
+    from detr_toolkit.errors import ConfigError, DatasetError
 
     _, folder, _ = seg_peer
-    model = RTDETR(folder)
-    with pytest.raises(ConfigError, match="segmentation model"):
-        model.export(file=str(tmp_path / "seg.onnx"))
-    with pytest.raises(ConfigError, match="segmentation model"):
-        model.train(data="missing.yaml", epochs=1)
+    with pytest.raises(ConfigError, match="exporting a segmentation model"):
+        RTDETR(folder).export(file=str(tmp_path / "seg.onnx"))
+    boxes_only = make_synthetic(tmp_path / "boxes", train=4, val=2, size=64)
+    with pytest.raises(DatasetError, match="trains on segmentation labels"):
+        RTDETR(CONFIGS / "rtdetr-tiny-seg.yaml").train(data=boxes_only, epochs=1, imgsz=64, project=tmp_path)
 
 
 # --- Results.masks against ultralytics' Masks -----------------------------------------------------------------

@@ -21,12 +21,15 @@ EDGE_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in label t
 
 @dataclass
 class Annotation:
-    """image: its file; size: (height, width); boxes: (N, 4) x1 y1 x2 y2 in pixels; classes: (N,) in 0..nc-1."""
+    """image: its file; size: (height, width); boxes: (N, 4) x1 y1 x2 y2 in pixels; classes: (N,) in 0..nc-1;
+    segments: per box, the polygons (K, 2) x y in pixels that outline its object (instance segmentation labels; []
+    for a box without), or None in a dataset of boxes only."""
 
     image: Path
     size: tuple[int, int]
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     classes: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    segments: list[list[np.ndarray]] | None = None
 
 
 def image_size(path: Path) -> tuple[int, int]:

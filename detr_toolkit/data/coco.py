@@ -3,7 +3,8 @@
 A subset keeps the given categories (names or ids; their classes renumbered 0..n-1 in that order) and the
 images holding at least one of them, then the given image ids and/or the first `max_images` by id:
 `load_coco("instances_val2017.json", "val2017/", categories=["person", "car"], max_images=500)`.
-Crowd boxes (`iscrowd`) are left out, as COCO's evaluator ignores them.
+Crowd boxes (`iscrowd`) are left out, as COCO's evaluator ignores them. An annotation's `segmentation` (polygons,
+or an RLE, whose outlines are traced) becomes its segments, for instance segmentation.
 
 Every record is checked (a missing or malformed field names the record), and nothing is dropped silently:
 annotations of an image id without an image record are counted and warned about. Image files are not opened here
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..errors import DatasetError
@@ -206,7 +208,50 @@ def load_coco(
         if not path.is_file():
             raise DatasetError(f"{path}: image file not found (image id {image_id} of {instances.name})")
     counts = np.bincount(position[order], minlength=len(ids))
-    return AnnotationTable(paths, sizes, boxes[order], labels, counts), names
+    segments = _segments(order, records, sizes[position[order]], checker, instances)
+    return AnnotationTable(paths, sizes, boxes[order], labels, counts, segments), names
+
+
+def _segments(order: np.ndarray, records: list, sizes: np.ndarray, checker: LabelChecker,
+              instances: Path) -> list[list[np.ndarray]] | None:  # fmt: skip
+    """The polygons (K, 2) x y pixels of each record at `order` ([] where it has none, or a malformed one, told
+    through `checker`), or None when none of them has a `segmentation`."""
+    if not any(records[i].get("segmentation") for i in order.tolist()):
+        return None
+    segments = []
+    for index, (height, width) in zip(order.tolist(), sizes.tolist()):
+        segmentation = records[index].get("segmentation")
+        try:
+            segments.append(_polygons(segmentation, height, width) if segmentation else [])
+        except (TypeError, ValueError) as error:
+            checker.problem(f"{instances}: annotation {records[index].get('id')}", f"malformed segmentation ({error})")
+            segments.append([])
+    return segments
+
+
+def _polygons(segmentation: Any, height: int, width: int) -> list[np.ndarray]:
+    """A COCO `segmentation`: polygons [[x1, y1, x2, y2, ...], ...] or an RLE {"size", "counts"} -> polygons (K, 2);
+    ValueError when it is neither."""
+    if isinstance(segmentation, dict):
+        from faster_coco_eval.core import mask as coco_mask
+
+        if list(segmentation.get("size", [])) != [height, width] or not isinstance(segmentation.get("counts"),
+                                                                                     (list, str)):  # fmt: skip
+            raise ValueError(f"not an RLE of this {width}x{height} image's size (size {segmentation.get('size')})")
+        counts = segmentation["counts"]
+        rle = coco_mask.frPyObjects(segmentation, height, width) if isinstance(counts, list) else segmentation
+        decoded = coco_mask.decode(rle)
+        contours = cv2.findContours(decoded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+        return [c.reshape(-1, 2).astype(np.float32) for c in contours if len(c) >= 3]
+    if not isinstance(segmentation, list):
+        raise TypeError(f"expected polygons or an RLE, got {type(segmentation).__name__}")
+    polygons = []
+    for polygon in segmentation:
+        points = np.asarray(polygon, np.float64)
+        if points.ndim != 1 or len(points) < 6 or len(points) % 2 or not np.isfinite(points).all():
+            raise ValueError("a polygon must be a flat list of 3 or more x, y pairs of finite numbers")
+        polygons.append(points.reshape(-1, 2).astype(np.float32))
+    return polygons
 
 
 def _checked_boxes(order: np.ndarray, records: list, images: dict[int, dict], record_images: np.ndarray,

@@ -3,6 +3,7 @@
 Classes: circle, square, triangle, star by default (any of SHAPES may be chosen); 1 to `max_objects` per image,
 sizes from 8% to 40% of the image, random colours, on smooth noise backgrounds; filled, or in the "outline" style
 (a second domain: a model pretrained on filled shapes meets outlined shapes of other classes when fine-tuned).
+With `segments`, each object is labelled by its outline polygon (instance segmentation) instead of its box.
 Written in both formats side by side:
 
     root/data.yaml, root/images/{train,val}/*.jpg, root/labels/{train,val}/*.txt     (YOLO)
@@ -53,9 +54,18 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndar
     return np.stack([cx + np.array(radius) * np.cos(theta), cy + np.array(radius) * np.sin(theta)], -1)
 
 
+def shape_outline(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """The outline of a shape `draw_shape` draws: (K, 2) x y pixels (a circle's as a 32-gon)."""
+    if kind == "circle":
+        theta = np.arange(32) * 2 * np.pi / 32
+        return np.stack([cx + r * np.cos(theta), cy + r * np.sin(theta)], -1)
+    return _polygon(kind, cx, cy, r, angle)
+
+
 def draw_image(rng: np.random.Generator, size: int, max_objects: int, classes: list[str] = CLASSES,
-               style: str = "filled") -> tuple[np.ndarray, list[tuple]]:  # fmt: skip
-    """-> (BGR image, [(class index in `classes`, x1, y1, x2, y2)]) with objects overlapping little."""
+               style: str = "filled", outlines: bool = False) -> tuple[np.ndarray, list[tuple]]:  # fmt: skip
+    """-> (BGR image, [(class index in `classes`, x1, y1, x2, y2)]) with objects overlapping little; with
+    `outlines`, each object's outline (K, 2) (clipped to the image) follows its box."""
     image = _background(rng, size)
     objects: list[tuple] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -70,7 +80,9 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int, classes: l
         cls = int(rng.integers(len(classes)))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         angle = 0.0 if classes[cls] == "circle" else rng.uniform(0, 2 * np.pi)  # (a circle draws no angle)
-        objects.append((cls, *draw_shape(image, classes[cls], cx, cy, r, angle, colour, style)))
+        box = draw_shape(image, classes[cls], cx, cy, r, angle, colour, style)
+        outline = np.clip(shape_outline(classes[cls], cx, cy, r, angle), 0, size)
+        objects.append((cls, *box, outline) if outlines else (cls, *box))
     return image, objects
 
 
@@ -130,9 +142,10 @@ def make_tracking_video(path: str | Path, frames: int = 60, size: int = 96, obje
 
 
 def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int = 96, max_objects: int = 4,
-                   seed: int = 0, classes: list[str] = CLASSES, style: str = "filled") -> Path:  # fmt: skip
+                   seed: int = 0, classes: list[str] = CLASSES, style: str = "filled",
+                   segments: bool = False) -> Path:  # fmt: skip
     """Write the dataset of `classes` (of SHAPES) drawn in `style` under `root`; returns the YOLO data.yaml
-    (coco.yaml sits beside it)."""
+    (coco.yaml sits beside it). `segments`: objects labelled by their outlines (YOLO-seg rows, COCO polygons)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, count in (("train", train), ("val", val)):
@@ -140,17 +153,19 @@ def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in enumerate(classes)]}
         for index in range(count):
-            image, objects = draw_image(rng, size, max_objects, classes, style)
+            image, objects = draw_image(rng, size, max_objects, classes, style, outlines=True)
             name = f"{split}_{index:05d}.jpg"
             cv2.imwrite(str(root / "images" / split / name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            lines = [f"{c} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} {(x2 - x1) / size:.6f} "
-                     f"{(y2 - y1) / size:.6f}" for c, x1, y1, x2, y2 in objects]  # fmt: skip
+            lines = [f"{c} " + (" ".join(f"{v / size:.6f}" for v in outline.ravel()) if segments else
+                                f"{(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} {(x2 - x1) / size:.6f} "
+                                f"{(y2 - y1) / size:.6f}") for c, x1, y1, x2, y2, outline in objects]  # fmt: skip
             (root / "labels" / split / name.replace(".jpg", ".txt")).write_text("\n".join(lines) + "\n")
             coco["images"].append({"id": index, "file_name": name, "height": size, "width": size})
-            for c, x1, y1, x2, y2 in objects:
+            for c, x1, y1, x2, y2, outline in objects:
                 coco["annotations"].append({
                     "id": len(coco["annotations"]) + 1, "image_id": index, "category_id": c, "iscrowd": 0,
                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                    **({"segmentation": [outline.round(2).ravel().tolist()]} if segments else {}),
                 })  # fmt: skip
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))

@@ -1,5 +1,6 @@
 """YOLO-format datasets, as ultralytics lays them out: a data.yaml naming image folders (or list files) and
-class names; one `labels/<name>.txt` beside each `images/<name>.jpg` with lines `class cx cy w h` (0..1).
+class names; one `labels/<name>.txt` beside each `images/<name>.jpg` with lines `class cx cy w h` (0..1), or
+`class x1 y1 x2 y2 ... xn yn` (0..1): an object's outline (ultralytics' segmentation labels), kept as its polygon.
 
     path: datasets/shapes     # root (relative to the yaml's folder)
     train: images/train       # folder, list file of image paths, or a list of either
@@ -86,15 +87,17 @@ def _row_box(values: list[float], size: tuple[int, int]) -> tuple[float, float, 
     return min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height
 
 
-def read_labels(path: Path, size: tuple[int, int], checker: LabelChecker) -> tuple[np.ndarray, np.ndarray]:
-    """A YOLO label file -> (boxes (N, 4) xyxy pixels, classes (N,)); no file means no objects.
+def read_labels(path: Path, size: tuple[int, int], checker: LabelChecker
+                ) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]] | None]:  # fmt: skip
+    """A YOLO label file -> (boxes (N, 4) xyxy pixels, classes (N,), segments); no file means no objects.
 
     A row is `class cx cy w h` (normalised), or `class x1 y1 x2 y2 ... xn yn` (a polygon of 3 or more points,
-    as ultralytics' segmentation labels are), which becomes the polygon's box.
+    as ultralytics' segmentation labels are), which becomes the polygon's box, the polygon (in pixels) its segment.
+    segments: per box, [polygon] or [] (a box row), None when the file has no polygon rows.
     """
-    boxes, classes = [], []
+    boxes, classes, segments = [], [], []
     if not path.exists():
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), None
     if not path.is_file():  # a folder or a FIFO where the labels belong: not "no objects"
         raise DatasetError(f"{path}: not a label file (a folder or a special file)")
     for number, line in enumerate(read_text(path).splitlines(), start=1):
@@ -120,7 +123,11 @@ def read_labels(path: Path, size: tuple[int, int], checker: LabelChecker) -> tup
         if checker.box_ok(where, cls, box, size):
             boxes.append(box)
             classes.append(cls)
-    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64)
+            polygon = np.asarray(values, np.float32).reshape(-1, 2) * np.array(size[::-1], np.float32)
+            segments.append([polygon] if len(values) > 4 else [])
+    has_polygons = any(segments)
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64),
+            segments if has_polygons else None)  # fmt: skip
 
 
 def load_yolo(data_yaml: str | Path, split: str = "train", on_error: str = "error") -> tuple[list[Annotation], dict]:
@@ -139,6 +146,5 @@ def load_yolo(data_yaml: str | Path, split: str = "train", on_error: str = "erro
             raise DatasetError(f"{image}: {labelled_by[labels].name} has the same label file {labels} (one name, one "
                                "image: rename one of them)")  # fmt: skip
         size = image_size(image)
-        boxes, classes = read_labels(labels, size, checker)
-        annotations.append(Annotation(image, size, boxes, classes))
+        annotations.append(Annotation(image, size, *read_labels(labels, size, checker)))
     return annotations, names

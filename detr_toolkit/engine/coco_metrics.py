@@ -1,11 +1,12 @@
 """COCO detection metrics through faster-coco-eval (COCOeval in C++, the numbers of pycocotools): our annotations
-and detections in, COCOeval's numbers out."""
+and detections in, COCOeval's numbers out; for a segmentation model, its masks' ("segm") too."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,19 +17,24 @@ STAT_NAMES = (
     "mAP50-95", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
     "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
 )  # fmt: skip
+MASK_STAT_NAMES = tuple(f"mask_{name}" for name in STAT_NAMES)  # the same, of the masks
+MAX_DETECTIONS = 100  # per image, COCOeval's last maxDets: the detections it reads
 
 
 def coco_ground_truth(annotations: Sequence[Annotation], names: dict[int, str]) -> dict:
-    """A COCO instances dict of `annotations` (image ids 0..N-1, category ids = class indices)."""
+    """A COCO instances dict of `annotations` (image ids 0..N-1, category ids = class indices), with each object's
+    polygons as its `segmentation` (its box's outline where it has none)."""
     images, objects = [], []
     for image_id, annotation in enumerate(annotations):
         height, width = annotation.size
         images.append({"id": image_id, "file_name": str(annotation.image), "height": height, "width": width})
-        for box, cls in zip(annotation.boxes.tolist(), annotation.classes.tolist()):
+        segments = annotation.segments or [[]] * len(annotation.boxes)
+        for box, cls, polygons in zip(annotation.boxes.tolist(), annotation.classes.tolist(), segments):
             x1, y1, x2, y2 = box
+            outline = [p.ravel().tolist() for p in polygons] or [[x1, y1, x2, y1, x2, y2, x1, y2]]
             objects.append({
                 "id": len(objects) + 1, "image_id": image_id, "category_id": int(cls), "iscrowd": 0,
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "segmentation": outline,
             })  # fmt: skip
     categories = [{"id": int(i), "name": name} for i, name in names.items()]
     return {"images": images, "annotations": objects, "categories": categories}
@@ -54,23 +60,28 @@ def coco_metrics(
     detections: Sequence[np.ndarray],
     names: dict[int, str],
     curves: dict[int, np.ndarray] | None = None,
+    masks: Sequence[list[dict]] | None = None,
 ) -> tuple[dict[str, float], dict[int, float]]:
-    """-> ({STAT_NAMES: value}, {class: AP50-95}); AP of a class without objects is nan, like COCOeval's -1.
+    """-> ({STAT_NAMES: value}, {class: AP50-95}) of the boxes; AP of a class without objects is nan, like
+    COCOeval's -1. With `masks` (per image, the RLEs of its first detections, see `validator.predict_dataset`),
+    the stats hold the masks' MASK_STAT_NAMES too, scored against the annotations' polygons.
 
     `curves`, if given, is filled with each class's precision at 101 recall points, IoU 0.5 (-1: no objects).
     """
-    from faster_coco_eval import COCO, COCOeval_faster
-
     records = coco_detections(detections)
     if not records:
-        return dict.fromkeys(STAT_NAMES, 0.0), dict.fromkeys(names, 0.0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO(coco_ground_truth(annotations, names))
-        evaluation = COCOeval_faster(truth, truth.loadRes(records), "bbox", print_function=lambda *_: None)
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
+        empty = dict.fromkeys(STAT_NAMES + (MASK_STAT_NAMES if masks is not None else ()), 0.0)
+        return empty, dict.fromkeys(names, 0.0)
+    truth, evaluation = _evaluate(coco_ground_truth(annotations, names), records, "bbox")
     stats = {name: float(value) for name, value in zip(STAT_NAMES, evaluation.stats)}
+    if masks is not None:
+        mask_records = [
+            {**record, "segmentation": rle}
+            for record, rle in zip(records, _first_rows(masks, [len(np.reshape(r, (-1, 6))) for r in detections]))
+            if rle is not None
+        ]
+        _, mask_evaluation = _evaluate(truth, mask_records, "segm")
+        stats.update({name: float(value) for name, value in zip(MASK_STAT_NAMES, mask_evaluation.stats)})
     precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU, recall, class), all areas, 100 detections
     per_class = {}
     for k, cls in enumerate(evaluation.params.catIds):
@@ -80,3 +91,23 @@ def coco_metrics(
         if curves is not None:
             curves[int(cls)] = precision[0, :, k]
     return stats, per_class
+
+
+def _evaluate(truth: dict | Any, records: list[dict], kind: str) -> tuple[Any, Any]:
+    """COCOeval of `records` against `truth` (an instances dict, or a COCO made of one) for `kind` ("bbox",
+    "segm") -> (the COCO ground truth, the evaluation, summarised)."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(truth) if isinstance(truth, dict) else truth
+        evaluation = COCOeval_faster(truth, truth.loadRes(records), kind, print_function=lambda *_: None)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return truth, evaluation
+
+
+def _first_rows(masks: Sequence[list[dict]], counts: list[int]) -> list[dict | None]:
+    """Per detection row of every image (counts: rows per image), its RLE, or None beyond the image's masks."""
+    return [rle for image_masks, count in zip(masks, counts)
+            for rle in [*image_masks, *[None] * (count - len(image_masks))]]  # fmt: skip

@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import Collate, DetectionDataset, worker_start
 from ..data.splits import load_split
-from ..errors import CheckpointError, ConfigError, ModelOutputError
+from ..errors import CheckpointError, ConfigError, DatasetError, ModelOutputError
 from ..files import (
     check_writable,
     first_missing,
@@ -88,6 +88,9 @@ from .threads import ThreadTuner, describe_threads, set_threads
 from .validator import predict_dataset
 
 LOSS_KEYS = ("loss_class", "loss_bbox", "loss_giou")
+MASK_LOSS_KEYS = ("loss_mask", "loss_dice")  # a segmentation model's too
+VAL_KEYS = ("mAP50-95", "mAP50", "mAP75")  # of each epoch's validation, in results.csv
+MASK_VAL_KEYS = ("mask_mAP50-95", "mask_mAP50", "mask_mAP75")
 # Consecutive batches with a non-finite loss after which a run is taken to have diverged (or a whole epoch's, if
 # an epoch has fewer batches).
 NONFINITE_STREAK = 20
@@ -219,8 +222,6 @@ class Trainer:
     ):
         """`checkpoint` and `save_dir`: a run to resume (see `resume`); `callbacks`: see engine/callbacks.py."""
         self.created = time.monotonic()  # time= counts from here: loading data and building the model included
-        if config.get("mask_head") is not None:
-            raise ConfigError("training a segmentation model (a model config with mask_head) is not supported yet")
         self.args = args
         self.rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0  # the process that validates, logs and saves
@@ -291,6 +292,9 @@ class Trainer:
                 f"fine-tuning to {len(self.names)} classes ({', '.join(self.names.values())}): re-initialised "
                 f"{', '.join(reset)}"
             )
+        if self.model.mask_head is not None and not self.train_set.with_masks:
+            raise DatasetError(f"{args.data}: a segmentation model (mask_head) trains on segmentation labels (YOLO-seg "
+                               "polygons, COCO segmentation); this dataset has boxes only")  # fmt: skip
         self.model.check_input_size(args.imgsz, batch=args.batch)
         for size in args.multi_scale:
             self.model.check_input_size(size, "multi_scale", args.batch)
@@ -299,6 +303,7 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # (CPU processes keep their own)
         self.train_model = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.criterion = build_criterion(config.get("loss"), len(self.names))  # the family's, named in its config
+        self.loss_keys = LOSS_KEYS + (MASK_LOSS_KEYS if self.model.mask_head is not None else ())
         if args.o2m:
             self._add_one_to_many(most_objects)
         return adapted
@@ -507,7 +512,7 @@ class Trainer:
         self.train_set.mixing = self.mixing
         loader = self._loader(epoch)
         batches, accumulated, skipped, streak = len(loader), 0, 0, 0
-        sums = dict.fromkeys((*LOSS_KEYS, "loss"), 0.0)
+        sums = dict.fromkeys((*self.loss_keys, "loss"), 0.0)
         seen, start = 0, time.perf_counter()
         # The bar draws on a terminal; logs and captured output get a line every 30 s and one per epoch instead.
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not (self.progress_bar and self.main))
@@ -563,7 +568,7 @@ class Trainer:
         """Losses of one batch, their gradients (scaled for a window of `window` batches) accumulated; -> the
         batch's losses, or None when the loss is not finite on some rank (then nothing is accumulated)."""
         images = images.to(self.device, non_blocking=True)
-        targets = [{k: t[k].to(self.device) for k in ("boxes", "labels")} for t in targets]
+        targets = [{k: t[k].to(self.device) for k in ("boxes", "labels", "masks") if k in t} for t in targets]
         with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             outputs = self.train_model(images, targets)
         losses = self.criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
@@ -571,7 +576,7 @@ class Trainer:
         if not self._agree(bool(torch.isfinite(loss))):
             return None
         self.scaler.scale(loss / window).backward()
-        return {**{key: losses[key].item() for key in LOSS_KEYS}, "loss": loss.item()}
+        return {**{key: losses[key].item() for key in self.loss_keys}, "loss": loss.item()}
 
     def train(self) -> Path:
         """Every epoch from the first (or the resumed one) to `args.epochs`; -> the run folder. A run that fails
@@ -696,16 +701,22 @@ class Trainer:
             dist.gather_object(found, shards, dst=0)
         fitness = None
         if self.main:
-            stats = dict.fromkeys(("mAP50-95", "mAP50", "mAP75"), math.nan)
+            names = VAL_KEYS + (MASK_VAL_KEYS if self.model.mask_head is not None else ())
+            stats = dict.fromkeys(names, math.nan)
             if errors := [shard for shard in shards if isinstance(shard, str)]:
                 print(f"warning: epoch {epoch + 1}: {errors[0]}")
             else:
                 detections: list = [None] * len(self.val_set)
-                for rank, shard in enumerate(shards):
-                    detections[rank :: self.world] = shard
-                stats, _ = coco_metrics(self.val_set.annotations, detections, self.names)
-                fitness = stats["mAP50-95"]
-            row.update({k: stats[k] for k in ("mAP50-95", "mAP50", "mAP75")})
+                masks: list | None = None if shards[0][1] is None else [None] * len(self.val_set)
+                for rank, (shard_detections, shard_masks) in enumerate(shards):
+                    detections[rank :: self.world] = shard_detections
+                    if masks is not None:
+                        masks[rank :: self.world] = shard_masks
+                stats, _ = coco_metrics(self.val_set.annotations, detections, self.names, masks=masks)
+                # A segmentation model's best weights are those of the best boxes and masks together.
+                scores = [stats[k] for k in ("mAP50-95", "mask_mAP50-95") if k in stats]
+                fitness = sum(scores) / len(scores)
+            row.update({k: stats[k] for k in names})
         self.val_seconds = time.monotonic() - started
         return fitness
 
@@ -768,15 +779,16 @@ class Trainer:
         best = copy.deepcopy(self.ema.module)
         best.load_state_dict(load_weights(self.best)[1])
         inference = TorchInference(best, self.device, threads=self.val_threads)
-        detections = predict_dataset(inference, self.val_set, args.batch)
+        detections, masks = predict_dataset(inference, self.val_set, args.batch)
         curves: dict[int, Any] = {}
-        stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves)
+        stats, per_class = coco_metrics(self.val_set.annotations, detections, self.names, curves, masks)
         if args.plots:
             plot_pr_curves(curves, self.names, self.save_dir / "pr_curve.png")
             matrix = confusion_matrix(self.val_set.annotations, detections, len(self.names))
             plot_confusion_matrix(matrix, self.names, self.save_dir / "confusion_matrix.png")
         if args.verbose:
-            print("  ".join(f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100")))
+            print("  ".join(f"{k} {stats[k]:.3f}" for k in ("mAP50-95", "mAP50", "mAP75", "AR100", *MASK_VAL_KEYS)
+                            if k in stats))  # fmt: skip
             width = max(len(n) for n in self.names.values())
             print(f"{'class':<{width}}  AP50-95")
             for cls, ap in per_class.items():

@@ -9,6 +9,9 @@ queries are matched to the objects, then:
     bbox:  L1 between matched boxes (cxcywh, 0..1), summed over objects / number of objects
     giou:  1 - GIoU between matched boxes, likewise
     fgl, ddf: D-FINE's losses on edge distributions (see `distribution`), for the decoder layers
+    mask, dice: a segmentation model's (outputs "masks", targets "masks"): binary cross-entropy and dice between
+           each matched query's mask logits and its object's mask at `mask_points` random points (Mask2Former's
+           point sampling), for the last layer's matches; summed over objects / number of objects
 With `union_matching` (D-FINE's GO-LSD, DEIM's dense one-to-one), the box terms of every set use the union of
 all sets' matches; the class terms keep each set's own.
 Denoising queries (noised copies of the objects) skip matching: each is paired with the object it copies.
@@ -99,6 +102,7 @@ class DetectionCriterion(nn.Module):
     decoder has edge distributions; other decoders ignore those weights) for the last layer, ..._aux for
     the other sets (loss_ddf_aux with `ddf_weight`), ..._dn for denoising (its last layer) and ..._aux_dn. With
     "groups": G (LW-DETR / RF-DETR's Group DETR), each of the G query groups is matched to the objects separately.
+    With "masks" (B, Q', h, w) (a segmentation model's, of its last layer), also loss_mask and loss_dice.
     `class_loss`: "varifocal" (RT-DETR, D-FINE), "mal" (DEIM; mean over queries, times queries / objects) or
     "ia_bce" (LW-DETR; sum / objects). `matcher`: keyword arguments of `HungarianMatcher` (its costs).
     Every argument but `num_classes` comes from the `loss` section of the model's config (see `build_criterion`).
@@ -122,13 +126,17 @@ class DetectionCriterion(nn.Module):
         ddf_weight: float = 0.0,
         distill_temperature: float = 5.0,
         union_matching: bool = False,
+        mask_weight: float = 5.0,
+        dice_weight: float = 5.0,
+        mask_points: int = 12544,
     ):
         super().__init__()
         if class_loss not in CLASS_LOSSES:
             raise ValueError(f"class_loss={class_loss!r}: use one of {CLASS_LOSSES}")
         self.num_classes, self.class_loss = num_classes, class_loss
         self.weights = {"class": class_weight, "bbox": bbox_weight, "giou": giou_weight, "fgl": fgl_weight,
-                        "ddf": ddf_weight}  # fmt: skip
+                        "ddf": ddf_weight, "mask": mask_weight, "dice": dice_weight}  # fmt: skip
+        self.mask_points = mask_points
         self.alpha, self.gamma = alpha, gamma
         self.distill_temperature = distill_temperature
         self.one_to_many_copies, self.one_to_many_weight = 1, 1.0
@@ -243,6 +251,31 @@ class DetectionCriterion(nn.Module):
         ddf = distillation_loss(corners[:-1], corners[-1], weights, matched, self.distill_temperature)
         return {"fgl": fgl, "ddf": torch.cat([boxes.new_zeros(first_layer), ddf, boxes.new_zeros(1)])}
 
+    def mask_terms(self, masks: torch.Tensor, matches: Matches, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """loss_mask, loss_dice of mask logits (B, Q', h, w) for one set's matches (per image: query and object
+        indices; queries beyond Q' (Group DETR's other groups) have no masks and are left out) against the targets'
+        "masks" (n, H, W), compared at `mask_points` random points of the image, the same for a mask and its
+        object's; divided by the (global) number of matched objects."""
+        batch, queries = masks.shape[:2]
+        pairs = self.pairs(matches, targets, batch, masks.device)
+        with_mask = pairs["query"] < queries
+        image, query = pairs["image"][with_mask], pairs["query"][with_mask]
+        objects = torch.cat([g.to(masks.device) for _, g in matches])[with_mask]
+        count = mean_over_ranks(torch.tensor([float(len(query))], device=masks.device)).clamp(min=1)
+        if not len(query):
+            zero = masks.sum() * 0  # every parameter in the graph
+            return {"loss_mask": zero, "loss_dice": zero}
+        # (M, 1, P, 2) points in -1..1 (grid_sample's x, y), one set per pair
+        points = torch.rand(len(query), 1, self.mask_points, 2, device=masks.device) * 2 - 1
+        logits = F.grid_sample(masks[image, query][:, None].float(), points, align_corners=False)[:, 0, 0]
+        wanted = torch.stack([targets[i]["masks"][o] for i, o in zip(image.tolist(), objects.tolist())])
+        truth = F.grid_sample(wanted[:, None].float(), points, align_corners=False)[:, 0, 0]
+        bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(1)
+        p = logits.sigmoid()
+        dice = 1 - (2 * (p * truth).sum(1) + 1) / (p.sum(1) + truth.sum(1) + 1)
+        return {"loss_mask": bce.sum() / count * self.weights["mask"],
+                "loss_dice": dice.sum() / count * self.weights["dice"]}  # fmt: skip
+
     def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches,
                    suffix: str, box_matches: Matches | None = None, local: dict | None = None
                    ) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -290,6 +323,8 @@ class DetectionCriterion(nn.Module):
         if self.union_matching:
             box_matches = union_of_matches(matches, boxes.shape[1]) * len(boxes)
         losses = self.stack_loss(boxes, logits, targets, matches, "", box_matches, self.local_inputs(outputs, ""))
+        if "masks" in outputs:
+            losses.update(self.mask_terms(outputs["masks"], matches[-len(targets) :], targets))
         meta = outputs.get("dn_meta")
         if meta is not None:
             boxes, logits = outputs["dn_boxes"], outputs["dn_logits"]

@@ -94,6 +94,8 @@ class Detector(nn.Module):
         outputs = self.decoder(features, targets) if self.training else self.decoder(features)
         if self.mask_head is not None:
             outputs["masks"] = self.mask_head(features, outputs.pop("queries"), images.shape[-2:])
+            outputs.pop("dn_queries", None)  # training: masks are learnt from the matched queries only
+            outputs.get("one_to_many", {}).pop("queries", None)
         return outputs
 
     @property

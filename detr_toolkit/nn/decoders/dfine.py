@@ -138,14 +138,17 @@ class DFineDecoder(TwoStageDecoder):
                 "initial": initial, "pre_boxes": pre_boxes}  # fmt: skip
 
     def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
-        """Inference: {"boxes", "logits"} of layer `eval_idx`. Training: every layer's outputs, see `forward_train`."""
+        """Inference: {"boxes", "logits"} of layer `eval_idx` (and with `return_queries` its hidden states "queries"
+        (B, Q, D), for a mask head). Training: every layer's outputs, see `forward_train`."""
         tokens, shapes = self.flatten_features(features)
         if self.training:
             return self.forward_train(tokens, shapes, targets)
         queries, reference, _, _ = self.select_queries(tokens, shapes)
         refined = self.refine(queries, reference, tokens, shapes, self.eval_idx + 1)
         logits = self.dec_score_head[self.eval_idx](refined["hidden"][-1])
-        return {"boxes": refined["boxes"][-1], "logits": self.lqe_layers[self.eval_idx](logits, refined["corners"][-1])}
+        outputs = {"boxes": refined["boxes"][-1],
+                   "logits": self.lqe_layers[self.eval_idx](logits, refined["corners"][-1])}  # fmt: skip
+        return {**outputs, "queries": refined["hidden"][-1]} if self.return_queries else outputs
 
     def forward_train(
         self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
@@ -154,7 +157,8 @@ class DFineDecoder(TwoStageDecoder):
         initial boxes as an extra set "pre_boxes" (B, Q, 4) / "pre_logits" (B, Q, C) (no quality estimate); the
         "references" (B, Q, 4) the edge distances start from and the "bin_values"/"reg_scale" that place them
         (for D-FINE's losses); "enc_boxes"/"enc_logits" of the proposals; with targets the denoising part as
-        "dn_..." (see `split_training_outputs`)."""
+        "dn_..." (see `split_training_outputs`); with `return_queries` layer eval_idx's hidden states "queries"
+        (B, Q, D)."""
         queries, reference, attn_mask, dn, outputs = self.training_queries(tokens, shapes, targets)
         refined = self.refine(queries, reference, tokens, shapes, len(self.layers), attn_mask)
         logits = [lqe(head(h), c) for lqe, head, h, c in
@@ -164,4 +168,6 @@ class DFineDecoder(TwoStageDecoder):
             pre_boxes=refined["pre_boxes"], pre_logits=self.dec_score_head[0](refined["hidden"][0]),
             references=refined["initial"], bin_values=self.bin_values, reg_scale=self.reg_scale,
         )  # fmt: skip
+        if self.return_queries:
+            outputs["queries"] = refined["hidden"][self.eval_idx]
         return self.split_training_outputs(outputs, dn)

@@ -123,7 +123,8 @@ class LWDETRDecoder(nn.Module):
         matches every group to the objects on its own (`targets` are not used: no denoising here).
         With `one_to_many_queries` the first group's next-best proposals (rounded up to R more groups of Q, with
         the first group's query embeddings) form a one-to-many branch: the same outputs over its R * Q queries
-        under "one_to_many" (each group attends only within itself, as all groups do).
+        under "one_to_many" (each group attends only within itself, as all groups do). With `return_queries`,
+        the first group's last layer "queries" (B, Q, D), for a mask head.
         """
         shapes = [tuple(f.shape[2:]) for f in features]
         tokens = torch.cat([f.flatten(2) for f in features], dim=2).transpose(1, 2)
@@ -161,6 +162,8 @@ class LWDETRDecoder(nn.Module):
             "enc_logits": torch.cat([logits for _, logits in selected], 1),
             "groups": groups,
         }
+        if self.return_queries:  # the first group's, as at inference: masks of every group would cost G times more
+            outputs["queries"] = hidden[-1, :, : self.num_queries]
         if extra_groups:
             branch = {"groups": extra_groups}
             for name, dim in (("boxes", 2), ("logits", 2), ("enc_boxes", 1), ("enc_logits", 1)):

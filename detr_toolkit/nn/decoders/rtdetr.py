@@ -67,7 +67,8 @@ class RTDETRDecoder(TwoStageDecoder):
         init_detection_heads(self.dec_score_head, self.dec_bbox_head)
 
     def forward(self, features: list[torch.Tensor], targets: list[dict] | None = None) -> dict[str, torch.Tensor]:
-        """Inference: {"boxes", "logits"} of layer `eval_idx`. Training: every layer's outputs, see `forward_train`."""
+        """Inference: {"boxes", "logits"} of layer `eval_idx` (and with `return_queries` its hidden states "queries"
+        (B, Q, D), for a mask head). Training: every layer's outputs, see `forward_train`."""
         tokens, shapes = self.flatten_features(features)
         if self.training:
             return self.forward_train(tokens, shapes, targets)
@@ -77,13 +78,15 @@ class RTDETRDecoder(TwoStageDecoder):
         for layer, bbox_head in zip(self.layers[: self.eval_idx + 1], self.dec_bbox_head):
             queries = layer(queries, boxes, self.query_pos_head(boxes), tokens, shapes)
             boxes = torch.sigmoid(bbox_head(queries) + inverse_sigmoid(boxes))
-        return {"boxes": boxes, "logits": self.dec_score_head[self.eval_idx](queries)}
+        outputs = {"boxes": boxes, "logits": self.dec_score_head[self.eval_idx](queries)}
+        return {**outputs, "queries": queries} if self.return_queries else outputs
 
     def forward_train(
         self, tokens: torch.Tensor, shapes: list[tuple[int, int]], targets: list[dict] | None
     ) -> dict[str, torch.Tensor]:
         """-> "boxes" (L, B, Q, 4), "logits" (L, B, Q, C) per layer; "enc_boxes", "enc_logits" (B, Q, ...) of the
-        proposals; with targets also "dn_boxes", "dn_logits" (L, B, D, ...) and "dn_meta" (see DetectionCriterion).
+        proposals; with targets also "dn_boxes", "dn_logits" (L, B, D, ...) and "dn_meta" (see DetectionCriterion);
+        with `return_queries` layer eval_idx's hidden states "queries" (B, Q, D).
 
         Each layer's loss box is its delta applied to the previous layer's box *with* gradient (RT-DETR's
         "look forward twice"), while the next layer starts from the detached box.
@@ -91,8 +94,11 @@ class RTDETRDecoder(TwoStageDecoder):
         queries, reference, attn_mask, dn, outputs = self.training_queries(tokens, shapes, targets)
         boxes = reference.sigmoid()
         all_boxes, all_logits, previous = [], [], None
-        for layer, bbox_head, score_head in zip(self.layers, self.dec_bbox_head, self.dec_score_head):
+        for index, (layer, bbox_head, score_head) in enumerate(zip(self.layers, self.dec_bbox_head,
+                                                                   self.dec_score_head)):  # fmt: skip
             queries = layer(queries, boxes, self.query_pos_head(boxes), tokens, shapes, attn_mask)
+            if self.return_queries and index == self.eval_idx:
+                outputs["queries"] = queries
             delta = bbox_head(queries)
             refined = torch.sigmoid(delta + inverse_sigmoid(boxes))
             all_boxes.append(refined if previous is None else torch.sigmoid(delta + inverse_sigmoid(previous)))

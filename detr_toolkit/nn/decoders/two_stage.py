@@ -21,8 +21,10 @@ from .anchors import generate_anchors, level_shapes
 from .denoising import DenoisingQueries, denoising_queries
 from .queries import gather_tokens, top_k_indices
 
-# Outputs with a query axis, and where it is: per layer (L, B, Q, ...) or per query (B, Q, ...).
-QUERY_OUTPUTS = (("boxes", 2), ("logits", 2), ("corners", 2), ("pre_boxes", 1), ("pre_logits", 1), ("references", 1))
+# Outputs with a query axis, and where it is: per layer (L, B, Q, ...) or per query (B, Q, ...) ("queries": the
+# eval layer's hidden states, for a mask head).
+QUERY_OUTPUTS = (("boxes", 2), ("logits", 2), ("corners", 2), ("pre_boxes", 1), ("pre_logits", 1), ("references", 1),
+                 ("queries", 1))  # fmt: skip
 
 
 def hybrid_attention_mask(denoising_mask: torch.Tensor | None, before: int, extra: int,
@@ -81,6 +83,7 @@ class TwoStageDecoder(nn.Module):
             raise ValueError(f"eval_size={eval_size} must be a multiple of the largest stride {max(in_strides)}")
         self.num_queries = num_queries
         self.hidden_dim = hidden_dim
+        self.return_queries = False  # set by the detector for its mask head: outputs "queries" too
         self.num_classes = num_classes
         self.eval_idx = eval_idx % num_layers
         self.anchor_size = anchor_size
