@@ -76,7 +76,7 @@ class RTDETR:
     @property
     def task(self) -> str:
         """The task, by ultralytics' names (SAHI reads it): "segment" with a mask head, else "detect"."""
-        return "detect" if self.model is None else self.model.task
+        return self.exported.task if self.exported is not None else self.model.task
 
     # --- predict -----------------------------------------------------------------------------------------
 
@@ -252,8 +252,8 @@ class RTDETR:
         int8 (with data, calibration, val: -> the int8 file or folder, its val mAP printed; the float32 one is
         written beside it unless an earlier export is there). The graph: input `images` (batch, 3, H, W) RGB 0..1,
         output `output0` (batch, queries, 4 + classes): cx cy w h in 0..1 and class scores, as ultralytics exported
-        RT-DETR before 8.4. dynamic: any batch size, and any input size (a multiple of the stride) where the model
-        allows it. OpenVINO's format is
+        RT-DETR before 8.4, and a segmentation model's `output1` (batch, queries, H / 4, W / 4) mask logits. dynamic:
+        any batch size, and any input size (a multiple of the stride) where the model allows it. OpenVINO's format is
         converted from the ONNX graph (see `engine/openvino_model.py`).
         """
         from .engine.exporter import export_model

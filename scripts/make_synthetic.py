@@ -1,6 +1,7 @@
 """Write the synthetic shapes dataset (YOLO and COCO formats) used by the demo and the tests.
 
 python scripts/make_synthetic.py datasets/shapes --train 400 --val 100 --size 128
+python scripts/make_synthetic.py datasets/shapes-seg --segments     # objects labelled by their outlines
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
     parser.add_argument("--max-objects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--segments", action="store_true", help="polygon labels (instance segmentation)")
     args = parser.parse_args()
-    data = make_synthetic(args.root, args.train, args.val, args.size, args.max_objects, args.seed)
+    data = make_synthetic(args.root, args.train, args.val, args.size, args.max_objects, args.seed,
+                          segments=args.segments)  # fmt: skip
     print(f"wrote {args.train} + {args.val} images; YOLO: {data}, COCO: {data.with_name('coco.yaml')}")
 
 

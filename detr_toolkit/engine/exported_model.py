@@ -38,7 +38,7 @@ class ExportedModel:
     """An exported detector file; called as `TorchInference` is (see `predictor.Inference`).
 
     A runtime's subclass opens the file (`_open`) and runs an image batch through it (`_run`).
-    Attributes: file, target (the device it runs on), half (computing in the runtime's half precision), names
+    Attributes: file, task ("detect", or "segment" for a file with mask logits), target (the device it runs on), half (computing in the runtime's half precision), names
     ({class index: name}), config (the model config the file was exported from, with the file's input size; for
     a file from ultralytics, that size only), imgsz ((H, W), or None where the file takes any size), batch (the
     file's batch size, or None where it is dynamic), stride.
@@ -58,8 +58,8 @@ class ExportedModel:
         output shapes)."""
         raise NotImplementedError
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        """(B, 3, H, W) float32 -> output0, as a numpy array."""
+    def _run(self, images: np.ndarray) -> list[np.ndarray]:
+        """(B, 3, H, W) float32 -> the outputs (output0, and a segmentation model's output1), as numpy arrays."""
         raise NotImplementedError
 
     def __init__(self, file: str | Path, device: torch.device | None = None, half: bool = False):
@@ -98,7 +98,8 @@ class ExportedModel:
 
     def _check_layout(self, metadata: dict[str, str], inputs: list[Shape], outputs: list[Shape]) -> None:
         """CheckpointError unless the file is a detector in the RT-DETR export layout with class names."""
-        if "names" not in metadata or metadata.get("task", "detect") != "detect":
+        self.task = metadata.get("task", "detect")
+        if "names" not in metadata or self.task not in ("detect", "segment"):
             raise CheckpointError(
                 f"{self.file}: not a detector exported by detr-toolkit or ultralytics (no class names in its metadata)"
             )
@@ -106,10 +107,12 @@ class ExportedModel:
             raise CheckpointError(
                 f"{self.file}: not an RT-DETR layout: an ultralytics model with a {metadata['head']} head"
             )
-        if len(inputs) != 1 or len(inputs[0]) != 4 or len(outputs) != 1 or len(outputs[0]) != 3:
+        expected = [3, 4] if self.task == "segment" else [3]
+        if len(inputs) != 1 or len(inputs[0]) != 4 or [len(o) for o in outputs] != expected:
             raise CheckpointError(
                 f"{self.file}: not an RT-DETR layout: it takes {[list(i) for i in inputs]} and gives "
                 f"{[list(o) for o in outputs]}; expected one image batch (B, 3, H, W) -> one (B, queries, 4 + classes)"
+                + (" and mask logits (B, queries, h, w)" if self.task == "segment" else "")
             )
         if inputs[0][1] != 3 and isinstance(inputs[0][1], int):
             raise CheckpointError(f"{self.file}: takes images of {inputs[0][1]} channels, not 3 (RGB)")
@@ -177,9 +180,9 @@ class ExportedModel:
             )
         return check_input_size(size, self.stride, name, batch)
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """(B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1, scores (B, Q, C), no masks; float32 on the
-        CPU.
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, 3, H, W) RGB in 0..1 -> boxes (B, Q, 4) cxcywh in 0..1, scores (B, Q, C) and a segmentation model's
+        mask logits (B, Q, h, w) (else None); float32 on the CPU.
 
         A file with a fixed batch size runs the images in chunks of it, the last one padded."""
         if self.imgsz is not None and tuple(images.shape[2:]) != tuple(self.imgsz):
@@ -195,10 +198,15 @@ class ExportedModel:
             padding = step - len(chunk)
             if padding:
                 chunk = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)])
-            chunks.append(self._run(chunk)[: step - padding])
-        rows = torch.from_numpy(np.concatenate(chunks)).float()
+            chunks.append([output[: step - padding] for output in self._run(chunk)])
+        rows = torch.from_numpy(np.concatenate([outputs[0] for outputs in chunks])).float()
+        masks = (
+            torch.from_numpy(np.concatenate([outputs[1] for outputs in chunks])).float()
+            if self.task == "segment"
+            else None
+        )
         if self.top_k:  # each row's score at its class, 0 for the others: postprocess picks the same pairs
             scores = torch.zeros(*rows.shape[:2], len(self.names))
             scores.scatter_(2, rows[..., 5:6].long().clamp(0, len(self.names) - 1), rows[..., 4:5])
-            return rows[..., :4], scores, None
-        return rows[..., :4], rows[..., 4:], None
+            return rows[..., :4], scores, masks
+        return rows[..., :4], rows[..., 4:], masks

@@ -5,7 +5,8 @@ float32 graph, int8, OpenVINO); the functions after it are its steps.
 The graph has ultralytics' RT-DETR export layout (before 8.4), so that code written for theirs reads ours:
 
     images (B, 3, H, W) float32 RGB in 0..1  ->  output0 (B, Q, 4 + C): cx, cy, w, h in 0..1, then C class scores
-    (sigmoid), one row per decoder query
+    (sigmoid), one row per decoder query; a segmentation model's also output1 (B, Q, H / r, W / r): each query's
+    mask logits (task "segment" in the metadata)
 
 and the same metadata (names, imgsz, stride, batch, ...) in the file's metadata_props. It is traced by torch.export
 (the `dynamo` exporter, through onnxscript); where that fails, by the TorchScript tracer, with the reason printed.
@@ -60,8 +61,8 @@ def export_model(
     """
     from .openvino_model import FOLDER_SUFFIX, openvino_module
 
-    if detector.mask_head is not None:
-        raise ConfigError(f"{source}: exporting a segmentation model (with a mask head) is not supported yet")
+    if detector.mask_head is not None and args.int8:
+        raise ConfigError(f"{source}: int8 export of a segmentation model is not supported yet (its float32 export is)")
     openvino = args.format == "openvino"
     if openvino:
         openvino_module()  # a missing package is said before the export's work
@@ -105,7 +106,8 @@ def export_metadata(detector: Detector, config: dict, names: dict[int, str], ste
     """What an exported file says of its model (text, as ONNX metadata_props hold it); `export_onnx` adds the
     input size, batch and exporter."""
     return {
-        "description": f"detr-toolkit {stem}", "task": "detect", "stride": str(detector.stride), "names": str(names),
+        "description": f"detr-toolkit {stem}", "task": detector.task, "stride": str(detector.stride),
+        "names": str(names),
         "family": config["decoder"]["type"],
         "input": "RGB in 0..1" + (", normalised inside the graph" if detector.mean is not None else ""),
         "config": yaml.safe_dump(config, sort_keys=False),
@@ -113,15 +115,18 @@ def export_metadata(detector: Detector, config: dict, names: dict[int, str], ste
 
 
 class ExportOutputs(nn.Module):
-    """The detector with its outputs in the export layout. Shapes: (B, 3, H, W) -> (B, Q, 4 + C)."""
+    """The detector with its outputs in the export layout. Shapes: (B, 3, H, W) -> (B, Q, 4 + C), and a segmentation
+    model's mask logits (B, Q, H / r, W / r)."""
 
     def __init__(self, detector: Detector):
         super().__init__()
         self.detector = detector
+        self.output_names = ["output0"] + (["output1"] if detector.mask_head is not None else [])
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         outputs = self.detector(images)
-        return torch.cat([outputs["boxes"], outputs["logits"].sigmoid()], dim=-1)
+        rows = torch.cat([outputs["boxes"], outputs["logits"].sigmoid()], dim=-1)
+        return (rows, outputs["masks"]) if "masks" in outputs else rows
 
 
 def any_size_allowed(detector: Detector) -> bool:
@@ -156,21 +161,21 @@ def trace_dynamo(model: ExportOutputs, images: torch.Tensor, dynamic: bool, any_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's notes about its own internals
         program = torch.onnx.export(model, (images,), dynamo=True, opset_version=opset, input_names=["images"],
-                                    output_names=["output0"], dynamic_shapes=shapes, verbose=False)  # fmt: skip
+                                    output_names=model.output_names, dynamic_shapes=shapes, verbose=False)  # fmt: skip
     return program.model_proto.SerializeToString()
 
 
 def trace_torchscript(model: ExportOutputs, images: torch.Tensor, dynamic: bool, opset: int) -> bytes:
     """The TorchScript tracer -> ONNX. dynamic: a free batch (height and width are constants in its trace)."""
-    dynamic_axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
+    dynamic_axes = {name: {0: "batch"} for name in ["images", *model.output_names]} if dynamic else None
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():  # (no inference-mode tracing)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes become constants: H and W are fixed
         warnings.filterwarnings("ignore", "Constant folding - Only steps=1")  # strided slices stay ops
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.onnx's notes about its own internals
-        torch.onnx.export(model, (images,), buffer, dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["output0"], dynamic_axes=dynamic_axes)  # fmt: skip
+        torch.onnx.export(model, (images,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=model.output_names, dynamic_axes=dynamic_axes)  # fmt: skip
     return buffer.getvalue()
 
 

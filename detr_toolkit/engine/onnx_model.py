@@ -60,5 +60,5 @@ class OnnxModel(ExportedModel):
         metadata = self.session.get_modelmeta().custom_metadata_map
         return metadata, [i.shape for i in self.session.get_inputs()], [o.shape for o in self.session.get_outputs()]
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.session.get_inputs()[0].name: images})[0]
+    def _run(self, images: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.session.get_inputs()[0].name: images})

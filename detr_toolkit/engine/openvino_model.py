@@ -87,5 +87,6 @@ class OpenVinoModel(ExportedModel):
         ]
         return {str(key): value if isinstance(value, str) else str(value) for key, value in metadata.items()}, *shapes
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        return self.compiled(images)[0]
+    def _run(self, images: np.ndarray) -> list[np.ndarray]:
+        results = self.compiled(images)
+        return [results[port] for port in self.compiled.outputs]
