@@ -38,10 +38,10 @@ class ExportedModel:
     """An exported detector file; called as `TorchInference` is (see `predictor.Inference`).
 
     A runtime's subclass opens the file (`_open`) and runs an image batch through it (`_run`).
-    Attributes: file, task ("detect", or "segment" for a file with mask logits), target (the device it runs on), half (computing in the runtime's half precision), names
-    ({class index: name}), config (the model config the file was exported from, with the file's input size; for
-    a file from ultralytics, that size only), imgsz ((H, W), or None where the file takes any size), batch (the
-    file's batch size, or None where it is dynamic), stride.
+    Attributes: file, task ("detect", or "segment" for a file with mask logits), target (the device it runs on),
+    half (computing in the runtime's half precision), names ({class index: name}), config (the model config the
+    file was exported from, with the file's input size; for a file from ultralytics, that size only), imgsz ((H, W),
+    or None where the file takes any size), batch (the file's batch size, or None where it is dynamic), stride.
     """
 
     runtime = ""  # its name, in messages

@@ -6,8 +6,8 @@ segmentation head; D-FINE-seg and MaskDINO make masks the same way).
     a decoder layer's normalised queries (B, Q, D) -> pre-norm MLP block -> linear: query embeddings
     mask logits (B, Q, H/r, W/r) = query embeddings . pixel embeddings + bias
 
-At inference only the last layer's masks are made (the pixel blocks still run in turn); in training every
-layer's, for the auxiliary losses.
+Only the last layer's (the eval layer's) masks are made, in training too (the pixel blocks still run in turn);
+RF-DETR also trains each earlier layer's masks, which would cost a mask per query and layer.
 """
 
 from __future__ import annotations
@@ -53,9 +53,8 @@ class QueryBlock(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """Shapes: encoder maps [(B, C_i, H_i, W_i)], queries (B, Q, D) (inference: the last layer's) or (L, B, Q, D)
-    (training: every layer's, L <= `num_blocks`, matched to the last L blocks), input size (H, W)
-    -> mask logits (B, Q, H / downsample, W / downsample), or (L, B, Q, ...) for (L, B, Q, D) queries.
+    """Shapes: encoder maps [(B, C_i, H_i, W_i)], the decoder's last queries (B, Q, D), input size (H, W)
+    -> mask logits (B, Q, H / downsample, W / downsample).
 
     The pixel map is the finest encoder map, brought to the queries' width `query_dim` by a 1x1 conv when it has
     other than `query_dim` channels. `num_blocks`: pixel blocks, one per decoder layer; `ffn_dim`: the query MLP's
@@ -94,14 +93,6 @@ class MaskHead(nn.Module):
     def forward(self, features: list[torch.Tensor], queries: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         size = (image_size[0] // self.downsample, image_size[1] // self.downsample)
         pixels = F.interpolate(self.input_proj(features[self.level]), size=size, mode="bilinear", align_corners=False)
-        per_layer = queries.dim() == 4
-        if per_layer and len(queries) > len(self.blocks):
-            raise ValueError(f"masks of {len(queries)} decoder layers asked of a head of {len(self.blocks)} blocks")
-        first_output = len(self.blocks) - (len(queries) if per_layer else 1)
-        masks = []
-        for index, block in enumerate(self.blocks):
+        for block in self.blocks:
             pixels = block(pixels)
-            if index >= first_output:
-                layer_queries = queries[index - first_output] if per_layer else queries
-                masks.append(self.mask_logits(layer_queries, self.pixel_proj(pixels)))
-        return torch.stack(masks) if per_layer else masks[-1]
+        return self.mask_logits(queries, self.pixel_proj(pixels))
