@@ -259,3 +259,60 @@ def test_exported_segmentation_model_gives_the_same_masks(seg_peer, tmp_path, fm
     mine, theirs = (m.predict(PHOTOS[1], imgsz=size, conf=0.3, verbose=False)[0] for m in (model, exported))
     assert len(mine) == len(theirs) > 5 and (mine.boxes.data - theirs.boxes.data).abs().max() < 1e-2
     assert mask_iou(mine.masks.data.bool(), theirs.masks.data.bool()).diagonal().min() >= 0.99
+
+
+# --- training a mask head ----------------------------------------------------------------------------------
+
+
+def mask_targets(size: int) -> list[dict]:
+    """Two images' targets with masks: a filled ellipse per object, its box around it."""
+    targets = []
+    for objects in ([(20, 30, 12, 8, 0)], [(40, 20, 10, 14, 1), (16, 44, 8, 8, 2)]):
+        masks = np.zeros((len(objects), size, size), np.uint8)
+        boxes = []
+        for mask, (cx, cy, rx, ry, _) in zip(masks, objects):
+            cv2.ellipse(mask, (cx, cy), (rx, ry), 0, 0, 360, 1, -1)
+            boxes.append([cx / size, cy / size, 2 * rx / size, 2 * ry / size])
+        targets.append({"boxes": torch.tensor(boxes), "labels": torch.tensor([o[-1] for o in objects]),
+                        "masks": torch.from_numpy(masks)})  # fmt: skip
+    return targets
+
+
+@pytest.mark.parametrize("base", ["rtdetr-tiny.yaml", "dfine-n.yaml", "deimv2-atto.yaml", "lwdetr-tiny.yaml"])
+def test_every_family_trains_a_mask_head(base):
+    """RT-DETR, D-FINE, DEIMv2 and LW-DETR decoders feed the mask head in training; the criterion's mask terms
+    reach every mask-head parameter."""
+    from detr_toolkit.config import load_model_config, merge
+    from detr_toolkit.loss import build_criterion
+    from detr_toolkit.nn import build_model
+
+    config = merge(load_model_config(base), {"nc": 3, "mask_head": {"type": "rfdetr", "num_blocks": 2, "ffn_dim": 32}})
+    config.pop("names")
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    size = 64 if base != "lwdetr-tiny.yaml" else 128
+    targets = mask_targets(size)
+    outputs = model(torch.rand(2, 3, size, size), targets)
+    queries = outputs["logits"].shape[2]  # LW-DETR: every group's; masks are the first group's
+    assert outputs["masks"].shape[0] == 2 and outputs["masks"].shape[1] == queries // outputs.get("groups", 1)
+    assert outputs["masks"].shape[2:] == (size // 4, size // 4)
+    losses = build_criterion(config.get("loss"), 3)(outputs, targets)
+    assert losses["loss_mask"] > 0 and losses["loss_dice"] > 0
+    (losses["loss_mask"] + losses["loss_dice"]).backward()
+    for name, parameter in model.mask_head.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_mask_terms_reward_the_right_masks():
+    """The same matches: masks that are the objects' score far lower than masks that are their complements."""
+    from detr_toolkit.loss import DetectionCriterion
+
+    targets = mask_targets(64)
+    criterion = DetectionCriterion(3)
+    matches = [(torch.arange(len(t["labels"])), torch.arange(len(t["labels"]))) for t in targets]
+    right = torch.full((2, 5, 16, 16), -10.0)
+    for i, t in enumerate(targets):
+        small = torch.nn.functional.interpolate(t["masks"][None].float(), size=(16, 16), mode="area")[0]
+        right[i, : len(small)] = (small - 0.5) * 20
+    good, bad = criterion.mask_terms(right, matches, targets), criterion.mask_terms(-right, matches, targets)
+    assert good["loss_mask"] < 0.2 * bad["loss_mask"] and good["loss_dice"] < 0.2 * bad["loss_dice"]

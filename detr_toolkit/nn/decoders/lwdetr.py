@@ -163,7 +163,7 @@ class LWDETRDecoder(nn.Module):
             "groups": groups,
         }
         if self.return_queries:  # the first group's, as at inference: masks of every group would cost G times more
-            outputs["queries"] = hidden[-1, :, : self.num_queries]
+            outputs["queries"] = hidden[-1, :, : selected[0][0].shape[1]]
         if extra_groups:
             branch = {"groups": extra_groups}
             for name, dim in (("boxes", 2), ("logits", 2), ("enc_boxes", 1), ("enc_logits", 1)):
