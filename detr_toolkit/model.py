@@ -27,7 +27,7 @@ from .engine.predictor import Inference, Predictor, TorchInference, inference_dt
 from .engine.saver import PredictionSaver
 from .engine.threads import threads_for_call
 from .engine.tracking import make_tracker, track, tracker_settings
-from .errors import ConfigError, DetrToolkitError
+from .errors import CheckpointError, ConfigError, DetrToolkitError
 from .nn import DEFAULT_IMGSZ, Detector, build_model
 from .results import Results
 from .settings import ExportArgs, PredictArgs, TrackArgs, TrainArgs, ValArgs
@@ -72,6 +72,21 @@ class RTDETR:
         else:
             weights.load_pretrained_backbone(self.model, config)
         self.model.eval().to(select_device(device))
+
+    def load(self, source: str | Path) -> RTDETR:
+        """Start from the weights of `source` (any checkpoint `RTDETR` reads) where they fit this model: every tensor
+        of the same name and shape (ultralytics' `YOLO("yolov8n-seg.yaml").load("yolov8n.pt")`: a detector's
+        weights into a segmentation model, whose mask head starts fresh). Says how many it took; -> self."""
+        detector = self._torch_model("load weights into")
+        _, state = weights.load(source)
+        if state is None:
+            raise ConfigError(f"{source}: a model config, not weights")
+        copied, total = weights.transfer_state(detector, state)
+        if not copied:
+            raise CheckpointError(f"{source}: none of its tensors fit this model (another architecture)")
+        print(f"loaded {copied}/{total} tensors from {source}")
+        self.pretrained = True
+        return self
 
     @property
     def task(self) -> str:

@@ -121,6 +121,16 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str | Path) -> N
     model.load_state_dict({**{k: v for k, v in own.items() if k.endswith(OPTIONAL_SUFFIXES)}, **state})
 
 
+def transfer_state(model: nn.Module, state: dict[str, Any]) -> tuple[int, int]:
+    """Copy into `model` every tensor of `state` whose name, shape and kind of number match one of the model's (a
+    detector's weights into a segmentation model of the same architecture, say); -> (copied, the model's count)."""
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and k in own
+               and v.shape == own[k].shape and _same_kind(v, own[k])}  # fmt: skip
+    model.load_state_dict(fitting, strict=False)
+    return len(fitting), len(own)
+
+
 # Floating dtypes a weight is stored in and cast from without losing what it means; complex, float8 (a scaled format
 # whose scale lives elsewhere) and integers are other kinds of number.
 WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -134,4 +144,4 @@ def _same_kind(tensor: torch.Tensor, own: torch.Tensor) -> bool:
     return not tensor.is_complex() and (tensor.dtype in WEIGHT_DTYPES or not tensor.is_floating_point())
 
 
-__all__ = ["load", "load_pretrained_backbone", "load_state", "load_weights", "save_weights"]
+__all__ = ["load", "load_pretrained_backbone", "load_state", "load_weights", "save_weights", "transfer_state"]
