@@ -76,14 +76,17 @@ class RTDETR:
     def load(self, source: str | Path) -> RTDETR:
         """Start from the weights of `source` (any checkpoint `RTDETR` reads) where they fit this model: every tensor
         of the same name and shape (ultralytics' `YOLO("yolov8n-seg.yaml").load("yolov8n.pt")`: a detector's
-        weights into a segmentation model, whose mask head starts fresh). Says how many it took; -> self."""
+        weights into a segmentation model, whose mask head starts fresh), and its class names where it has as many
+        classes (its class heads came too). Says how many tensors it took; -> self."""
         detector = self._torch_model("load weights into")
-        _, state = weights.load(source)
+        config, state = weights.load(source)
         if state is None:
             raise ConfigError(f"{source}: a model config, not weights")
         copied, total = weights.transfer_state(detector, state)
         if not copied:
             raise CheckpointError(f"{source}: none of its tensors fit this model (another architecture)")
+        if config.get("nc") == len(self.names):
+            self.names = class_names(config.get("names"), config["nc"], str(source))
         print(f"loaded {copied}/{total} tensors from {source}")
         self.pretrained = True
         return self

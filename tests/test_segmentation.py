@@ -344,6 +344,7 @@ def test_load_puts_a_detectors_weights_into_a_segmentation_model(tmp_path):
     mine = model.predict(peers.ASSETS / "shapes.jpg", conf=0.5, verbose=False)[0]
     detector = RTDETR(demo).predict(peers.ASSETS / "shapes.jpg", conf=0.5, verbose=False)[0]
     assert len(mine) == len(detector) > 0 and torch.equal(mine.boxes.data, detector.boxes.data)
+    assert model.names == RTDETR(demo).names  # its class heads came, so do their names
     assert mine.masks.data.shape == (len(mine), *mine.orig_shape)
     with pytest.raises(ConfigError, match="a model config, not weights"):
         model.load(CONFIGS / "rtdetr-tiny.yaml")
