@@ -284,7 +284,8 @@ class RTDETR:
 
     @staticmethod
     def _score_int8(int8: Path, float32: Path, data: str, imgsz: int) -> None:
-        """Print the int8 file's val mAP beside the float32 one's, where `data` is a dataset of the model's classes."""
+        """Print the int8 file's val mAP (box, and mask for a segmentation model) beside the float32 one's, where
+        `data` is a dataset of the model's classes."""
         if Path(data).is_dir():
             print(f"int8 not scored: {data} is a folder of images (a dataset file scores it)")
             return
@@ -294,8 +295,9 @@ class RTDETR:
         except ConfigError as error:  # another dataset's classes: it calibrates, it cannot score
             print(f"int8 not scored: {error}")
             return
+        keys = [key for key in ("mAP50-95", "mAP50", "mask_mAP50-95", "mask_mAP50") if key in scores["int8"]]
         print("  ".join(f"{key} int8 {scores['int8'][key]:.3f} (float32 {scores['float32'][key]:.3f})"
-                        for key in ("mAP50-95", "mAP50")) + f" on {data} val")  # fmt: skip
+                        for key in keys) + f" on {data} val")  # fmt: skip
 
     # --- model -------------------------------------------------------------------------------------------
 

@@ -61,8 +61,6 @@ def export_model(
     """
     from .openvino_model import FOLDER_SUFFIX, openvino_module
 
-    if detector.mask_head is not None and args.int8:
-        raise ConfigError(f"{source}: int8 export of a segmentation model is not supported yet (its float32 export is)")
     openvino = args.format == "openvino"
     if openvino:
         openvino_module()  # a missing package is said before the export's work

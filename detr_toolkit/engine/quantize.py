@@ -6,7 +6,9 @@ int8 kernels read it), int8 weights per output channel, uint8 activations scaled
 Only the backbone and the encoder are quantized (their convolutions and matrix products, which hold nearly all
 the work, and the cheap ops between them). The decoder stays float32: its box refinement, sampling offsets and attention
 weights, and the class scores that top-k ranks, move by whole pixels and ranks when rounded to 8 bits, for a few percent
-of the time.
+of the time. A segmentation model's mask head stays float32 too: quantized, its masks lost more (RT-DETR-Tiny-Seg on
+generated shapes: mask mAP50-95 0.510 against 0.516 with it float, 0.529 all float32; and at 640 px on an AVX2 CPU
+without VNNI it ran slower: 127 ms against 114).
 """
 
 from __future__ import annotations
