@@ -56,6 +56,20 @@ def test_yolo_seg_rows_become_polygons_and_masks(seg_set):
     assert torch.allclose(xyxy(target["boxes"], 64), mask_boxes(masks.bool()), atol=1e-4)
 
 
+def test_generated_shapes_on_photo_crops(tmp_path):
+    """`photos`: the backgrounds are crops of them (a black photo: black around the objects, where generated
+    backgrounds are 60..200 grey levels); the objects' polygons stay the labels."""
+    data = make_synthetic(tmp_path, train=6, val=1, size=64, segments=True, photos=[np.zeros((90, 120, 3), np.uint8)])
+    annotations, _ = load_yolo(data)
+    for annotation in annotations:
+        image = cv2.imread(str(annotation.image))
+        objects = np.zeros(image.shape[:2], np.uint8)
+        for polygons in annotation.segments:
+            cv2.fillPoly(objects, [np.round(p).astype(np.int32) for p in polygons], 1)
+        around = cv2.erode(1 - objects, np.ones((5, 5), np.uint8)).astype(bool)  # off the objects' antialiased rims
+        assert around.any() and image[around].mean() < 5
+
+
 def test_box_only_rows_in_a_segmentation_set_fill_their_box(tmp_path, seg_set):
     """A plain `class cx cy w h` row among polygon rows: its mask is its box."""
     annotations, _ = load_yolo(seg_set)

@@ -525,7 +525,7 @@ def _urban(rng: np.random.Generator, h: int, w: int, palette: list) -> Scene:
     return scene
 
 
-def _photo(rng: np.random.Generator, h: int, w: int, photos: list[np.ndarray]) -> np.ndarray:
+def photo_crop(rng: np.random.Generator, h: int, w: int, photos: list[np.ndarray]) -> np.ndarray:
     """A random crop of a real photo, rescaled to (h, w), flipped, colour-shifted, textured."""
     photo = photos[int(rng.integers(len(photos)))]
     ph, pw = photo.shape[:2]
@@ -584,7 +584,7 @@ def _paste_photo_patches(rng: np.random.Generator, scene: Scene, photos: list[np
     h, w = scene.image.shape[:2]
     for _ in range(int(rng.integers(1, 4))):
         ph, pw = int(rng.uniform(0.15, 0.4) * h), int(rng.uniform(0.15, 0.4) * w)
-        patch = _photo(rng, ph, pw, photos)
+        patch = photo_crop(rng, ph, pw, photos)
         mask = np.zeros((ph, pw), np.float32)
         cv2.fillPoly(mask, [np.int32(_blob(rng, min(ph, pw) * 0.45, 0.25) * [pw / min(ph, pw), ph / min(ph, pw)]
                                      + [pw / 2, ph / 2])], 1.0)  # fmt: skip
@@ -600,7 +600,7 @@ def background(rng: np.random.Generator, h: int, w: int, photos: list[np.ndarray
         ["fields", "terrain", "urban", "photo"], p=[0.35, 0.25, 0.2, 0.2] if photos else [0.4, 0.35, 0.25, 0]
     )
     if style == "photo":
-        scene = Scene(_photo(rng, h, w, photos))
+        scene = Scene(photo_crop(rng, h, w, photos))
     else:
         scene = {"fields": _fields, "terrain": _terrain, "urban": _urban}[style](rng, h, w, palette)
         if photos and rng.random() < 0.35:

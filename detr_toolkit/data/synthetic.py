@@ -1,8 +1,9 @@
 """A synthetic detection dataset that needs nothing from the internet: coloured shapes on textured backgrounds.
 
 Classes: circle, square, triangle, star by default (any of SHAPES may be chosen); 1 to `max_objects` per image,
-sizes from 8% to 40% of the image, random colours, on smooth noise backgrounds; filled, or in the "outline" style
-(a second domain: a model pretrained on filled shapes meets outlined shapes of other classes when fine-tuned).
+sizes from 8% to 40% of the image, random colours, on smooth noise backgrounds (or crops of real photos); filled,
+or in the "outline" style (a second domain: a model pretrained on filled shapes meets outlined shapes of other
+classes when fine-tuned).
 With `segments`, each object is labelled by its outline polygon (instance segmentation) instead of its box.
 Written in both formats side by side:
 
@@ -19,14 +20,19 @@ import cv2
 import numpy as np
 import yaml
 
+from .aerial import photo_crop
+
 SHAPES = ["circle", "square", "triangle", "star", "hexagon", "cross"]
 CLASSES = SHAPES[:4]
 STYLES = ("filled", "outline")
 OUTLINE_WIDTH = 0.3  # the stroke of the "outline" style, in shape radii
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A muted base colour with smooth blotches and grain, so shapes stand out but not trivially."""
+def _background(rng: np.random.Generator, size: int, photos: list[np.ndarray]) -> np.ndarray:
+    """A muted base colour with smooth blotches and grain, so shapes stand out but not trivially; or, given
+    `photos` (BGR), a random crop of one of them, colour-shifted."""
+    if photos:
+        return np.clip(photo_crop(rng, size, size, photos), 0, 255).astype(np.uint8)
     base = rng.integers(60, 200, 3).astype(np.int16)
     blotches = cv2.resize(
         rng.integers(-40, 41, (6, 6, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
@@ -63,10 +69,12 @@ def shape_outline(kind: str, cx: float, cy: float, r: float, angle: float) -> np
 
 
 def draw_image(rng: np.random.Generator, size: int, max_objects: int, classes: list[str] = CLASSES,
-               style: str = "filled", outlines: bool = False) -> tuple[np.ndarray, list[tuple]]:  # fmt: skip
+               style: str = "filled", outlines: bool = False,
+               photos: list[np.ndarray] | None = None) -> tuple[np.ndarray, list[tuple]]:  # fmt: skip
     """-> (BGR image, [(class index in `classes`, x1, y1, x2, y2)]) with objects overlapping little; with
-    `outlines`, each object's outline (K, 2) (clipped to the image) follows its box."""
-    image = _background(rng, size)
+    `outlines`, each object's outline (K, 2) (clipped to the image) follows its box; on crops of `photos` where
+    given."""
+    image = _background(rng, size, photos or [])
     objects: list[tuple] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
@@ -143,9 +151,10 @@ def make_tracking_video(path: str | Path, frames: int = 60, size: int = 96, obje
 
 def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int = 96, max_objects: int = 4,
                    seed: int = 0, classes: list[str] = CLASSES, style: str = "filled",
-                   segments: bool = False) -> Path:  # fmt: skip
+                   segments: bool = False, photos: list[np.ndarray] | None = None) -> Path:  # fmt: skip
     """Write the dataset of `classes` (of SHAPES) drawn in `style` under `root`; returns the YOLO data.yaml
-    (coco.yaml sits beside it). `segments`: objects labelled by their outlines (YOLO-seg rows, COCO polygons)."""
+    (coco.yaml sits beside it). `segments`: objects labelled by their outlines (YOLO-seg rows, COCO polygons).
+    `photos` (BGR images): backgrounds cropped from them instead of generated ones."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, count in (("train", train), ("val", val)):
@@ -153,7 +162,7 @@ def make_synthetic(root: str | Path, train: int = 800, val: int = 100, size: int
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in enumerate(classes)]}
         for index in range(count):
-            image, objects = draw_image(rng, size, max_objects, classes, style, outlines=True)
+            image, objects = draw_image(rng, size, max_objects, classes, style, outlines=True, photos=photos)
             name = f"{split}_{index:05d}.jpg"
             cv2.imwrite(str(root / "images" / split / name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             lines = [f"{c} " + (" ".join(f"{v / size:.6f}" for v in outline.ravel()) if segments else
