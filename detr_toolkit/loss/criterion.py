@@ -256,19 +256,20 @@ class DetectionCriterion(nn.Module):
         indices; queries beyond Q' (Group DETR's other groups) have no masks and are left out) against the targets'
         "masks" (n, H, W), compared at `mask_points` random points of the image, the same for a mask and its
         object's; divided by the (global) number of matched objects."""
-        batch, queries = masks.shape[:2]
-        pairs = self.pairs(matches, targets, batch, masks.device)
-        with_mask = pairs["query"] < queries
-        image, query = pairs["image"][with_mask], pairs["query"][with_mask]
-        objects = torch.cat([g.to(masks.device) for _, g in matches])[with_mask]
-        count = mean_over_ranks(torch.tensor([float(len(query))], device=masks.device)).clamp(min=1)
-        if not len(query):
+        queries, device = masks.shape[1], masks.device
+        picked, wanted = [], []  # per image: its matched queries' mask logits (m, h, w), their objects' (m, H, W)
+        for image, ((query, objects), target) in enumerate(zip(matches, targets)):
+            keep = query < queries
+            picked.append(masks[image, query[keep].to(device)])
+            wanted.append(target["masks"][objects[keep].to(target["masks"].device)])
+        picked, wanted = torch.cat(picked), torch.cat(wanted)
+        count = mean_over_ranks(torch.tensor([float(len(picked))], device=device)).clamp(min=1)
+        if not len(picked):
             zero = masks.sum() * 0  # every parameter in the graph
             return {"loss_mask": zero, "loss_dice": zero}
         # (M, 1, P, 2) points in -1..1 (grid_sample's x, y), one set per pair
-        points = torch.rand(len(query), 1, self.mask_points, 2, device=masks.device) * 2 - 1
-        logits = F.grid_sample(masks[image, query][:, None].float(), points, align_corners=False)[:, 0, 0]
-        wanted = torch.stack([targets[i]["masks"][o] for i, o in zip(image.tolist(), objects.tolist())])
+        points = torch.rand(len(picked), 1, self.mask_points, 2, device=device) * 2 - 1
+        logits = F.grid_sample(picked[:, None].float(), points, align_corners=False)[:, 0, 0]
         truth = F.grid_sample(wanted[:, None].float(), points, align_corners=False)[:, 0, 0]
         bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(1)
         p = logits.sigmoid()
