@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -147,3 +148,30 @@ def test_malformed_coco_segmentation_names_the_annotation(tmp_path, segmentation
     with pytest.warns(UserWarning, match="malformed segmentation"):
         table, _ = load_coco(*coco_set(tmp_path, segmentation), on_error="skip")
     assert len(table[0].boxes) == 1 and table[0].segments == [[]]
+
+
+def test_mask_map_scores_each_images_first_rows_against_the_polygons():
+    """coco_metrics(masks=...): per image, the RLEs of its first detection rows (rows beyond them, as past the
+    validator's 100 masks, count for boxes only); the objects' own masks score mask mAP 1, masks off the objects
+    score less, box mAP unmoved."""
+    from detr_toolkit.data.annotations import Annotation
+    from detr_toolkit.engine.coco_metrics import coco_metrics
+
+    square = np.array([[10, 10], [30, 10], [30, 30], [10, 30]], np.float64)
+    annotations = [
+        Annotation(Path(f"{i}.jpg"), (48, 64), np.array([[10, 10, 30, 30], [40, 8, 60, 40]], np.float32),
+                   np.array([0, 1]), [[square], [square + [30, -2] + [[0, 0], [0, 0], [0, 12], [0, 12]]]])
+        for i in range(2)
+    ]  # fmt: skip
+    detections = [np.array([[10, 10, 30, 30, 0.9, 0], [40, 8, 60, 40, 0.8, 1], [0, 0, 5, 5, 0.1, 1]])] * 2
+
+    def rles(shift: int) -> list[dict]:
+        masks = np.zeros((48, 64, 2), np.uint8, order="F")
+        masks[10 + shift : 30 + shift, 10:30, 0] = 1
+        masks[8 + shift : 40 + shift, 40:60, 1] = 1
+        return coco_mask.encode(masks)
+
+    right, _ = coco_metrics(annotations, detections, {0: "a", 1: "b"}, masks=[rles(0), rles(0)])
+    off, _ = coco_metrics(annotations, detections, {0: "a", 1: "b"}, masks=[rles(0), rles(9)])
+    assert right["mask_mAP50-95"] == pytest.approx(1.0) and right["mAP50-95"] == pytest.approx(1.0)
+    assert off["mask_mAP50-95"] < 0.8 and off["mAP50-95"] == right["mAP50-95"]

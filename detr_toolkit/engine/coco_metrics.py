@@ -75,11 +75,10 @@ def coco_metrics(
     truth, evaluation = _evaluate(coco_ground_truth(annotations, names), records, "bbox")
     stats = {name: float(value) for name, value in zip(STAT_NAMES, evaluation.stats)}
     if masks is not None:
-        mask_records = [
-            {**record, "segmentation": rle}
-            for record, rle in zip(records, _first_rows(masks, [len(np.reshape(r, (-1, 6))) for r in detections]))
-            if rle is not None
-        ]
+        # each image's first rows, those with masks
+        masked = coco_detections([np.reshape(rows, (-1, 6))[: len(rles)] for rows, rles in zip(detections, masks)])
+        rles = [rle for image_masks in masks for rle in image_masks]
+        mask_records = [{**record, "segmentation": rle} for record, rle in zip(masked, rles, strict=True)]
         _, mask_evaluation = _evaluate(truth, mask_records, "segm")
         stats.update({name: float(value) for name, value in zip(MASK_STAT_NAMES, mask_evaluation.stats)})
     precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU, recall, class), all areas, 100 detections
@@ -105,9 +104,3 @@ def _evaluate(truth: dict | Any, records: list[dict], kind: str) -> tuple[Any, A
         evaluation.accumulate()
         evaluation.summarize()
     return truth, evaluation
-
-
-def _first_rows(masks: Sequence[list[dict]], counts: list[int]) -> list[dict | None]:
-    """Per detection row of every image (counts: rows per image), its RLE, or None beyond the image's masks."""
-    return [rle for image_masks, count in zip(masks, counts)
-            for rle in [*image_masks, *[None] * (count - len(image_masks))]]  # fmt: skip
