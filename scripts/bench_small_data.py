@@ -65,12 +65,15 @@ def run_yolo(args: argparse.Namespace, data_yaml: Path, work: Path) -> dict:
     import torch
     import ultralytics.data.utils
     from ultralytics import YOLO
-    from ultralytics.utils import torch_utils
+    from ultralytics.utils import SETTINGS, torch_utils
 
     from detr_toolkit.data.splits import load_split
     from detr_toolkit.engine.coco_metrics import coco_metrics
 
     torch_utils.NUM_THREADS = args.threads  # select_device() sets torch's threads to this
+    # ultralytics logs to MLflow wherever mlflow is installed, into the working directory (mlflow.db, mlruns/), as
+    # ours does only when asked: off for this process, without saving that to the user's ultralytics settings file
+    dict.__setitem__(SETTINGS, "mlflow", False)
     ultralytics.data.utils.check_font = lambda *a, **k: None  # no font download attempt (plots are off)
     torch.manual_seed(args.seed)
     model = YOLO("yolov8n.yaml")  # random weights; nothing downloaded
