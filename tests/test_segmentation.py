@@ -315,6 +315,20 @@ def test_mask_terms_reward_the_right_masks():
     assert good["loss_mask"] < 0.2 * bad["loss_mask"] and good["loss_dice"] < 0.2 * bad["loss_dice"]
 
 
+def test_importance_sampling_puts_points_where_masks_are_uncertain():
+    """mask_importance 0.75: three quarters of the points where the logits are nearest 0 (here the columns nearest
+    a mask's edge, x = 0), of 3 x as many random ones; the rest uniform. Without it, all uniform."""
+    from detr_toolkit.loss import DetectionCriterion
+
+    logits = torch.linspace(-8, 8, 32).abs().expand(2, 32, 32) * torch.linspace(-1, 1, 32).sign()
+    torch.manual_seed(0)
+    for importance in (0.75, 0.0):
+        points = DetectionCriterion(3, mask_points=400, mask_importance=importance).mask_sample_points(logits)
+        assert points.shape == (2, 1, 400, 2) and points.abs().max() <= 1
+        near_edge = float((points[..., 0].abs() < 0.3).float().mean())  # uniform: 0.3; the uncertain: all
+        assert (near_edge > 0.75) if importance else (0.25 < near_edge < 0.35), (importance, near_edge)
+
+
 @pytest.fixture(scope="module")
 def learned_masks(tmp_path_factory):
     """(the trained model, its dataset, val metrics before, after): the shipped demo detector's weights in

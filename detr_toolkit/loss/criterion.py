@@ -10,8 +10,9 @@ queries are matched to the objects, then:
     giou:  1 - GIoU between matched boxes, likewise
     fgl, ddf: D-FINE's losses on edge distributions (see `distribution`), for the decoder layers
     mask, dice: a segmentation model's (outputs "masks", targets "masks"): binary cross-entropy and dice between
-           each matched query's mask logits and its object's mask at `mask_points` random points (Mask2Former's
-           point sampling), for the last layer's matches; summed over objects / number of objects
+           each matched query's mask logits and its object's mask at `mask_points` points (Mask2Former's point
+           sampling: `mask_importance` of them the most uncertain, |logit| smallest, of `mask_oversample` times as
+           many random points; the rest random), for the last layer's matches; summed over objects / number of objects
 With `union_matching` (D-FINE's GO-LSD, DEIM's dense one-to-one), the box terms of every set use the union of
 all sets' matches; the class terms keep each set's own.
 Denoising queries (noised copies of the objects) skip matching: each is paired with the object it copies.
@@ -129,6 +130,8 @@ class DetectionCriterion(nn.Module):
         mask_weight: float = 5.0,
         dice_weight: float = 5.0,
         mask_points: int = 12544,
+        mask_importance: float = 0.0,
+        mask_oversample: int = 3,
     ):
         super().__init__()
         if class_loss not in CLASS_LOSSES:
@@ -136,7 +139,9 @@ class DetectionCriterion(nn.Module):
         self.num_classes, self.class_loss = num_classes, class_loss
         self.weights = {"class": class_weight, "bbox": bbox_weight, "giou": giou_weight, "fgl": fgl_weight,
                         "ddf": ddf_weight, "mask": mask_weight, "dice": dice_weight}  # fmt: skip
-        self.mask_points = mask_points
+        if not 0 <= mask_importance <= 1 or mask_oversample < 1:
+            raise ValueError(f"mask_importance={mask_importance} (0..1), mask_oversample={mask_oversample} (>= 1)")
+        self.mask_points, self.mask_importance, self.mask_oversample = mask_points, mask_importance, mask_oversample
         self.alpha, self.gamma = alpha, gamma
         self.distill_temperature = distill_temperature
         self.one_to_many_copies, self.one_to_many_weight = 1, 1.0
@@ -267,8 +272,7 @@ class DetectionCriterion(nn.Module):
         if not len(picked):
             zero = masks.sum() * 0  # every parameter in the graph
             return {"loss_mask": zero, "loss_dice": zero}
-        # (M, 1, P, 2) points in -1..1 (grid_sample's x, y), one set per pair
-        points = torch.rand(len(picked), 1, self.mask_points, 2, device=device) * 2 - 1
+        points = self.mask_sample_points(picked)
         logits = F.grid_sample(picked[:, None].float(), points, align_corners=False)[:, 0, 0]
         truth = F.grid_sample(wanted[:, None].float(), points, align_corners=False)[:, 0, 0]
         bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(1)
@@ -276,6 +280,21 @@ class DetectionCriterion(nn.Module):
         dice = 1 - (2 * (p * truth).sum(1) + 1) / (p.sum(1) + truth.sum(1) + 1)
         return {"loss_mask": bce.sum() / count * self.weights["mask"],
                 "loss_dice": dice.sum() / count * self.weights["dice"]}  # fmt: skip
+
+    def mask_sample_points(self, logits: torch.Tensor) -> torch.Tensor:
+        """(M, 1, mask_points, 2) points in -1..1 (grid_sample's x, y) at which to compare each of the (M, h, w) mask
+        logits with its object's mask: `mask_importance` of them where the logits are least certain (nearest 0)
+        among `mask_oversample` x `mask_points` random points, the others random (Mask2Former's, RF-DETR's)."""
+        count, device = self.mask_points, logits.device
+        uncertain = round(self.mask_importance * count)
+        random = torch.rand(len(logits), 1, count - uncertain, 2, device=device) * 2 - 1
+        if not uncertain:
+            return random
+        candidates = torch.rand(len(logits), 1, count * self.mask_oversample, 2, device=device) * 2 - 1
+        with torch.no_grad():
+            values = F.grid_sample(logits[:, None].detach().float(), candidates, align_corners=False)[:, 0, 0]
+        chosen = values.abs().topk(uncertain, dim=1, largest=False).indices  # (M, uncertain)
+        return torch.cat([candidates.gather(2, chosen[:, None, :, None].expand(-1, -1, -1, 2)), random], 2)
 
     def stack_loss(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], matches: Matches,
                    suffix: str, box_matches: Matches | None = None, local: dict | None = None
