@@ -130,7 +130,7 @@ class DetectionCriterion(nn.Module):
         mask_weight: float = 5.0,
         dice_weight: float = 5.0,
         mask_points: int = 12544,
-        mask_importance: float = 0.0,
+        mask_importance: float = 0.75,
         mask_oversample: int = 3,
     ):
         super().__init__()
