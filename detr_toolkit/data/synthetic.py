@@ -28,7 +28,7 @@ STYLES = ("filled", "outline")
 OUTLINE_WIDTH = 0.3  # the stroke of the "outline" style, in shape radii
 
 
-def _background(rng: np.random.Generator, size: int, photos: list[np.ndarray]) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, photos: list[np.ndarray] | None = None) -> np.ndarray:
     """A muted base colour with smooth blotches and grain, so shapes stand out but not trivially; or, given
     `photos` (BGR), a random crop of one of them, colour-shifted."""
     if photos:
@@ -74,7 +74,7 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int, classes: l
     """-> (BGR image, [(class index in `classes`, x1, y1, x2, y2)]) with objects overlapping little; with
     `outlines`, each object's outline (K, 2) (clipped to the image) follows its box; on crops of `photos` where
     given."""
-    image = _background(rng, size, photos or [])
+    image = _background(rng, size, photos)
     objects: list[tuple] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):

@@ -76,7 +76,10 @@ def coco_metrics(
     stats = {name: float(value) for name, value in zip(STAT_NAMES, evaluation.stats)}
     if masks is not None:
         # each image's first rows, those with masks
-        masked = coco_detections([np.reshape(rows, (-1, 6))[: len(rles)] for rows, rles in zip(detections, masks)])
+        rows = [np.reshape(image_rows, (-1, 6)) for image_rows in detections]
+        if any(len(image_masks) > len(image_rows) for image_rows, image_masks in zip(rows, masks, strict=True)):
+            raise ValueError("coco_metrics: an image has more masks than detection rows")
+        masked = coco_detections([image_rows[: len(image_masks)] for image_rows, image_masks in zip(rows, masks)])
         rles = [rle for image_masks in masks for rle in image_masks]
         mask_records = [{**record, "segmentation": rle} for record, rle in zip(masked, rles, strict=True)]
         _, mask_evaluation = _evaluate(truth, mask_records, "segm")

@@ -259,8 +259,8 @@ class DetectionCriterion(nn.Module):
     def mask_terms(self, masks: torch.Tensor, matches: Matches, targets: list[dict]) -> dict[str, torch.Tensor]:
         """loss_mask, loss_dice of mask logits (B, Q', h, w) for one set's matches (per image: query and object
         indices; queries beyond Q' (Group DETR's other groups) have no masks and are left out) against the targets'
-        "masks" (n, H, W), compared at `mask_points` random points of the image, the same for a mask and its
-        object's; divided by the (global) number of matched objects."""
+        "masks" (n, H, W), compared at `mask_points` points of the image (`mask_sample_points`), the same for a mask
+        and its object's; divided by the (global) number of matched objects."""
         queries, device = masks.shape[1], masks.device
         picked, wanted = [], []  # per image: its matched queries' mask logits (m, h, w), their objects' (m, H, W)
         for image, ((query, objects), target) in enumerate(zip(matches, targets)):
