@@ -197,6 +197,18 @@ def test_masks_follow_updates_and_tracking():
     assert len(result) == len(result.masks) == 1
 
 
+def test_masks_of_big_images_are_resized_in_chunks_to_the_same_masks():
+    """masks_at_size resizes a few masks at a time (bounded float32 memory): the same masks as all at once."""
+    from detr_toolkit.engine.predictor import masks_at_size
+
+    torch.manual_seed(0)
+    logits = torch.randn(7, 20, 30)
+    whole = masks_at_size(logits, (90, 120))
+    assert whole.shape == (7, 90, 120) and whole.dtype == torch.uint8 and 0 < whole.float().mean() < 1
+    assert torch.equal(masks_at_size(logits, (90, 120), chunk_values=2 * 90 * 120 + 5), whole)  # chunks of 2
+    assert masks_at_size(logits[:0], (90, 120)).shape == (0, 90, 120)
+
+
 def test_polygon_of_an_empty_mask_is_empty():
     assert mask_to_polygon(np.zeros((8, 8), np.uint8)).shape == (0, 2)
 
