@@ -99,10 +99,19 @@ def test_roboflow_seg_checkpoint_loads(seg_peer, tmp_path):
 
     model, folder, size = seg_peer
     spec = peers.TRANSFORMERS_SPECS["rf_detr_seg"]
-    args = peers.roboflow_args("rf_detr_seg", size, segmentation_head=True, mask_downsample_ratio=4)
+    args = peers.roboflow_args("rf_detr_seg", size, segmentation_head=True, mask_downsample_ratio=4,
+                               mask_ce_loss_coef=3.0)  # fmt: skip
     torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-seg.pth")
     ours = RTDETR(tmp_path / "rf-seg.pth")
     assert ours.task == "segment" and ours.config["mask_head"]["ffn_dim"] == spec["intermediate_size"]
+    # RF-DETR-Seg's training terms: its coefficients in the loss and the matcher, 1 point in 16 of the mask logits
+    loss, points = ours.config["loss"], max(size // 4, (size // 4) ** 2 // 16)
+    assert (loss["mask_weight"], loss["dice_weight"], loss["mask_points"]) == (3.0, 5.0, points)
+    assert (loss["matcher"]["mask_weight"], loss["matcher"]["dice_weight"], loss["matcher"]["mask_points"]) == (
+        3.0,
+        5.0,
+        points,
+    )
     images, theirs = peer_outputs(model, size)
     with torch.inference_mode():
         assert (ours.model(images)["masks"] - theirs.pred_masks).abs().max() < 1e-4
@@ -340,6 +349,27 @@ def test_mask_terms_of_images_without_masked_matches_are_zero_with_a_gradient():
     assert float(losses["loss_mask"]) == 0 and float(losses["loss_dice"]) == 0
     (losses["loss_mask"] + losses["loss_dice"]).backward()
     assert masks.grad is not None
+
+
+def test_mask_costs_decide_matches_that_boxes_cannot():
+    """Two objects with the same box and class, a disc and a ring; two queries with the same box and scores, the
+    first's mask logits a ring, the second's a disc: with RF-DETR's mask costs (`matcher: mask_weight,
+    dice_weight`) each query gets the object its mask draws; on boxes alone the tie goes by order."""
+    from detr_toolkit.loss import HungarianMatcher
+
+    disc, ring = np.zeros((2, 64, 64), np.uint8)
+    cv2.circle(disc, (32, 32), 20, 1, -1)
+    cv2.circle(ring, (32, 32), 20, 1, 6)
+    target = {"boxes": torch.tensor([[0.5, 0.5, 0.64, 0.64]] * 2), "labels": torch.tensor([1, 1]),
+              "masks": torch.from_numpy(np.stack([disc, ring]))}  # fmt: skip
+    boxes, logits = target["boxes"][None].clone(), torch.zeros(1, 2, 3)
+    small = torch.nn.functional.interpolate(target["masks"][None].float(), size=(16, 16), mode="area")[0]
+    masks = ((small.flip(0) - 0.5) * 20)[None]  # query 0: the ring's logits, query 1: the disc's
+    torch.manual_seed(0)
+    ((queries, objects),) = HungarianMatcher(mask_weight=5.0, dice_weight=5.0)(boxes, logits, [target], masks)
+    assert dict(zip(queries.tolist(), objects.tolist())) == {0: 1, 1: 0}
+    ((queries, objects),) = HungarianMatcher()(boxes, logits, [target], masks)
+    assert dict(zip(queries.tolist(), objects.tolist())) == {0: 0, 1: 1}
 
 
 def test_importance_sampling_puts_points_where_masks_are_uncertain():

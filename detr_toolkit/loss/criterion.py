@@ -33,7 +33,7 @@ from torchvision.ops import box_area, box_convert, generalized_box_iou_loss
 
 from ..distributed import mean_over_ranks
 from .distribution import bin_targets, distillation_loss, edge_distances, localization_loss
-from .matcher import HungarianMatcher, Matches, union_of_matches
+from .matcher import HungarianMatcher, Matches, union_of_matches, values_at
 
 
 def varifocal_loss(logits: torch.Tensor, target_scores: torch.Tensor, labels: torch.Tensor, alpha: float,
@@ -148,14 +148,16 @@ class DetectionCriterion(nn.Module):
         self.union_matching = union_matching
         self.matcher = HungarianMatcher(**(matcher or {}))
 
-    def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int) -> Matches:
+    def match(self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[dict], groups: int,
+              masks: torch.Tensor | None = None) -> Matches:  # fmt: skip
         """Hungarian matches of (..., B, Q, ...) predictions, per (leading index, image) as `HungarianMatcher`
         returns them; with query groups, each group is matched on its own, so every object is matched once per
-        group (Group DETR)."""
+        group (Group DETR). masks: the last set's mask logits (B, Q', h, w), of the first group's queries."""
         if groups == 1:
-            return self.matcher(boxes, logits, targets)
+            return self.matcher(boxes, logits, targets, masks)
         size = boxes.shape[-2] // groups
-        per_group = [self.matcher(b, s, targets) for b, s in zip(boxes.split(size, -2), logits.split(size, -2))]
+        per_group = [self.matcher(b, s, targets, masks if g == 0 else None)
+                     for g, (b, s) in enumerate(zip(boxes.split(size, -2), logits.split(size, -2)))]  # fmt: skip
         return [
             (torch.cat([m[i][0] + g * size for g, m in enumerate(per_group)]), torch.cat([m[i][1] for m in per_group]))
             for i in range(len(per_group[0]))
@@ -273,8 +275,7 @@ class DetectionCriterion(nn.Module):
             zero = masks.sum() * 0  # every parameter in the graph
             return {"loss_mask": zero, "loss_dice": zero}
         points = self.mask_sample_points(picked)
-        logits = F.grid_sample(picked[:, None].float(), points, align_corners=False)[:, 0, 0]
-        truth = F.grid_sample(wanted[:, None].float(), points, align_corners=False)[:, 0, 0]
+        logits, truth = values_at(picked, points), values_at(wanted, points)
         bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(1)
         p = logits.sigmoid()
         dice = 1 - (2 * (p * truth).sum(1) + 1) / (p.sum(1) + truth.sum(1) + 1)
@@ -292,7 +293,7 @@ class DetectionCriterion(nn.Module):
             return random
         candidates = torch.rand(len(logits), 1, count * self.mask_oversample, 2, device=device) * 2 - 1
         with torch.no_grad():
-            values = F.grid_sample(logits[:, None].detach().float(), candidates, align_corners=False)[:, 0, 0]
+            values = values_at(logits.detach(), candidates)
         chosen = values.abs().topk(uncertain, dim=1, largest=False).indices  # (M, uncertain)
         return torch.cat([candidates.gather(2, chosen[:, None, :, None].expand(-1, -1, -1, 2)), random], 2)
 
@@ -338,7 +339,7 @@ class DetectionCriterion(nn.Module):
             first[0].append(outputs["pre_boxes"][None])
             first[1].append(outputs["pre_logits"][None])
         boxes, logits = torch.cat([*first[0], outputs["boxes"]]), torch.cat([*first[1], outputs["logits"]])
-        matches = self.match(boxes, logits, targets, outputs.get("groups", 1))  # per (set, image)
+        matches = self.match(boxes, logits, targets, outputs.get("groups", 1), outputs.get("masks"))  # (set, image)
         box_matches = None
         if self.union_matching:
             box_matches = union_of_matches(matches, boxes.shape[1]) * len(boxes)

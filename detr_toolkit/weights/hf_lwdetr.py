@@ -131,7 +131,17 @@ def convert_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None) -> d
     }
     if "RfDetrForInstanceSegmentation" in (hf.get("architectures") or []):
         config["mask_head"] = mask_head_section(hf)
+        config["loss"] = mask_loss_section(hf, config["loss"], imgsz // config["mask_head"]["downsample"])
     return config
+
+
+def mask_loss_section(hf: dict[str, Any], loss: dict[str, Any], mask_size: int) -> dict[str, Any]:
+    """`loss` with RF-DETR-Seg's mask terms: its BCE and dice coefficients, in the loss and in the matcher's costs,
+    at one point in `mask_point_sample_ratio` of the (mask_size x mask_size) mask logits' pixels (at least a row's)."""
+    bce, dice = hf.get("mask_class_loss_coefficient", 5.0), hf.get("mask_dice_loss_coefficient", 5.0)
+    points = max(mask_size, mask_size * mask_size // hf.get("mask_point_sample_ratio", 16))
+    return {**loss, "mask_weight": bce, "dice_weight": dice, "mask_points": points,
+            "matcher": {**loss["matcher"], "mask_weight": bce, "dice_weight": dice, "mask_points": points}}  # fmt: skip
 
 
 def mask_head_section(hf: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,9 @@ def convert(checkpoint: dict[str, Any], path) -> tuple[dict[str, Any], dict[str,
         except KeyError:
             raise CheckpointError(f"{path}: rf-detr segmentation checkpoint without its segmentation head") from None
         hf_style.update(architectures=["RfDetrForInstanceSegmentation"], intermediate_size=ffn_dim,
-                        mask_downsample_ratio=args.get("mask_downsample_ratio", 4))  # fmt: skip
+                        mask_downsample_ratio=args.get("mask_downsample_ratio", 4),
+                        mask_class_loss_coefficient=args.get("mask_ce_loss_coef", 5.0),
+                        mask_dice_loss_coefficient=args.get("mask_dice_loss_coef", 5.0),
+                        mask_point_sample_ratio=args.get("mask_point_sample_ratio", 16))  # fmt: skip
     config = hf_lwdetr.convert_config(hf_style, {"size": {"height": args["resolution"]}})
     return config, hf_lwdetr.convert_state(state, f"{path} (rf-detr)")
