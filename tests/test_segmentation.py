@@ -15,6 +15,7 @@ from conftest import PHOTOS
 
 from detr_toolkit import RTDETR, Results
 from detr_toolkit.data.images import read_image
+from detr_toolkit.errors import CheckpointError
 from detr_toolkit.masks import mask_to_polygon
 
 NAMES = {0: "person", 1: "bus", 2: "dog"}
@@ -115,7 +116,14 @@ def test_roboflow_seg_checkpoint_loads(seg_peer, tmp_path):
     images, theirs = peer_outputs(model, size)
     with torch.inference_mode():
         assert (ours.model(images)["masks"] - theirs.pred_masks).abs().max() < 1e-4
-    del args.segmentation_head
+    args.mask_point_sample_ratio = 16.0  # a float that is a whole number reads as one
+    torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-seg-float.pth")
+    assert RTDETR(tmp_path / "rf-seg-float.pth").config["loss"]["mask_points"] == points
+    args.mask_point_sample_ratio = 0
+    torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-seg-zero.pth")
+    with pytest.raises(CheckpointError, match=r"rf-seg-zero.pth: .*mask_point_sample_ratio 0: a whole number"):
+        RTDETR(tmp_path / "rf-seg-zero.pth")
+    del args.segmentation_head, args.mask_point_sample_ratio
     torch.save({"model": load_file(folder / "model.safetensors"), "args": args}, tmp_path / "rf-det.pth")
     with pytest.raises(Exception, match="unexpected: mask_head"):
         RTDETR(tmp_path / "rf-det.pth")
@@ -372,6 +380,18 @@ def test_mask_costs_decide_matches_that_boxes_cannot():
     assert dict(zip(queries.tolist(), objects.tolist())) == {0: 0, 1: 1}
 
 
+def test_matcher_samples_target_masks_at_their_nearest_pixels():
+    """The matcher reads uint8 target masks at its points without a float copy of the masks: the values of
+    grid_sample's nearest mode, at points anywhere in the image and at its edges."""
+    from detr_toolkit.loss.matcher import pixels_at
+
+    masks = (torch.rand(4, 37, 53, generator=torch.Generator().manual_seed(0)) > 0.5).to(torch.uint8)
+    points = torch.cat([torch.rand(1, 1, 500, 2) * 2 - 1, torch.tensor([[[[-1.0, -1.0], [1.0, 1.0], [1.0, -1.0]]]])], 2)
+    nearest = torch.nn.functional.grid_sample(masks[:, None].float(), points.expand(4, -1, -1, -1), mode="nearest",
+                                              align_corners=False)[:, 0, 0]  # fmt: skip
+    assert torch.equal(pixels_at(masks, points), nearest)
+
+
 def test_importance_sampling_puts_points_where_masks_are_uncertain():
     """mask_importance 0.75: three quarters of the points where the logits are nearest 0 (here the columns nearest
     a mask's edge, x = 0), of 3 x as many random ones; the rest uniform. Without it, all uniform."""
@@ -445,7 +465,7 @@ def test_int8_export_keeps_the_mask_head_float_and_its_masks(learned_masks, tmp_
 def test_load_puts_a_detectors_weights_into_a_segmentation_model(tmp_path):
     """`load` copies every fitting tensor (the demo detector's all but the mask head): the same boxes as the
     detector, masks beside them; a config or weights of another architecture are refused by name."""
-    from detr_toolkit.errors import CheckpointError, ConfigError
+    from detr_toolkit.errors import ConfigError
 
     demo = peers.ASSETS / "rtdetr-tiny-shapes.safetensors"
     model = RTDETR(CONFIGS / "rtdetr-tiny-seg.yaml").load(demo)

@@ -80,7 +80,7 @@ class HungarianMatcher(nn.Module):
         """Mask logits (Q', h, w) against one image's object masks (n, H, W) -> (Q', n): `mask_weight` x the mean
         binary cross-entropy and `dice_weight` x the dice loss, at `mask_points` random points shared by all."""
         points = torch.rand(1, 1, self.mask_points, 2, device=logits.device) * 2 - 1  # grid_sample's x, y in -1..1
-        predicted, truth = values_at(logits, points), values_at(masks.to(logits.device), points)  # (Q', P), (n, P)
+        predicted, truth = values_at(logits, points), pixels_at(masks.to(logits.device), points)  # (Q', P), (n, P)
         bce = (F.softplus(-predicted) @ truth.T + F.softplus(predicted) @ (1 - truth).T) / self.mask_points
         p = predicted.sigmoid()
         dice = 1 - (2 * p @ truth.T + 1) / (p.sum(1, keepdim=True) + truth.sum(1)[None] + 1)
@@ -94,6 +94,14 @@ def values_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Maps (N, h, w) at points (N or 1, 1, P, 2), x y in -1..1 over the map (grid_sample's, corners at +-1),
     bilinearly -> (N, P) float32."""
     return F.grid_sample(maps[:, None].float(), points.expand(len(maps), -1, -1, -1), align_corners=False)[:, 0, 0]
+
+
+def pixels_at(masks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Masks (N, H, W) of any dtype at points (1, 1, P, 2) as in `values_at`, the nearest pixel's value -> (N, P)
+    float32: no float copy of whole masks (a crowded image's uint8 masks stay uint8 until sampled)."""
+    height, width = masks.shape[-2:]
+    x, y = ((points[0, 0] + 1) / 2 * points.new_tensor([width, height])).long().unbind(-1)  # (P,) pixel columns, rows
+    return masks[:, y.clamp(0, height - 1), x.clamp(0, width - 1)].float()
 
 
 def union_of_matches(matches: Matches, batch: int) -> Matches:

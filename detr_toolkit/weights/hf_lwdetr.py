@@ -139,7 +139,10 @@ def mask_loss_section(hf: dict[str, Any], loss: dict[str, Any], mask_size: int) 
     """`loss` with RF-DETR-Seg's mask terms: its BCE and dice coefficients, in the loss and in the matcher's costs,
     at one point in `mask_point_sample_ratio` of the (mask_size x mask_size) mask logits' pixels (at least a row's)."""
     bce, dice = hf.get("mask_class_loss_coefficient", 5.0), hf.get("mask_dice_loss_coefficient", 5.0)
-    points = max(mask_size, mask_size * mask_size // hf.get("mask_point_sample_ratio", 16))
+    ratio = hf.get("mask_point_sample_ratio", 16)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 1 or ratio != int(ratio):
+        raise ValueError(f"mask_point_sample_ratio {ratio!r}: a whole number >= 1 (mask pixels per sampled point)")
+    points = max(mask_size, mask_size * mask_size // int(ratio))
     return {**loss, "mask_weight": bce, "dice_weight": dice, "mask_points": points,
             "matcher": {**loss["matcher"], "mask_weight": bce, "dice_weight": dice, "mask_points": points}}  # fmt: skip
 
