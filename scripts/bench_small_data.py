@@ -1,5 +1,5 @@
 """Small-data training: ours (a training recipe) vs ultralytics' YOLOv8n from scratch, at equal wall-time budgets,
-on two kinds of generated aerial dataset (detr_toolkit/data/aerial.py): "dense" (tiles of 8-30 small objects)
+on two kinds of generated aerial dataset (detr_toolkit/data/aerial.py): "dense" (tiles of 6-19 small objects)
 and "medium" (frames of 1-6 objects of 45-210 px).
 
     python scripts/bench_small_data.py                               # both kinds, 5, 15 and 45 minutes per side
@@ -11,7 +11,7 @@ By default the two sides train side by side, each in a process of its own pinned
 with one thread; `--sequential` runs them one after the other on the whole idle CPU instead, `--threads` each.
 Each budget is a run of its own (`time=` in hours, ultralytics' and ours: the schedule fits the budget). Both
 sides are scored at the end by the same COCO evaluator (detr_toolkit.engine.coco_metrics) on the same val labels,
-as our loader reads them, both at the kind's input size (aerial.KINDS: 416 px dense, 192 px medium); both
+as our loader reads them, both at the kind's input size (aerial.KINDS: 224 px dense, 192 px medium); both
 trainers pick their best weights by val mAP on that split. The curves (one PNG per kind,
 assets/benchmarks/small-data-KIND.png) plot each epoch's val mAP50-95 as
 each trainer's own validation computed it against the wall minutes its results.csv records.

@@ -13,15 +13,17 @@ boxes of each object's visible pixels; an object less than 40% visible (occluded
 labelled.
 
 Two kinds of dataset (KINDS), as the camera's altitude makes them:
-- "dense": 320-416 px tiles of a high-altitude survey, 8-30 small objects each (median 32 px), as in aerial tile
-  datasets;
+- "dense": 160-224 px tiles of a high-altitude survey, 6-19 small objects each (median ~25 px), as in aerial tile
+  datasets, trained at 224 px;
 - "medium": a low-flying drone's frames, 1-6 objects of 45-210 px (median ~105 px) of several classes, no
   distractors nor roofs, trained at 192 px.
 They are calibrated on YOLOv8n from scratch (scripts/bench_small_data.py), since a ranking needs the peer at mAP50
 >= 0.3 within the longest budget: with 400 training images, 45 minutes on one core reach mAP50 0.39 on medium
-(63 epochs at 192 px; at 256 px, 37 epochs, and with roofs and smaller objects: 0.27, the number of steps
-decides) and 0.16 on dense (416 px, 19 epochs: not calibrated yet). Harder versions (15-60 objects on 640 px
-tiles; 120 images) kept it below 0.11.
+(63 epochs at 192 px; at 256 px, 37 epochs, and with roofs and smaller objects: 0.27) and 0.29 on dense,
+just short (50 epochs at 224 px; on 320-416 px tiles at 416 px, 19 epochs: 0.16; 256-320 px tiles at 320 px, 25
+epochs: 0.24; 192-256 px tiles at 256 px, 39 epochs: 0.27, those two with more distractors, occluders and
+roofs).
+Harder versions (15-60 objects on 640 px tiles; 120 images) kept it below 0.11.
 
 Train and val are different scenes from one distribution, as a user's own split of one capture campaign: each
 split draws from random streams of its own; backgrounds are fields, terrain and urban blocks (roofs, streets and
@@ -57,13 +59,13 @@ class Kind:
 
 KINDS = {
     "dense": Kind(
-        width=(320, 416),
-        objects=(8, 31),
+        width=(160, 224),
+        objects=(6, 20),
         scale=(1.0, 1.6),
-        distractors=(2, 15),
-        occluders=(0, 2),
-        buildings=(0, 7),
-        imgsz=416,
+        distractors=(0, 5),
+        occluders=(0, 1),
+        buildings=(0, 3),
+        imgsz=224,
     ),
     "medium": Kind(
         width=(480, 640),
